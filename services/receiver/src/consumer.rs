@@ -1,0 +1,244 @@
+//! The AMQP side: receive in batches, commit, then settle.
+//!
+//! Settlement follows `../shared/design.md`: *accept* only after the database
+//! commit; *reject* (with a description, so Artemis moves the message to its
+//! DLQ) what can never be processed; while the database is down, hold the
+//! batch unsettled and retry, and on shutdown *release* it so it comes back.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use fe2o3_amqp::{
+    Receiver,
+    link::{RecvError, delivery::{Delivery, DeliveryInfo}},
+    types::{
+        definitions::{self, AmqpError},
+        messaging::{Body, Source},
+        primitives::{Symbol, Value},
+    },
+};
+use fe2o3_amqp::link::receiver::CreditMode;
+use service_defaults::{
+    amqp::{AmqpSession, AmqpSettings},
+    backoff::Backoff,
+    db::is_transient,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use crate::{
+    decode::{Event, decode},
+    metrics::ReceiverMetrics,
+    store::{self, Stored},
+};
+
+type Message = Delivery<Body<Value>>;
+
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    pub amqp: AmqpSettings,
+    pub address: String,
+    pub credit: u32,
+    pub batch_size: usize,
+    pub batch_wait: Duration,
+}
+
+pub struct Consumer {
+    settings: ConsumerSettings,
+    pool: PgPool,
+    metrics: ReceiverMetrics,
+}
+
+/// A received message that decoded, with the span of its processing.
+struct Pending {
+    delivery: Message,
+    event: Event,
+    _span: Span,
+}
+
+enum Commit {
+    Stored(Stored),
+    Cancelled,
+    Fatal(sqlx::Error),
+}
+
+impl Consumer {
+    pub fn new(settings: ConsumerSettings, pool: PgPool, metrics: ReceiverMetrics) -> Self {
+        Self { settings, pool, metrics }
+    }
+
+    /// Consumes until `cancel` fires, reconnecting with backoff after any fault.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
+        while !cancel.is_cancelled() {
+            match self.attach().await {
+                Ok((session, mut receiver)) => {
+                    tracing::info!(broker = %self.settings.amqp.masked_url(), address = %self.settings.address, "receiver attached to the broker");
+                    self.metrics.broker_connected.set(1);
+                    backoff.reset();
+                    let result = self.consume(&mut receiver, &cancel).await;
+                    self.metrics.broker_connected.set(0);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), receiver.close()).await;
+                    session.close().await;
+                    if let Err(reason) = result {
+                        tracing::warn!(%reason, "broker link lost; unsettled messages will be redelivered");
+                    }
+                }
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    if backoff.worth_logging() {
+                        tracing::warn!(error = %err, retry_in = ?delay, attempt = backoff.attempt, "broker unreachable");
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attach(&self) -> Result<(AmqpSession, Receiver), service_defaults::amqp::AmqpError> {
+        let source = Source::builder()
+            .address(self.settings.address.clone())
+            .capabilities(vec![Symbol::from("queue")])
+            .build();
+        let name = format!("{}-receiver", self.settings.amqp.container_id);
+        let credit = self.settings.credit;
+        AmqpSession::open_with(&self.settings.amqp, async |session| {
+            Receiver::builder()
+                .name(name)
+                .source(source)
+                .credit_mode(CreditMode::Auto(credit))
+                .auto_accept(false)
+                .attach(session)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// Receives batches until cancelled (`Ok`) or the link fails (`Err`).
+    async fn consume(&self, receiver: &mut Receiver, cancel: &CancellationToken) -> Result<(), String> {
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                received = receiver.recv::<Body<Value>>() => received,
+            };
+            let mut batch = Vec::new();
+            self.take(receiver, first, &mut batch).await?;
+            let deadline = Instant::now() + self.settings.batch_wait;
+            while batch.len() < self.settings.batch_size {
+                match tokio::time::timeout_at(deadline.into(), receiver.recv::<Body<Value>>()).await {
+                    Ok(received) => self.take(receiver, received, &mut batch).await?,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(receiver, batch, cancel).await?;
+            }
+        }
+    }
+
+    /// Adds a decodable message to the batch; rejects a poison one at once.
+    async fn take(
+        &self,
+        receiver: &Receiver,
+        received: Result<Message, RecvError>,
+        batch: &mut Vec<Pending>,
+    ) -> Result<(), String> {
+        match received {
+            Ok(delivery) => match decode(delivery.message()) {
+                Ok(event) => {
+                    let span = tracing::info_span!(
+                        "receiver process",
+                        otel.kind = "consumer",
+                        messaging.system = "activemq",
+                        messaging.destination.name = %self.settings.address,
+                        messaging.message.id = %event.message_id,
+                    );
+                    service_defaults::telemetry::continue_from(&span, event.traceparent.as_deref());
+                    batch.push(Pending { delivery, event, _span: span });
+                    Ok(())
+                }
+                Err(reason) => self.reject(receiver, &delivery, reason).await,
+            },
+            Err(RecvError::MessageDecode(e)) => {
+                self.reject(receiver, e.info, format!("the message cannot be decoded: {}", e.source)).await
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn reject(&self, receiver: &Receiver, delivery: impl Into<DeliveryInfo>, reason: String) -> Result<(), String> {
+        tracing::warn!(%reason, "rejecting a poison message; the broker moves it to the DLQ");
+        let error = definitions::Error::new(AmqpError::DecodeError, Some(reason), None);
+        receiver.reject(delivery, error).await.map_err(|e| e.to_string())?;
+        self.metrics.rejected.inc();
+        Ok(())
+    }
+
+    /// Commits a batch and accepts it. A batch that fails for a reason in its
+    /// data is retried one message at a time, so only the bad message is rejected.
+    async fn commit(&self, receiver: &Receiver, batch: Vec<Pending>, cancel: &CancellationToken) -> Result<(), String> {
+        let events: Vec<&Event> = batch.iter().map(|p| &p.event).collect();
+        match self.store_with_retry(&events, cancel).await {
+            Commit::Stored(stored) => self.accept(receiver, batch, stored).await,
+            Commit::Cancelled => release(receiver, &batch).await,
+            Commit::Fatal(err) if batch.len() == 1 => {
+                let reason = format!("the message cannot be stored: {err}");
+                self.reject(receiver, &batch[0].delivery, reason).await
+            }
+            Commit::Fatal(err) => {
+                tracing::warn!(error = %err, size = batch.len(), "batch failed; storing its messages one by one");
+                for pending in batch {
+                    Box::pin(self.commit(receiver, vec![pending], cancel)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn store_with_retry(&self, events: &[&Event], cancel: &CancellationToken) -> Commit {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match store::store(&self.pool, events).await {
+                Ok(stored) => return Commit::Stored(stored),
+                Err(err) if is_transient(&err) => {
+                    let delay = backoff.next_delay();
+                    if backoff.worth_logging() {
+                        tracing::warn!(error = %err, held = events.len(), retry_in = ?delay, "database unavailable; holding messages unsettled");
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Commit::Cancelled,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(err) => return Commit::Fatal(err),
+            }
+        }
+    }
+
+    async fn accept(&self, receiver: &Receiver, batch: Vec<Pending>, mut stored: Stored) -> Result<(), String> {
+        let now = Utc::now();
+        for pending in &batch {
+            // `remove`: a message id twice in one batch counts once as new.
+            if stored.new.remove(&pending.event.message_id) {
+                self.metrics.processed.inc();
+                let e2e = (now - pending.event.created_at).to_std().unwrap_or_default();
+                self.metrics.end_to_end.observe(e2e.as_secs_f64());
+            } else {
+                self.metrics.duplicates.inc();
+                tracing::debug!(message_id = %pending.event.message_id, "duplicate delivery absorbed");
+            }
+        }
+        // If this fails the commit stands: the redelivery is absorbed by the inbox.
+        receiver.accept_all(batch.iter().map(|p| &p.delivery)).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+async fn release(receiver: &Receiver, batch: &[Pending]) -> Result<(), String> {
+    receiver.release_all(batch.iter().map(|p| &p.delivery)).await.map_err(|e| e.to_string())
+}

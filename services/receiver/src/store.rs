@@ -1,0 +1,63 @@
+//! The receiver's database: an inbox row per message id and the projected
+//! item, committed together. A message id already in the inbox has no effect.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use service_defaults::telemetry::trace_id_of;
+use sqlx::PgPool;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+use crate::decode::Event;
+
+/// Which events of a batch were new (the rest were duplicates).
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub new: HashSet<String>,
+}
+
+/// Stores a batch in one transaction: inbox rows first (conflicts skipped),
+/// then the items of the messages that were new.
+pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    let trace_ids: Vec<Option<&str>> =
+        events.iter().map(|e| e.traceparent.as_deref().and_then(trace_id_of)).collect();
+    let new: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO inbox (message_id, subject, trace_id)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING message_id",
+    )
+    .bind(&ids)
+    .bind(&subjects)
+    .bind(&trace_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let new: HashSet<String> = new.into_iter().collect();
+
+    let fresh: Vec<&&Event> = events.iter().filter(|e| new.contains(&e.message_id)).collect();
+    if !fresh.is_empty() {
+        let item_ids: Vec<Uuid> = fresh.iter().map(|e| e.item.id).collect();
+        let names: Vec<&str> = fresh.iter().map(|e| e.item.name.as_str()).collect();
+        let values: Vec<Decimal> = fresh.iter().map(|e| e.item.value).collect();
+        let created: Vec<DateTime<Utc>> = fresh.iter().map(|e| e.item.created_at).collect();
+        let message_ids: Vec<&str> = fresh.iter().map(|e| e.message_id.as_str()).collect();
+        // The same item under a new message id (a replayed event) keeps the first copy.
+        sqlx::query(
+            "INSERT INTO entity_items (id, name, value, created_at, message_id)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::timestamptz[], $5::text[])
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&item_ids)
+        .bind(&names)
+        .bind(&values)
+        .bind(&created)
+        .bind(&message_ids)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Stored { new })
+}

@@ -1,0 +1,55 @@
+//! The sender's settings, from the environment only (`../shared/design.md`).
+
+use std::{net::IpAddr, time::Duration};
+
+use outbox::{BrokerSettings, RelaySettings};
+use service_defaults::config::{
+    self, ConfigError, ConnectionString, Env, connection_string, duration_var, parse_var,
+};
+
+/// The names under which apphost (or a person) passes the connection strings.
+pub const DATABASE: &str = "sender-db";
+pub const BROKER: &str = "broker";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub database: ConnectionString,
+    pub pool_size: u32,
+    pub db_acquire_timeout: Duration,
+    pub broker: BrokerSettings,
+    pub relay: RelaySettings,
+    /// Relay tasks in this process (they share the table safely).
+    pub relays: usize,
+}
+
+impl Settings {
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let database = connection_string(env, DATABASE, "postgres://user:password@127.0.0.1:5432/sender")?;
+        let broker_cs = connection_string(env, BROKER, "amqp://user:password@127.0.0.1:5672")?;
+        let defaults = RelaySettings::default();
+        let relay = RelaySettings {
+            batch_size: parse_var(env, "OUTBOX_BATCH_SIZE", "a positive number of rows", defaults.batch_size)?.max(1),
+            max_in_flight: parse_var(env, "OUTBOX_MAX_IN_FLIGHT", "a positive number of messages", defaults.max_in_flight)?.max(1),
+            poll_interval: duration_var(env, "OUTBOX_POLL_INTERVAL", defaults.poll_interval)?,
+            send_timeout: duration_var(env, "OUTBOX_SEND_TIMEOUT", defaults.send_timeout)?,
+            max_attempts: parse_var(env, "OUTBOX_MAX_ATTEMPTS", "a positive number of attempts", defaults.max_attempts)?.max(1),
+            retry_base: duration_var(env, "OUTBOX_RETRY_BASE", defaults.retry_base)?,
+            retry_max: duration_var(env, "OUTBOX_RETRY_MAX", defaults.retry_max)?,
+            ..defaults
+        };
+        let mut broker = BrokerSettings::new(broker_cs.url, parse_var(env, "OUTBOX_ADDRESS", "a queue name", "entity-items".to_owned())?);
+        broker.amqp.idle_timeout = duration_var(env, "AMQP_IDLE_TIMEOUT", broker.amqp.idle_timeout)?;
+        Ok(Self {
+            host: parse_var(env, "HOST", "an IP address to listen on", IpAddr::from([0, 0, 0, 0]))?,
+            port: config::http_port(env, 8080)?,
+            database,
+            pool_size: parse_var(env, "DB_POOL_SIZE", "a positive number of connections", 16u32)?.max(1),
+            db_acquire_timeout: duration_var(env, "DB_ACQUIRE_TIMEOUT", Duration::from_secs(2))?,
+            broker,
+            relay,
+            relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 1usize)?.max(1),
+        })
+    }
+}

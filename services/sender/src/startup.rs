@@ -1,0 +1,124 @@
+//! Building and running the sender: pool, migrations, relays, HTTP server.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use outbox::{OutboxMetrics, Relay, Wakeup};
+use service_defaults::{
+    config::ProcessEnv,
+    db::{self, PoolSettings},
+    metrics::Metrics,
+    shutdown, telemetry,
+};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Settings, routes};
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    settings: Settings,
+    pool: PgPool,
+    metrics: Metrics,
+    outbox_metrics: OutboxMetrics,
+}
+
+impl Application {
+    /// Binds the port and prepares the pool; touches neither database nor broker yet.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = service_defaults::http::bind(settings.host, settings.port).await?;
+        let port = listener.local_addr()?.port();
+        let pool = db::lazy_pool(
+            &settings.database,
+            &PoolSettings {
+                max_connections: settings.pool_size,
+                acquire_timeout: settings.db_acquire_timeout,
+                ..PoolSettings::new("sender")
+            },
+        )
+        .context("the `sender-db` connection string is not a valid PostgreSQL URL")?;
+        let metrics = Metrics::new();
+        let outbox_metrics = OutboxMetrics::register(&metrics);
+        Ok(Self { listener, port, settings, pool, metrics, outbox_metrics })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Waits for the database, migrates, then serves and relays until `cancel`.
+    /// On cancel, in-flight requests finish and each relay finishes its batch.
+    pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let Self { listener, port, settings, pool, metrics, outbox_metrics } = self;
+        if db::wait_until_reachable(&pool, &settings.database, &cancel).await.is_err() {
+            return Ok(());
+        }
+        outbox::schema::migrate(&pool).await.context("migrating the outbox tables")?;
+        sqlx::migrate!("./migrations").run(&pool).await.context("migrating the sender's tables")?;
+
+        let wakeup = Wakeup::new();
+        let background = cancel.child_token();
+        let mut workers = JoinSet::new();
+        for n in 0..settings.relays {
+            let mut broker = settings.broker.clone();
+            broker.amqp.container_id = format!("{}-{n}", broker.amqp.container_id);
+            let relay = Relay::new(pool.clone(), broker, settings.relay.clone(), outbox_metrics.clone(), wakeup.clone());
+            workers.spawn(relay.run(background.clone()));
+        }
+        workers.spawn(outbox::relay::watch_backlog(
+            pool.clone(),
+            outbox_metrics.clone(),
+            Duration::from_secs(1),
+            background.clone(),
+        ));
+
+        let state = routes::AppState { pool: pool.clone(), wakeup };
+        let router = routes::router(state, &metrics, routes::readiness(pool.clone(), outbox_metrics));
+        tracing::info!(port, broker = %settings.broker.masked_url(), address = %settings.broker.address, relays = settings.relays, "sender listening");
+        let served = service_defaults::http::serve(listener, router, cancel.clone()).await;
+        background.cancel();
+        while workers.join_next().await.is_some() {}
+        pool.close().await;
+        served.context("serving HTTP")
+    }
+}
+
+/// The binary's whole life: configure, run, report. Exit 2 on bad configuration.
+pub async fn main() -> ExitCode {
+    let telemetry = match telemetry::init("sender") {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("sender: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match Settings::from_env(&ProcessEnv) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("sender: {err}");
+            telemetry.shutdown();
+            return ExitCode::from(2);
+        }
+    };
+    let cancel = shutdown::on_signal();
+    let result = match Application::build(settings).await {
+        Ok(app) => app.run_until_stopped(cancel).await,
+        Err(err) => Err(err),
+    };
+    telemetry.shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = ?err, "sender stopped with an error");
+            eprintln!("sender: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

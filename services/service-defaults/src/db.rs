@@ -1,0 +1,99 @@
+//! PostgreSQL pools that fail fast and heal by themselves.
+//!
+//! A request must never hang on a dead database: the pool's acquire timeout
+//! bounds the wait, and [`is_transient`] tells a passing outage (answer 503,
+//! retry later) from a fault in the data (answer 4xx/5xx, give up).
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConnectionString;
+
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a caller waits for a connection before giving up.
+    pub acquire_timeout: Duration,
+    pub application_name: String,
+}
+
+impl PoolSettings {
+    pub fn new(application_name: &str) -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            application_name: application_name.to_owned(),
+        }
+    }
+}
+
+/// A pool that opens connections on demand, so a service starts while its database is down.
+pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
+    let options = cs.url.expose().as_str().parse::<PgConnectOptions>()?
+        .application_name(&settings.application_name);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(0)
+        .acquire_timeout(settings.acquire_timeout)
+        // A connection that died with the server is found before it is handed out.
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}
+
+/// Waits until the database answers, logging each failed try; `Err` on cancellation.
+pub async fn wait_until_reachable(
+    pool: &PgPool,
+    cs: &ConnectionString,
+    cancel: &CancellationToken,
+) -> Result<(), Cancelled> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0u32;
+    loop {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                attempt += 1;
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(
+                        database = %cs.name, url = %cs.masked(), error = %err, attempt,
+                        "waiting for the database to answer"
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled while waiting for the database")]
+pub struct Cancelled;
+
+/// True when the error says the database is unreachable or busy right now,
+/// not that the statement or its data is wrong: retrying later can succeed.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception, 53: insufficient resources, 57P: operator
+            // intervention (shutdown, restart), 40001/40P01: serialization, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,210 @@
+//! HTTP pieces every service serves the same way: RFC 9457 problem details,
+//! `/health/live`, `/health/ready`, `/metrics`, request metrics, and a server
+//! that binds with a clear error and stops gracefully.
+
+use std::{
+    collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Instant,
+};
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{HttpLabels, HttpMetrics, Metrics};
+
+/// An `application/problem+json` body (RFC 9457). `errors` maps a field name
+/// to what is wrong with it, as ASP.NET's validation problems do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, Vec<String>>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, title: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank".into(),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: None,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Names a field of the request and what is wrong with it.
+    pub fn field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
+        self.errors.entry(field.into()).or_default().push(message.into());
+        self
+    }
+
+    /// A 400 about one field, the most common answer to bad input.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "one or more fields are invalid").field(field, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The answer to a path no route knows.
+pub async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "no such resource")
+}
+
+/// What `/health/ready` reports: whether the service can do its job, and why.
+pub struct Readiness {
+    pub ready: bool,
+    pub details: serde_json::Value,
+}
+
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Readiness> + Send>> + Send + Sync>;
+
+/// `/health/live`, `/health/ready` and `/metrics`.
+pub fn health_routes(metrics: Metrics, ready: ReadinessCheck) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { Json(serde_json::json!({ "status": "Healthy" })) }))
+        .route(
+            "/health/ready",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    let report = ready().await;
+                    let status = if report.ready { "Healthy" } else { "Unhealthy" };
+                    let code = if report.ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let mut body = serde_json::json!({ "status": status });
+                    if let (Some(body), serde_json::Value::Object(details)) =
+                        (body.as_object_mut(), report.details)
+                    {
+                        body.extend(details);
+                    }
+                    (code, Json(body))
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+}
+
+/// Middleware: counts and times every request by method, matched route and status.
+pub async fn track_requests(
+    State(metrics): State<HttpMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = HttpLabels { method, route, status: response.status().as_u16() };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("port {port} is already in use; stop what listens there or set `PORT` to another port (0 picks a free one)")]
+    InUse { port: u16 },
+    #[error("cannot listen on {addr}: {source}")]
+    Other { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Binds the service's port on `host` (from `HOST`, default all interfaces so
+/// the same binary works in a container), naming the fix when the port is taken.
+pub async fn bind(host: std::net::IpAddr, port: u16) -> Result<TcpListener, BindError> {
+    let addr = SocketAddr::new(host, port);
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            BindError::InUse { port }
+        } else {
+            BindError::Other { addr, source }
+        }
+    })
+}
+
+/// Serves until `cancel` fires, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}
+
+/// The span of one HTTP request, continuing the caller's trace when the
+/// request carries a `traceparent` header. For `TraceLayer::make_span_with`.
+pub fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format!("{} {}", request.method(), route),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_from(&span, traceparent);
+    span
+}
