@@ -1,0 +1,186 @@
+//! The relay against a real PostgreSQL and a real Artemis, read back by an
+//! independent AMQP client (python-qpid-proton).
+
+mod helpers;
+
+use std::{collections::HashSet, time::Duration};
+
+use helpers::{TestOutbox, fast};
+use outbox::{RelayError, RelaySettings};
+use testkit::{Artemis, eventually, peer};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn messages_follow_the_wire_contract() {
+    let broker = Artemis::shared();
+    let outbox = TestOutbox::new().await;
+    let mut tx = outbox.pool.begin().await.unwrap();
+    let id = outbox::enqueue(
+        &mut tx,
+        outbox::NewMessage {
+            event_type: "EntityItemCreated",
+            payload: r#"{"name":"w","value":1.25}"#,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut relay = outbox.relay(broker, fast());
+    let outcome = relay.try_publish_batch().await.unwrap();
+    assert_eq!((outcome.claimed, outcome.accepted), (1, 1), "{outcome:?}");
+    assert_eq!(outbox.count("outbox").await, 0, "an accepted row is removed");
+
+    let got = peer::drain(broker, &outbox.queue, 2).await;
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.id.as_deref(), Some(id.to_string().as_str()));
+    assert!(m.durable);
+    assert_eq!(m.subject.as_deref(), Some("EntityItemCreated"));
+    assert_eq!(m.content_type.as_deref(), Some("application/json"));
+    assert_eq!(m.properties["_AMQ_DUPL_ID"], id.to_string());
+    let created = chrono::DateTime::parse_from_rfc3339(&m.properties["created_at"]).expect("RFC 3339");
+    assert!((chrono::Utc::now() - created.to_utc()).num_seconds() < 600);
+    assert_eq!(
+        m.properties["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "without a tracer installed the stored context travels unchanged"
+    );
+    assert!(m.body_is_data, "the body is an AMQP data section");
+    let body: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    assert_eq!(body["name"], "w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_rows_three_relays_each_message_once() {
+    const ROWS: usize = 10_000;
+    let broker = Artemis::shared();
+    let outbox = TestOutbox::new().await;
+    let ids: HashSet<String> = outbox.enqueue(ROWS).await.iter().map(|id| id.to_string()).collect();
+
+    let cancel = CancellationToken::new();
+    let settings = RelaySettings { batch_size: 200, max_in_flight: 100, ..fast() };
+    let relays: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(outbox.relay(broker, settings.clone()).run(cancel.clone())))
+        .collect();
+    eventually("the outbox to drain", Duration::from_secs(180), || async {
+        (outbox.count("outbox").await == 0).then_some(())
+    })
+    .await;
+    cancel.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+
+    assert_eq!(
+        outbox.outbox_metrics.published.get(),
+        ROWS as u64,
+        "three relays never send the same row twice in normal operation"
+    );
+    let got = peer::drain(broker, &outbox.queue, 3).await;
+    let received: Vec<String> = got.into_iter().map(|m| m.id.unwrap()).collect();
+    let unique: HashSet<String> = received.iter().cloned().collect();
+    assert_eq!(received.len(), unique.len(), "a message_id arrived twice");
+    assert_eq!(unique, ids, "every row arrives, none lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_mid_drain_loses_nothing() {
+    const ROWS: usize = 5_000;
+    let broker = Artemis::start_private();
+    let outbox = TestOutbox::new().await;
+    let ids: HashSet<String> = outbox.enqueue(ROWS).await.iter().map(|id| id.to_string()).collect();
+
+    let cancel = CancellationToken::new();
+    // Small batches so the kill lands while rows are still pending.
+    let settings = RelaySettings { batch_size: 50, max_in_flight: 50, ..fast() };
+    let relay = tokio::spawn(outbox.relay(&broker, settings).run(cancel.clone()));
+    eventually("the relay to publish some rows", Duration::from_secs(60), || async {
+        (outbox.outbox_metrics.published.get() >= 500).then_some(())
+    })
+    .await;
+    broker.kill();
+    let pending_at_kill = outbox.count("outbox").await;
+    assert!(pending_at_kill > 0, "the kill must land mid-drain");
+    eventually("the relay to notice the broker is gone", Duration::from_secs(30), || async {
+        (outbox.outbox_metrics.broker_connected.get() == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.start();
+
+    eventually("the outbox to drain after the restart", Duration::from_secs(120), || async {
+        (outbox.count("outbox").await == 0).then_some(())
+    })
+    .await;
+    cancel.cancel();
+    relay.await.unwrap();
+
+    let got = peer::drain(&broker, &outbox.queue, 3).await;
+    let received: HashSet<String> = got.iter().filter_map(|m| m.id.clone()).collect();
+    let missing = ids.difference(&received).count();
+    assert_eq!(missing, 0, "{missing} acknowledged rows never reached the queue");
+    eprintln!(
+        "broker kill: {pending_at_kill} rows pending at the kill, {} deliveries for {} rows",
+        got.len(),
+        ROWS
+    );
+}
+
+#[tokio::test]
+async fn refused_rows_back_off_then_dead_letter() {
+    let broker = Artemis::shared();
+    // Test brokers hold one message under `full.` and then refuse (Rejected).
+    let outbox = TestOutbox::with_queue(testkit::unique("full.q")).await;
+    outbox.enqueue(5).await;
+    let settings = RelaySettings {
+        max_attempts: 2,
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(20),
+        ..fast()
+    };
+    let mut relay = outbox.relay(broker, settings);
+    let first = relay.try_publish_batch().await.unwrap();
+    assert_eq!(first.claimed, 5);
+    assert!(first.refused >= 4, "the full address refuses: {first:?}");
+    let attempts: Vec<i32> = sqlx::query_scalar("SELECT attempts FROM outbox").fetch_all(&outbox.pool).await.unwrap();
+    assert!(attempts.iter().all(|&a| a == 1), "each refused row counts an attempt: {attempts:?}");
+    let next: bool = sqlx::query_scalar("SELECT bool_and(next_attempt_at > created_at) FROM outbox")
+        .fetch_one(&outbox.pool)
+        .await
+        .unwrap();
+    assert!(next, "refused rows wait before the next try");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while outbox.count("outbox").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "refused rows never reached the dead-letter table");
+        relay.try_publish_batch().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = outbox.count("outbox_dead_letter").await;
+    assert_eq!(dead, 5 - first.accepted as i64);
+    assert_eq!(outbox.outbox_metrics.dead_lettered.get(), dead as u64);
+    let reason: String = sqlx::query_scalar("SELECT last_error FROM outbox_dead_letter LIMIT 1")
+        .fetch_one(&outbox.pool)
+        .await
+        .unwrap();
+    assert!(reason.starts_with("rejected"), "the broker's reason is kept: {reason}");
+    assert!(outbox.metrics.render().contains("outbox_publish_failures_total{outcome=\"rejected\"}"));
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_leaves_rows_pending() {
+    let outbox = TestOutbox::new().await;
+    outbox.enqueue(3).await;
+    let url = format!("amqp://u:p@127.0.0.1:{}", testkit::free_port());
+    let mut settings = outbox::BrokerSettings::new(service_defaults::Secret::new(url.parse().unwrap()), outbox.queue.clone());
+    settings.amqp.connect_timeout = Duration::from_secs(2);
+    let mut relay = outbox::Relay::new(outbox.pool.clone(), settings, fast(), outbox.outbox_metrics.clone(), outbox.wakeup.clone());
+    let err = relay.try_publish_batch().await.unwrap_err();
+    assert!(matches!(err, RelayError::Connect(_)), "{err}");
+    assert!(!err.to_string().contains(":p@"), "no password in errors: {err}");
+    assert_eq!(outbox.count("outbox").await, 3);
+    let attempts: i64 = sqlx::query_scalar("SELECT sum(attempts) FROM outbox").fetch_one(&outbox.pool).await.unwrap();
+    assert_eq!(attempts, 0, "an outage is not the message's fault: no attempt counted");
+}

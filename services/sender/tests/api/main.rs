@@ -1,0 +1,235 @@
+//! The sender's HTTP contract and its outbox guarantees, against a real
+//! PostgreSQL and a real Artemis.
+
+mod binary;
+mod end_to_end;
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{TestApp, dead_broker};
+use serde_json::Value;
+use testkit::{Artemis, Postgres, eventually};
+
+async fn problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/problem+json", "status {status}");
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn create_then_read_back_one_and_all_pages() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+
+    let response = app.post_json(r#"{"name":"widget","value":12345678901234.000000001}"#).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let text = response.text().await.unwrap();
+    assert!(text.contains(r#""value":12345678901234.000000001"#), "decimals stay exact: {text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(location, format!("/api/EntityItems/{}", created["id"].as_str().unwrap()));
+    assert_eq!(created["name"], "widget");
+    assert!(created["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    let fetched: Value = app.get(&location).await.json().await.unwrap();
+    assert_eq!(fetched, created);
+
+    for i in 0..4 {
+        assert_eq!(app.post_json(&format!(r#"{{"name":"n{i}","value":{i}}}"#)).await.status(), 201);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/EntityItems?limit=2".to_owned();
+    loop {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 200);
+        let has_link = response.headers().contains_key("link");
+        let page: Value = response.json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| i["name"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(has_link, "a next page is also announced in a Link header");
+                path = format!("/api/EntityItems?limit=2&after={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["widget", "n0", "n1", "n2", "n3"], "pages in creation order, each item once");
+    let all: Value = app.get("/api/EntityItems").await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 5);
+    assert!(all["next"].is_null());
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_the_field_and_writes_nothing() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    let long = "x".repeat(201);
+    let cases: Vec<(&str, Option<&str>, String, u16, Option<&str>)> = vec![
+        ("malformed JSON", Some("application/json"), r#"{"name": "a", "value": "#.into(), 400, None),
+        ("not an object", Some("application/json"), "[1]".into(), 400, None),
+        ("wrong content type", Some("text/plain"), r#"{"name":"a","value":1}"#.into(), 415, None),
+        ("no content type", None, r#"{"name":"a","value":1}"#.into(), 415, None),
+        ("missing name", Some("application/json"), r#"{"value":1}"#.into(), 400, Some("name")),
+        ("empty name", Some("application/json"), r#"{"name":"","value":1}"#.into(), 400, Some("name")),
+        ("too long name", Some("application/json"), format!(r#"{{"name":"{long}","value":1}}"#), 400, Some("name")),
+        ("non-numeric value", Some("application/json"), r#"{"name":"a","value":"ten"}"#.into(), 400, Some("value")),
+        ("missing value", Some("application/json"), r#"{"name":"a"}"#.into(), 400, Some("value")),
+        ("unknown field", Some("application/json"), r#"{"name":"a","value":1,"owner":"me"}"#.into(), 400, Some("owner")),
+        ("body over 64 KiB", Some("application/json"), format!(r#"{{"name":"a","value":1,"pad":"{}"}}"#, "x".repeat(70_000)), 413, None),
+    ];
+    for (what, content_type, body, status, field) in cases {
+        let mut request = app.client.post(format!("{}/api/EntityItems", app.base)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let (got, body) = problem(request.send().await.unwrap()).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_eq!(body["status"], status, "{what}");
+        assert!(body["title"].is_string(), "{what}");
+        if let Some(field) = field {
+            assert!(body["errors"][field].is_array(), "{what}: the field `{field}` is named in {body}");
+        }
+    }
+    for (path, field) in [
+        ("/api/EntityItems/not-a-uuid", "id"),
+        ("/api/EntityItems?limit=0", "limit"),
+        ("/api/EntityItems?limit=1001", "limit"),
+        ("/api/EntityItems?limit=ten", "limit"),
+        ("/api/EntityItems?after=42", "after"),
+        ("/api/EntityItems?colour=red", "colour"),
+    ] {
+        let (status, body) = problem(app.get(path).await).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body["errors"][field].is_array(), "{path}: {body}");
+    }
+    let (status, _) = problem(app.get(&format!("/api/EntityItems/{}", uuid::Uuid::now_v7())).await).await;
+    assert_eq!(status, 404);
+    let (status, _) = problem(app.get("/no/such/path").await).await;
+    assert_eq!(status, 404);
+
+    assert_eq!(app.count("entity_items").await, 0, "bad input writes no item");
+    assert_eq!(app.count("outbox").await, 0, "bad input writes no outbox row");
+}
+
+#[tokio::test]
+async fn the_item_and_its_outbox_row_commit_together_or_not_at_all() {
+    let db = Postgres::shared().fresh_database().await;
+    // No broker: outbox rows stay put for inspection.
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    let created: Value = app.post_json(r#"{"name":"a","value":1}"#).await.json().await.unwrap();
+    let (event_type, payload): (String, String) =
+        sqlx::query_as("SELECT event_type, payload::text FROM outbox").fetch_one(&app.db).await.unwrap();
+    assert_eq!(event_type, "EntityItemCreated");
+    let payload: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(payload, created, "the event carries the stored item");
+
+    // A failure between the two inserts: the outbox insert raises.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (status, body) = problem(app.post_json(r#"{"name":"b","value":2}"#).await).await;
+    assert_eq!(status, 500);
+    assert!(!body.to_string().contains("injected"), "internals stay in the log: {body}");
+    assert_eq!(app.count("entity_items").await, 1, "the item insert was rolled back");
+    assert_eq!(app.count("outbox").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_fast_and_heals_by_itself() {
+    let pg = Postgres::start_private();
+    let db = pg.fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    assert_eq!(app.post_json(r#"{"name":"before","value":1}"#).await.status(), 201);
+
+    pg.stop();
+    // The client gives up after 20 s; the answer must come well before (bounded pool wait).
+    let (status, body) = problem(app.post_json(r#"{"name":"during","value":2}"#).await).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = problem(app.get("/api/EntityItems").await).await;
+    assert_eq!(status, 503);
+    assert_eq!(app.get("/health/ready").await.status(), 503);
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    pg.start();
+    eventually("writes to succeed again without a restart", Duration::from_secs(30), || async {
+        (app.post_json(r#"{"name":"after","value":3}"#).await.status() == 201).then_some(())
+    })
+    .await;
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM entity_items ORDER BY id")
+        .fetch_all(&PgPoolCheck::connect(&db).await)
+        .await
+        .unwrap();
+    assert_eq!(names.first().map(String::as_str), Some("before"));
+    assert!(!names.contains(&"during".to_owned()), "a 503 wrote nothing");
+    app.stop().await;
+}
+
+/// A fresh pool (the app's test pool may hold connections killed by the outage).
+struct PgPoolCheck;
+impl PgPoolCheck {
+    async fn connect(url: &str) -> sqlx::PgPool {
+        sqlx::PgPool::connect(url).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_broker_outage_keeps_writes_succeeding_and_shows_the_backlog() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    for i in 0..3 {
+        assert_eq!(app.post_json(&format!(r#"{{"name":"n{i}","value":{i}}}"#)).await.status(), 201);
+    }
+    eventually("the backlog to show in /metrics", Duration::from_secs(10), || async {
+        (testkit::metric(&app.base, "outbox_pending").await == 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(testkit::metric(&app.base, "outbox_broker_connected").await, 0.0);
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200, "a broker outage does not make the sender unready");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["broker"], "disconnected");
+    assert_eq!(body["outbox"]["pending"], 3);
+    assert!(body["outbox"]["oldestPendingSeconds"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_swagger_are_served() {
+    let db = Postgres::shared().fresh_database().await;
+    let broker = Artemis::shared();
+    let app = TestApp::spawn(&db, &broker.amqp_url(), &testkit::unique("q")).await;
+    assert_eq!(app.get("/health/live").await.status(), 200);
+    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(ready["status"], "Healthy");
+    assert_eq!(ready["database"], "up");
+
+    app.post_json(r#"{"name":"m","value":1}"#).await;
+    eventually("the relay to publish", Duration::from_secs(10), || async {
+        (testkit::metric(&app.base, "outbox_published_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(testkit::metric(&app.base, "outbox_broker_connected").await, 1.0);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "outbox_pending", "outbox_oldest_pending_seconds", "outbox_published_total",
+        "outbox_dead_lettered_total", "outbox_lag_seconds_count", "outbox_broker_connected",
+        "http_requests_total", "http_request_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(name), "`{name}` missing from /metrics");
+    }
+    assert!(metrics.contains(r#"route="/api/EntityItems",status="201""#) || metrics.contains(r#"status="201""#));
+
+    let openapi: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(openapi["paths"]["/api/EntityItems"]["post"].is_object());
+    assert!(openapi["paths"]["/api/EntityItems/{id}"]["get"].is_object());
+    let swagger = app.get("/swagger/").await;
+    assert_eq!(swagger.status(), 200);
+    assert!(swagger.text().await.unwrap().contains("swagger-ui"));
+}
