@@ -1,0 +1,139 @@
+//! The receiver against a real PostgreSQL and Artemis; messages come from an
+//! independent AMQP client (python-qpid-proton).
+
+mod helpers;
+
+use std::{collections::HashMap, time::Duration};
+
+use helpers::{TestReceiver, event};
+use testkit::{Artemis, Postgres, eventually, peer};
+
+#[tokio::test]
+async fn a_redelivered_message_id_has_no_second_effect() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+
+    let first = event("m-1", "first");
+    // The same message id again (as after a lost accept), even with another body.
+    let again = event("m-1", "again");
+    let other = event("m-2", "other");
+    peer::send(broker, &queue, &[first, again, other]).await;
+
+    eventually("all three deliveries to be settled", Duration::from_secs(20), || async {
+        let seen = receiver.metric("receiver_processed_total").await + receiver.metric("receiver_duplicates_total").await;
+        (seen == 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.metric("receiver_processed_total").await, 2.0);
+    assert_eq!(receiver.metric("receiver_duplicates_total").await, 1.0);
+    assert_eq!(receiver.count("inbox").await, 2);
+    assert_eq!(receiver.count("entity_items").await, 2);
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM entity_items ORDER BY name")
+        .fetch_all(&sqlx::PgPool::connect(&db).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(names, ["first", "other"], "the first copy wins; the duplicate changed nothing");
+    assert!(peer::drain(broker, &queue, 1).await.is_empty(), "every delivery was accepted");
+}
+
+#[tokio::test]
+async fn poison_messages_end_in_the_dlq_and_the_flow_goes_on() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+
+    let mark = HashMap::from([("test".to_owned(), queue.clone())]);
+    let poison = vec![
+        peer::Outgoing { id: Some("p-subject".into()), subject: Some("Surprise".into()), body: "{}".into(), ..Default::default() },
+        peer::Outgoing { id: Some("p-json".into()), subject: Some("EntityItemCreated".into()), body: "{not json".into(), ..Default::default() },
+        peer::Outgoing { id: Some("p-map".into()), subject: Some("EntityItemCreated".into()), body_kind: Some("map".into()), ..Default::default() },
+        peer::Outgoing { id: None, subject: Some("EntityItemCreated".into()), body: "{}".into(), ..Default::default() },
+        peer::Outgoing {
+            id: Some("p-name".into()),
+            subject: Some("EntityItemCreated".into()),
+            body: format!(r#"{{"id":"{}","name":"","value":1,"createdAt":"2026-01-01T00:00:00Z"}}"#, uuid::Uuid::now_v7()),
+            ..Default::default()
+        },
+    ]
+    .into_iter()
+    .map(|m| peer::Outgoing { properties: Some(mark.clone()), ..m })
+    .collect::<Vec<_>>();
+    peer::send(broker, &queue, &poison).await;
+    peer::send(broker, &queue, &[event("good-1", "good")]).await;
+
+    eventually("the good message to be stored", Duration::from_secs(20), || async {
+        (receiver.metric("receiver_processed_total").await == 1.0).then_some(())
+    })
+    .await;
+    eventually("every poison message to be rejected", Duration::from_secs(20), || async {
+        (receiver.metric("receiver_rejected_total").await == 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count("entity_items").await, 1);
+    assert_eq!(receiver.count("inbox").await, 1, "a poison message leaves no inbox row");
+
+    let dead: Vec<_> = peer::drain(broker, "DLQ", 2)
+        .await
+        .into_iter()
+        .filter(|m| m.properties.get("test") == Some(&queue))
+        .collect();
+    assert_eq!(dead.len(), 5, "each poison message is in the DLQ once: {dead:?}");
+    assert!(peer::drain(broker, &queue, 1).await.is_empty(), "nothing is redelivered forever");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_its_database_is_down_nothing_is_accepted_and_all_arrives_later() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let pg = Postgres::start_private();
+    let db = pg.fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+
+    pg.stop();
+    let messages: Vec<_> = (0..5).map(|i| event(&format!("m-{i}"), &format!("n{i}"))).collect();
+    peer::send(broker, &queue, &messages).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.metric("receiver_processed_total").await, 0.0);
+    assert_eq!(receiver.metric("receiver_rejected_total").await, 0.0, "an outage is not poison");
+
+    pg.start();
+    eventually("the held messages to be stored", Duration::from_secs(30), || async {
+        (receiver.metric("receiver_processed_total").await == 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count("entity_items").await, 5);
+    receiver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_reconnects_after_the_broker_restarts() {
+    let broker = Artemis::start_private();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, &broker, &queue).await;
+    peer::send(&broker, &queue, &[event("before", "before")]).await;
+    eventually("the first message", Duration::from_secs(20), || async {
+        (receiver.metric("receiver_processed_total").await == 1.0).then_some(())
+    })
+    .await;
+
+    broker.kill();
+    eventually("the link loss to be noticed", Duration::from_secs(30), || async {
+        (receiver.metric("receiver_broker_connected").await == 0.0).then_some(())
+    })
+    .await;
+    broker.start();
+    eventually("the receiver to reattach", Duration::from_secs(60), || async {
+        (receiver.metric("receiver_broker_connected").await == 1.0).then_some(())
+    })
+    .await;
+    peer::send(&broker, &queue, &[event("after", "after")]).await;
+    eventually("the message sent after the restart", Duration::from_secs(20), || async {
+        (receiver.metric("receiver_processed_total").await == 2.0).then_some(())
+    })
+    .await;
+    receiver.stop().await;
+}
