@@ -37,7 +37,10 @@ pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Err
     .await?;
     let new: HashSet<String> = new.into_iter().collect();
 
-    let fresh: Vec<&&Event> = events.iter().filter(|e| new.contains(&e.message_id)).collect();
+    // The first copy of each new message id; a second copy in the same batch is a duplicate.
+    let mut taken = HashSet::new();
+    let fresh: Vec<&&Event> =
+        events.iter().filter(|e| new.contains(&e.message_id) && taken.insert(e.message_id.as_str())).collect();
     if !fresh.is_empty() {
         let item_ids: Vec<Uuid> = fresh.iter().map(|e| e.item.id).collect();
         let names: Vec<&str> = fresh.iter().map(|e| e.item.name.as_str()).collect();
