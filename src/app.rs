@@ -1,0 +1,305 @@
+//! `apphost up` and `apphost down`: from a topology to a running app and back
+//! to nothing, with leftovers of a crashed run reaped on the way in and out.
+
+use std::{collections::HashMap, path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use miette::{IntoDiagnostic, miette};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    build,
+    headless::Printer,
+    logs::{LogStore, Stream},
+    plan::{self, RuntimeKind},
+    runtime::{
+        Runtime,
+        docker::{self, DockerRuntime},
+        process::ProcessRuntime,
+    },
+    state::{PidFile, Secrets, Session, StateDir},
+    supervisor::Supervisor,
+    topology::{self, Kind, RuntimeChoice, Topology},
+};
+
+pub struct UpOptions {
+    pub runtime: Option<RuntimeChoice>,
+    pub release: bool,
+    /// Bound on a graceful teardown before everything is killed.
+    pub teardown: Duration,
+    pub log_capacity: usize,
+}
+
+/// Exit codes of `up`: 0 after `down`, 130 after SIGINT, 143 after SIGTERM.
+enum Ending {
+    Down,
+    Interrupted,
+    Terminated,
+}
+
+/// Removes what a killed apphost left of this app: processes (by pid and
+/// start time) and containers and networks (by label). Returns what it removed.
+pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String> {
+    let mut removed: Vec<String> = PidFile::new(state)
+        .reap()
+        .into_iter()
+        .map(|r| format!("process {} ({})", r.pid, r.resource))
+        .collect();
+    if let Ok(engine) = docker::connect().await
+        && let Ok(runtime) = DockerRuntime::new(engine, &topology.name, "reaper").await
+    {
+        removed.extend(runtime.reap(false).await.into_iter().map(|c| format!("container {c}")));
+    }
+    removed
+}
+
+async fn choose_runtime(topology: &Topology, choice: RuntimeChoice, say: &impl Fn(&str)) -> miette::Result<Result<bollard::Docker, String>> {
+    let needs_docker = topology.resources.iter().any(|r| r.kind == Kind::Container);
+    let engine = match choice {
+        RuntimeChoice::Process => {
+            say("runtime: process (as asked)");
+            return Ok(Err("the process runtime was chosen".into()));
+        }
+        RuntimeChoice::Docker => docker::connect().await.map_err(|e| {
+            miette!(help = "start it (`dockerd &`, or `systemctl start docker`), set DOCKER_HOST, or run with `--runtime process`", "{e}")
+        })?,
+        RuntimeChoice::Auto => match docker::connect().await {
+            Ok(engine) => engine,
+            Err(e) => {
+                if needs_docker {
+                    return Err(miette!(help = "start Docker or set DOCKER_HOST; container resources cannot run as processes", "{e}"));
+                }
+                say(&format!("runtime: process ({e})"));
+                return Ok(Err(e));
+            }
+        },
+    };
+    // The service images must be here or pullable; in auto mode fall back if not.
+    for r in topology.resources.iter().filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis)) {
+        let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
+        if engine.inspect_image(&image).await.is_ok() {
+            continue;
+        }
+        let pull = engine.create_image(
+            Some(bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(&image).build()),
+            None,
+            None,
+        );
+        let pulled = tokio::time::timeout(Duration::from_secs(120), futures::StreamExt::collect::<Vec<_>>(pull)).await;
+        let failed = match pulled {
+            Ok(results) => results.into_iter().find_map(|r| r.err().map(|e| e.to_string())),
+            Err(_) => Some("no answer within 120s".into()),
+        };
+        if let Some(why) = failed {
+            let reason = format!("image `{image}` is missing and cannot be pulled: {why}");
+            if choice == RuntimeChoice::Docker || needs_docker {
+                return Err(miette!(help = "build the images locally (`.ci/images`) or run with `--runtime process`", "{reason}"));
+            }
+            say(&format!("runtime: process ({reason}; `.ci/images` builds it locally)"));
+            return Ok(Err(reason));
+        }
+    }
+    say(&format!("runtime: docker (engine at {})", docker::engine_address()));
+    Ok(Ok(engine))
+}
+
+pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    state.ensure().into_diagnostic()?;
+    if let Some(session) = Session::load_live(&state) {
+        return Err(miette!(
+            help = "`apphost down` stops it; `apphost ps` shows it",
+            "apphost is already running `{}` here (pid {})",
+            session.app,
+            session.pid
+        ));
+    }
+    let logs = LogStore::new(options.log_capacity);
+    let own: Arc<str> = "apphost".into();
+    let say = |text: &str| logs.push(&own, Stream::System, text);
+    let names: Vec<String> = std::iter::once("apphost".to_owned())
+        .chain(topology.resources.iter().flat_map(|r| {
+            (0..r.replicas).map(move |i| if r.replicas > 1 { format!("{}-{}", r.name, i + 1) } else { r.name.clone() })
+        }))
+        .collect();
+    let stop_printing = CancellationToken::new();
+    let printer = tokio::spawn(Printer::new(&names).run(logs.clone(), stop_printing.clone()));
+    let result = run(&topology, &state, options, &logs, &say).await;
+    stop_printing.cancel();
+    let _ = printer.await;
+    result
+}
+
+async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str)) -> miette::Result<ExitCode> {
+    for leftover in reap_leftovers(topology, state).await {
+        say(&format!("removed a leftover of an earlier run: {leftover}"));
+    }
+    let choice = options.runtime.unwrap_or(topology.runtime);
+    let engine = choose_runtime(topology, choice, say).await?;
+    let session_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    let mut secrets = Secrets::load(state).into_diagnostic()?;
+    let telemetry: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP_")).collect();
+    let instances = plan::plan(
+        topology,
+        engine.as_ref().map(|_| ()).map_err(Clone::clone),
+        &session_id,
+        |r| secrets.password(state, r),
+        &telemetry,
+    )?;
+    let masked: Arc<Vec<String>> = Arc::new(secrets.all().map(str::to_owned).collect());
+
+    let mut packages: Vec<String> = topology
+        .resources
+        .iter()
+        .filter(|r| r.kind == Kind::Project)
+        .map(|r| r.package.clone().unwrap_or_else(|| r.name.clone()))
+        .collect();
+    packages.dedup();
+    let binaries = if packages.is_empty() {
+        HashMap::new()
+    } else {
+        say(&format!("building {} with cargo", packages.join(", ")));
+        let build_log: Arc<str> = "apphost".into();
+        let binaries = build::build(topology.root(), &packages, options.release, |line| {
+            logs.push(&build_log, Stream::Stderr, format!("cargo: {}", line.trim_start()))
+        })
+        .await?;
+        say("build finished");
+        binaries
+    };
+
+    let mut runtimes: HashMap<&'static str, Arc<dyn Runtime>> = HashMap::new();
+    runtimes.insert(
+        "process",
+        Arc::new(ProcessRuntime::new(state.clone(), binaries, topology.root().to_path_buf())),
+    );
+    let docker_runtime = match engine {
+        Ok(engine) => {
+            let rt = Arc::new(DockerRuntime::new(engine, &topology.name, &session_id).await.map_err(|e| miette!("{}", e.message))?);
+            runtimes.insert("docker", rt.clone());
+            Some(rt)
+        }
+        Err(_) => None,
+    };
+
+    let supervisor = Arc::new(Supervisor::start(topology, instances.clone(), &runtimes, logs.clone(), masked));
+    let down = CancellationToken::new();
+    let stop_api = CancellationToken::new();
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let (port, api) = crate::control::serve(supervisor.clone(), token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
+    let api = tokio::spawn(api);
+    let runtime_name = if docker_runtime.is_some() { "docker" } else { "process" };
+    Session {
+        id: session_id.clone(),
+        pid: std::process::id(),
+        port,
+        token,
+        app: topology.name.clone(),
+        runtime: runtime_name.into(),
+        started_at: chrono::Utc::now(),
+    }
+    .save(state)
+    .into_diagnostic()?;
+    say(&format!("`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them", topology.name, instances.len()));
+    announce_when_healthy(supervisor.clone(), say_owned(logs));
+
+    let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
+    let mut terminate = signal(SignalKind::terminate()).into_diagnostic()?;
+    let ending = tokio::select! {
+        _ = down.cancelled() => Ending::Down,
+        _ = interrupt.recv() => Ending::Interrupted,
+        _ = terminate.recv() => Ending::Terminated,
+    };
+    say(&format!("stopping `{}` in reverse dependency order (Ctrl-C again to kill at once)", topology.name));
+    {
+        let shutdown = supervisor.shutdown(options.teardown);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            _ = interrupt.recv() => {
+                say("second Ctrl-C: killing everything");
+                supervisor.kill_all().await;
+            }
+        }
+    }
+    supervisor.abort();
+    // Whatever is left (a forced stop, a stuck child) goes by pid and label.
+    PidFile::new(state).reap();
+    for instance in &instances {
+        match (instance.runtime, &docker_runtime) {
+            (RuntimeKind::Docker, Some(rt)) => rt.remove(instance).await,
+            _ => runtimes["process"].remove(instance).await,
+        }
+    }
+    if let Some(rt) = &docker_runtime {
+        rt.reap(false).await;
+    }
+    stop_api.cancel();
+    let _ = api.await;
+    Session::remove(state);
+    let _ = std::fs::remove_dir(state.root.join("run"));
+    say(&format!("`{}` is down", topology.name));
+    Ok(match ending {
+        Ending::Down => ExitCode::SUCCESS,
+        Ending::Interrupted => ExitCode::from(130),
+        Ending::Terminated => ExitCode::from(143),
+    })
+}
+
+fn say_owned(logs: &LogStore) -> impl Fn(&str) + Send + 'static {
+    let logs = logs.clone();
+    let own: Arc<str> = "apphost".into();
+    move |text: &str| logs.push(&own, Stream::System, text)
+}
+
+/// Prints the endpoints once everything is healthy (once per run).
+fn announce_when_healthy(supervisor: Arc<Supervisor>, say: impl Fn(&str) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut changes = supervisor.changes();
+        loop {
+            if supervisor.all_healthy() {
+                say("all resources are healthy:");
+                for s in supervisor.snapshot() {
+                    say(&format!("  {:<14} {:<8} {}", s.name, s.runtime, s.endpoints.join("  ")));
+                }
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// `apphost down`: asks a running session to stop and waits for it; without
+/// one, removes whatever a crashed run left.
+pub async fn down(file: &Path) -> miette::Result<ExitCode> {
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    if let Some(session) = Session::load_live(&state) {
+        let client = crate::control::Client::new(&session);
+        client.post("/v1/down").await.map_err(|e| miette!("the running apphost (pid {}) did not answer: {e}", session.pid))?;
+        let pid_dir = format!("/proc/{}", session.pid);
+        for _ in 0..1200 {
+            if !Path::new(&pid_dir).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("`{}` is down", session.app);
+    } else {
+        Session::remove(&state);
+        let removed = reap_leftovers(&topology, &state).await;
+        let _ = std::fs::remove_dir_all(state.root.join("run"));
+        if removed.is_empty() {
+            println!("nothing of `{}` is running", topology.name);
+        } else {
+            for r in removed {
+                println!("removed {r}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,274 @@
+//! The command line: one subcommand per verb, each a function of its arguments.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use miette::{IntoDiagnostic, miette};
+
+use crate::{
+    app,
+    control::Client,
+    state::{Session, StateDir},
+    supervisor::Status,
+    topology::{self, RuntimeChoice},
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "apphost",
+    version,
+    about = "Run a message-driven microservice stack from one apphost.yaml",
+    long_about = "Run a message-driven microservice stack from one apphost.yaml.\n\n\
+        `apphost up` starts PostgreSQL and ActiveMQ Artemis (as containers when a Docker engine \
+        answers, as local processes otherwise), builds and launches the services with their \
+        connection strings injected, and shows their logs and health. `apphost down` removes \
+        everything again, also after a crash."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The topology file [default: apphost.yaml].
+    #[arg(short = 'f', long = "file", env = "APPHOST_FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// `-f FILE` after the subcommand too, as docker compose users type it.
+#[derive(Debug, Args, Default)]
+pub struct FileArg {
+    /// The topology file [default: apphost.yaml].
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RuntimeArg {
+    Auto,
+    Docker,
+    Process,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start every resource of apphost.yaml and follow their output until Ctrl-C.
+    Up {
+        #[command(flatten)]
+        at: FileArg,
+        /// Print prefixed log lines instead of the dashboard (the default when stdout is not a terminal).
+        #[arg(long)]
+        headless: bool,
+        /// Where resources that can run either way run: containers or local processes.
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeArg>,
+        /// Build projects with `--release`.
+        #[arg(long)]
+        release: bool,
+        /// How long a graceful teardown may take before everything is killed.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        teardown: Duration,
+        /// Log lines kept per resource.
+        #[arg(long, default_value_t = crate::logs::DEFAULT_CAPACITY)]
+        log_lines: usize,
+    },
+    /// Stop and remove everything of this app (also what a killed apphost left).
+    Down {
+        #[command(flatten)]
+        at: FileArg,
+    },
+    /// Show resources, their state, health and endpoints.
+    Ps {
+        #[command(flatten)]
+        at: FileArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a resource's output (all resources when none is named).
+    Logs {
+        /// The topology file (`-f` means `--follow` here).
+        #[arg(long = "file")]
+        file: Option<PathBuf>,
+        resource: Option<String>,
+        /// Keep following new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many earlier lines to show.
+        #[arg(short = 'n', long, default_value_t = 200)]
+        tail: usize,
+        /// Show lifecycle events instead of output.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Stop a resource of the running app.
+    Stop {
+        resource: String,
+        #[command(flatten)]
+        at: FileArg,
+    },
+    /// Start a stopped resource of the running app.
+    Start {
+        resource: String,
+        #[command(flatten)]
+        at: FileArg,
+    },
+    /// Restart a resource of the running app.
+    Restart {
+        resource: String,
+        #[command(flatten)]
+        at: FileArg,
+    },
+    /// Validate apphost.yaml without starting anything.
+    Check {
+        #[command(flatten)]
+        at: FileArg,
+    },
+    /// Print a JSON Schema of apphost.yaml for editors.
+    Schema,
+    /// Check this machine for what apphost needs, with the fix for each gap.
+    Doctor {
+        #[command(flatten)]
+        at: FileArg,
+    },
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    topology::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration such as `30s`"))
+}
+
+pub fn run(cli: Cli) -> miette::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
+    runtime.block_on(dispatch(cli))
+}
+
+fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {
+    here.or(global).unwrap_or_else(|| PathBuf::from("apphost.yaml"))
+}
+
+async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
+    let global = cli.global.file;
+    match cli.command {
+        Command::Up { at, headless: _, runtime, release, teardown, log_lines } => {
+            let file = file_of(global, at.file);
+            let runtime = runtime.map(|r| match r {
+                RuntimeArg::Auto => RuntimeChoice::Auto,
+                RuntimeArg::Docker => RuntimeChoice::Docker,
+                RuntimeArg::Process => RuntimeChoice::Process,
+            });
+            app::up(&file, app::UpOptions { runtime, release, teardown, log_capacity: log_lines }).await
+        }
+        Command::Down { at } => app::down(&file_of(global, at.file)).await,
+        Command::Ps { at, json } => ps(&file_of(global, at.file), json).await,
+        Command::Logs { file, resource, follow, tail, events } => logs(&file_of(global, file), resource, follow, tail, events).await,
+        Command::Stop { resource, at } => act(&file_of(global, at.file), &resource, "stop").await,
+        Command::Start { resource, at } => act(&file_of(global, at.file), &resource, "start").await,
+        Command::Restart { resource, at } => act(&file_of(global, at.file), &resource, "restart").await,
+        Command::Check { at } => {
+            let file = file_of(global, at.file);
+            let t = topology::load(&file)?;
+            println!("{}: `{}` with {} resources is valid", file.display(), t.name, t.resources.len());
+            for (i, wave) in topology::graph::waves(&t).iter().enumerate() {
+                println!("  start wave {}: {}", i + 1, wave.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&topology::schema::json_schema()).into_diagnostic()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { at } => crate::doctor::run(&file_of(global, at.file)).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "apphost", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The running session of the app at `file`, or a clear error.
+pub fn session(file: &std::path::Path) -> miette::Result<Session> {
+    Session::load_live(&StateDir::for_topology(file))
+        .ok_or_else(|| miette!(help = "start it with `apphost up`", "no apphost is running the app of {}", file.display()))
+}
+
+async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
+    let session = session(file)?;
+    let response = Client::new(&session).get("/v1/ps").await.map_err(|e| miette!("{e}"))?;
+    let statuses: Vec<Status> = response.json().await.into_diagnostic()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses).into_diagnostic()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<16} {:<11} {:<8} {:<28} {:>8} {:>9}  ENDPOINTS", "NAME", "KIND", "RUNTIME", "STATE", "RESTARTS", "UPTIME");
+    let now = chrono::Utc::now();
+    for s in statuses {
+        let uptime = s
+            .started_at
+            .filter(|_| s.state.is_up())
+            .map(|t| {
+                let secs = (now - t).num_seconds().max(0);
+                if secs >= 3600 { format!("{}h{:02}m", secs / 3600, secs % 3600 / 60) } else { format!("{}m{:02}s", secs / 60, secs % 60) }
+            })
+            .unwrap_or_else(|| "-".into());
+        let mut state = s.state.label();
+        if state.len() > 28 {
+            state.truncate(27);
+            state.push('…');
+        }
+        println!("{:<16} {:<11} {:<8} {:<28} {:>8} {:>9}  {}", s.name, s.kind, s.runtime, state, s.restarts, uptime, s.endpoints.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn logs(file: &std::path::Path, resource: Option<String>, follow: bool, tail: usize, events: bool) -> miette::Result<ExitCode> {
+    let session = session(file)?;
+    let client = Client::new(&session);
+    if events {
+        let response = client.get("/v1/events").await.map_err(|e| miette!("{e}"))?;
+        let events: Vec<crate::supervisor::Event> = response.json().await.into_diagnostic()?;
+        for e in events.iter().filter(|e| resource.as_ref().is_none_or(|r| &e.resource == r)) {
+            println!("{} {:<16} {}", e.at.format("%H:%M:%S%.3f"), e.resource, e.message);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut path = format!("/v1/logs?tail={tail}&follow={follow}");
+    if let Some(r) = &resource {
+        path.push_str(&format!("&resource={r}"));
+    }
+    let response = client.get(&path).await.map_err(|e| miette!("{e}"))?;
+    if !response.status().is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        return Err(miette!("{}", body["error"].as_str().unwrap_or("cannot read logs")));
+    }
+    let names = vec![resource.unwrap_or_default()];
+    let printer = crate::headless::Printer::new(&names);
+    let mut stream = response.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            if let Ok(line) = serde_json::from_slice::<crate::logs::LogLine>(&line) {
+                println!("{}", printer.format(&line));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn act(file: &std::path::Path, resource: &str, action: &str) -> miette::Result<ExitCode> {
+    let session = session(file)?;
+    let answer = Client::new(&session).post(&format!("/v1/resources/{resource}/{action}")).await.map_err(|e| miette!("{e}"))?;
+    println!("{}", answer["ok"].as_str().unwrap_or("done"));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,206 @@
+//! The control API of a running `apphost up`: HTTP on loopback, a random
+//! bearer token, both written to `.apphost/session.json` (owner-only). The
+//! CLI's `ps`, `logs`, `stop`, `start`, `restart` and `down` talk to it.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervisor::{Control, Supervisor};
+
+#[derive(Clone)]
+struct Api {
+    supervisor: Arc<Supervisor>,
+    token: Arc<str>,
+    /// Cancelled to take the whole app down.
+    down: CancellationToken,
+}
+
+/// Binds a loopback port; returns it and the server's future.
+pub async fn serve(
+    supervisor: Arc<Supervisor>,
+    token: String,
+    down: CancellationToken,
+    stop: CancellationToken,
+) -> std::io::Result<(u16, impl Future<Output = ()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let api = Api { supervisor, token: token.into(), down };
+    let router = Router::new()
+        .route("/v1/ps", get(ps))
+        .route("/v1/events", get(events))
+        .route("/v1/logs", get(logs))
+        .route("/v1/resources/{name}/{action}", post(act))
+        .route("/v1/down", post(take_down))
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .with_state(api);
+    let server = async move {
+        let _ = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+    };
+    Ok((port, server))
+}
+
+async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time enough for a loopback token: compare every byte.
+    let ok = presented.is_some_and(|p| p.len() == api.token.len() && p.bytes().zip(api.token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0);
+    if ok {
+        next.run(request).await
+    } else {
+        (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "missing or wrong token; the CLI reads it from .apphost/session.json" }))).into_response()
+    }
+}
+
+async fn ps(State(api): State<Api>) -> impl IntoResponse {
+    Json(api.supervisor.snapshot())
+}
+
+async fn events(State(api): State<Api>) -> impl IntoResponse {
+    Json(api.supervisor.history())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    resource: Option<String>,
+    #[serde(default)]
+    follow: bool,
+    #[serde(default = "default_tail")]
+    tail: usize,
+}
+
+fn default_tail() -> usize {
+    200
+}
+
+/// Lines as NDJSON; with `follow`, the stream stays open and goes on.
+async fn logs(State(api): State<Api>, Query(q): Query<LogQuery>) -> Response {
+    let names = match &q.resource {
+        Some(r) => {
+            let names = api.supervisor.resolve(r);
+            if names.is_empty() {
+                return (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no resource is called `{r}`") }))).into_response();
+            }
+            Some(names)
+        }
+        None => None,
+    };
+    let store = api.supervisor.logs().clone();
+    let mut backlog = match &names {
+        Some(names) => names.iter().flat_map(|n| store.tail(Some(n), q.tail)).collect::<Vec<_>>(),
+        None => store.tail(None, q.tail),
+    };
+    backlog.sort_by_key(|l| l.seq);
+    let last = backlog.last().map(|l| l.seq);
+    let head = futures::stream::iter(backlog.into_iter().map(Ok::<_, std::io::Error>));
+    let body = if q.follow {
+        let live = tokio_stream_from(store.subscribe()).filter(move |l| {
+            let keep = names.as_ref().is_none_or(|n| n.iter().any(|n| **n == *l.resource)) && last.is_none_or(|s| l.seq > s);
+            async move { keep }
+        });
+        Body::from_stream(head.chain(live.map(Ok)).map(|l| l.map(to_ndjson)))
+    } else {
+        Body::from_stream(head.map(|l| l.map(to_ndjson)))
+    };
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+fn to_ndjson(line: crate::logs::LogLine) -> String {
+    let mut text = serde_json::to_string(&line).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::broadcast::Receiver<crate::logs::LogLine>) -> impl futures::Stream<Item = crate::logs::LogLine> {
+    async_stream(move |tx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => {
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// A stream fed by a task through a small channel.
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl futures::Stream<Item = T>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)>) -> Response {
+    let control = match action.as_str() {
+        "start" => Control::Start,
+        "stop" => Control::Stop,
+        "restart" => Control::Restart,
+        "kill" => Control::Kill,
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        other => {
+            return (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("unknown action `{other}`") }))).into_response();
+        }
+    };
+    api.supervisor.record(&name, format!("{action} requested"));
+    match api.supervisor.control(&name, control).await {
+        Ok(message) => Json(serde_json::json!({ "ok": message })).into_response(),
+        Err(error) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": error }))).into_response(),
+    }
+}
+
+async fn take_down(State(api): State<Api>) -> impl IntoResponse {
+    api.down.cancel();
+    Json(serde_json::json!({ "ok": "tearing down" }))
+}
+
+/// A client of a running session's API.
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(session: &crate::state::Session) -> Self {
+        Self {
+            base: format!("http://127.0.0.1:{}", session.port),
+            token: session.token.clone(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("http client"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<reqwest::Response, String> {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())
+    }
+
+    pub async fn post(&self, path: &str) -> Result<serde_json::Value, String> {
+        let response = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())?;
+        let ok = response.status().is_success();
+        let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+        if ok { Ok(body) } else { Err(body["error"].as_str().unwrap_or("request refused").to_owned()) }
+    }
+}

@@ -1,0 +1,88 @@
+//! `apphost doctor`: what this machine has for running the app, each gap with its fix.
+
+use std::{path::Path, process::ExitCode};
+
+use crate::{
+    runtime::{docker, process},
+    topology::{self, Kind},
+};
+
+struct Report {
+    ok: bool,
+}
+
+impl Report {
+    fn line(&mut self, good: bool, what: &str, detail: &str, fix: &str) -> bool {
+        if good {
+            println!("  ✓ {what}: {detail}");
+        } else {
+            println!("  ✗ {what}: {detail}");
+            println!("      fix: {fix}");
+        }
+        good
+    }
+}
+
+pub async fn run(file: &Path) -> miette::Result<ExitCode> {
+    let mut report = Report { ok: true };
+    println!("apphost doctor");
+    let topology = match topology::load(file) {
+        Ok(t) => {
+            report.line(true, "topology", &format!("{} is valid ({} resources)", file.display(), t.resources.len()), "");
+            Some(t)
+        }
+        Err(e) => {
+            report.line(false, "topology", &format!("{} cannot be used", file.display()), "run `apphost check` to see the problems");
+            eprintln!("{:?}", miette::Report::new(e));
+            report.ok = false;
+            None
+        }
+    };
+
+    let engine = docker::connect().await;
+    let docker_ok = report.line(
+        engine.is_ok(),
+        "Docker engine",
+        &engine.as_ref().map_or_else(|e| e.clone(), |_| format!("answers at {}", docker::engine_address())),
+        "start it (`dockerd &` or `systemctl start docker`) or set DOCKER_HOST; without it apphost uses the process runtime",
+    );
+    let mut images_ok = docker_ok;
+    if let (Ok(engine), Some(t)) = (&engine, &topology) {
+        for r in t.resources.iter().filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis | Kind::Container)) {
+            let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
+            let here = engine.inspect_image(&image).await.is_ok();
+            images_ok &= report.line(here, "image", &format!("{image} ({})", if here { "present" } else { "missing; pulled at `up` if a registry answers" }), "`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0 locally");
+        }
+    }
+
+    let java = process::which("java");
+    let java_ok = report.line(java.is_some(), "Java", &java.map_or("not found".into(), |p| p.display().to_string()), "apt-get install openjdk-17-jre-headless");
+    let pg = process::pg_bin_dir();
+    let pg_ok = report.line(pg.is_ok(), "PostgreSQL server", &pg.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()), "apt-get install postgresql-15 (or set PG_BIN)");
+    let artemis = process::artemis_home();
+    let artemis_ok = report.line(artemis.is_ok(), "Artemis distribution", &artemis.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()), "run `.ci/setup` (fetches Artemis 2.40.0 from Maven Central) or set ARTEMIS_HOME");
+    let cargo = process::which("cargo");
+    let has_projects = topology.as_ref().is_some_and(|t| t.resources.iter().any(|r| r.kind == Kind::Project));
+    if has_projects {
+        report.ok &= report.line(cargo.is_some(), "cargo", &cargo.map_or("not found".into(), |p| p.display().to_string()), "install Rust from https://rustup.rs");
+    }
+    if let Some(t) = &topology {
+        for r in &t.resources {
+            for p in r.ports.iter().filter(|p| p.host.is_some_and(|h| h != 0)) {
+                let port = p.host.unwrap_or_default();
+                let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+                report.ok &= report.line(free, "port", &format!("{port} for `{}` ({}) is {}", r.name, p.name, if free { "free" } else { "in use" }), &format!("stop what listens on {port}, or drop `host: {port}` to pick a free port"));
+            }
+        }
+    }
+    let process_ok = java_ok && pg_ok && artemis_ok;
+    let runnable = (docker_ok && images_ok) || process_ok;
+    println!();
+    if runnable && report.ok {
+        println!("apphost can run this app on the {} runtime.", if docker_ok && images_ok { "docker" } else { "process" });
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("apphost cannot run this app here yet; see the fixes above.");
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,307 @@
+//! Turning a topology into what gets started: each instance's runtime, its
+//! host ports, its password, and the environment injected into it
+//! (`../shared/design.md`, "Environment contract").
+
+use std::{collections::BTreeMap, net::TcpListener, sync::Arc};
+
+use crate::topology::{Kind, Resource, Topology};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Docker,
+    Process,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Process => "process",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// The loopback port on this machine.
+    pub host: u16,
+    /// The port inside a container, or the service's own port for a process.
+    pub target: Option<u16>,
+}
+
+/// One thing to start: a resource, or one replica of it.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Unique name: the resource's, with `-N` for replicas beyond one.
+    pub name: String,
+    pub resource: Arc<Resource>,
+    pub replica: u32,
+    pub runtime: RuntimeKind,
+    pub ports: BTreeMap<String, Binding>,
+    /// postgres/artemis: the generated password of the resource's user.
+    pub password: Option<String>,
+    /// The full environment injected into the instance, beyond the inherited one.
+    pub env: Vec<(String, String)>,
+}
+
+impl Instance {
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.ports.get(name).map(|b| b.host)
+    }
+
+    /// `name=http://127.0.0.1:PORT`-style endpoints for `ps` and the dashboard.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|(name, b)| {
+                let scheme = if name == "http" { "http" } else { "tcp" };
+                format!("{name}={scheme}://127.0.0.1:{}", b.host)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PlanError {
+    #[error("port {port} wanted by `{resource}` ({name}) is already in use")]
+    #[diagnostic(help("stop what listens on {port}, or remove `host: {port}` from `{resource}` in apphost.yaml to pick a free port"))]
+    PortInUse { resource: String, name: String, port: u16 },
+    #[error("`{resource}` is a container, which needs the Docker engine, but {why}")]
+    #[diagnostic(help("start Docker (or set DOCKER_HOST), or remove the container resource"))]
+    NeedsDocker { resource: String, why: String },
+    #[error("cannot store generated passwords under `.apphost/`: {0}")]
+    Secrets(std::io::Error),
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The plan for every instance of `t`. `docker` says whether resources that
+/// may run on either runtime run in containers; `password` yields a resource's
+/// generated password; `telemetry` is apphost's own `OTEL_*` to pass on.
+pub fn plan(
+    t: &Topology,
+    docker: Result<(), String>,
+    session: &str,
+    mut password: impl FnMut(&str) -> std::io::Result<String>,
+    telemetry: &[(String, String)],
+) -> Result<Vec<Instance>, PlanError> {
+    let mut instances = Vec::new();
+    for r in &t.resources {
+        let runtime = match r.kind {
+            Kind::Project | Kind::Executable => RuntimeKind::Process,
+            Kind::Container => match &docker {
+                Ok(()) => RuntimeKind::Docker,
+                Err(why) => return Err(PlanError::NeedsDocker { resource: r.name.clone(), why: why.clone() }),
+            },
+            Kind::Postgres | Kind::Artemis => {
+                if docker.is_ok() { RuntimeKind::Docker } else { RuntimeKind::Process }
+            }
+        };
+        let password = match r.kind {
+            Kind::Postgres | Kind::Artemis => Some(password(&r.name).map_err(PlanError::Secrets)?),
+            _ => None,
+        };
+        let resource = Arc::new(r.clone());
+        for replica in 0..r.replicas {
+            let mut ports = BTreeMap::new();
+            for p in &r.ports {
+                let host = match p.host.filter(|h| *h != 0) {
+                    Some(h) if port_is_free(h) => h,
+                    Some(h) => return Err(PlanError::PortInUse { resource: r.name.clone(), name: p.name.clone(), port: h }),
+                    None => free_port(),
+                };
+                ports.insert(p.name.clone(), Binding { host, target: p.target });
+            }
+            let name = if r.replicas > 1 { format!("{}-{}", r.name, replica + 1) } else { r.name.clone() };
+            instances.push(Instance {
+                name,
+                resource: resource.clone(),
+                replica,
+                runtime,
+                ports,
+                password: password.clone(),
+                env: Vec::new(),
+            });
+        }
+    }
+    let snapshot = instances.clone();
+    for instance in &mut instances {
+        instance.env = inject(&snapshot, instance, session, telemetry);
+    }
+    Ok(instances)
+}
+
+/// The environment of `me`: its own settings, its port, telemetry, and one
+/// variable per endpoint of every resource it references.
+pub fn inject(all: &[Instance], me: &Instance, session: &str, telemetry: &[(String, String)]) -> Vec<(String, String)> {
+    let r = &me.resource;
+    let mut env: Vec<(String, String)> = Vec::new();
+    match r.kind {
+        Kind::Postgres => {
+            env.push(("POSTGRES_USER".into(), r.user_name()));
+            env.push(("POSTGRES_PASSWORD".into(), me.password.clone().unwrap_or_default()));
+            env.push(("POSTGRES_DB".into(), r.database_name()));
+        }
+        Kind::Artemis => {
+            env.push(("ARTEMIS_USER".into(), r.user_name()));
+            env.push(("ARTEMIS_PASSWORD".into(), me.password.clone().unwrap_or_default()));
+        }
+        Kind::Project | Kind::Executable => {
+            if let Some(http) = me.port("http") {
+                env.push(("PORT".into(), http.to_string()));
+                env.push(("HTTP_PORTS".into(), http.to_string()));
+                env.push(("HOST".into(), "127.0.0.1".into()));
+            }
+            env.push(("OTEL_SERVICE_NAME".into(), r.name.clone()));
+            env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), format!("service.instance.id={}-{session}", me.name)));
+            env.extend(telemetry.iter().cloned());
+        }
+        Kind::Container => {}
+    }
+    for reference in &r.references {
+        // References go to the first replica.
+        let Some(target) = all.iter().find(|i| i.resource.name == reference.name) else { continue };
+        let name = &reference.name;
+        let mut add = |suffix: String, value: String| {
+            env.push((format!("{suffix}"), value.clone()));
+            if name.contains('-') {
+                env.push((suffix.replace(name.as_str(), &name.replace('-', "_")), value));
+            }
+        };
+        let tr = &target.resource;
+        match tr.kind {
+            Kind::Postgres => {
+                let url = format!(
+                    "postgres://{}:{}@127.0.0.1:{}/{}",
+                    tr.user_name(),
+                    target.password.clone().unwrap_or_default(),
+                    target.port("tcp").unwrap_or_default(),
+                    tr.database_name()
+                );
+                add(format!("ConnectionStrings__{name}"), url);
+            }
+            Kind::Artemis => {
+                let url = format!(
+                    "amqp://{}:{}@127.0.0.1:{}",
+                    tr.user_name(),
+                    target.password.clone().unwrap_or_default(),
+                    target.port("amqp").unwrap_or_default()
+                );
+                add(format!("ConnectionStrings__{name}"), url);
+            }
+            Kind::Project | Kind::Executable | Kind::Container => {
+                for (port_name, binding) in &target.ports {
+                    let scheme = if port_name == "http" { "http" } else { "tcp" };
+                    add(format!("services__{name}__{port_name}__0"), format!("{scheme}://127.0.0.1:{}", binding.host));
+                }
+            }
+        }
+    }
+    // The file's own `env` wins over everything injected.
+    for (k, v) in &r.env {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::topology;
+
+    fn demo() -> Topology {
+        topology::parse_str(
+            Path::new("apphost.yaml"),
+            r#"
+name: demo
+resources:
+  sender-db: { kind: postgres, database: sender }
+  broker: { kind: artemis }
+  api: { kind: project, package: sender, references: [sender-db, broker], env: { RUST_LOG: debug } }
+  web: { kind: executable, command: web, ports: [8080], references: [api] }
+"#,
+        )
+        .unwrap()
+    }
+
+    fn env_of<'a>(instances: &'a [Instance], name: &str) -> BTreeMap<&'a str, &'a str> {
+        instances.iter().find(|i| i.name == name).unwrap().env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn references_inject_connection_strings_and_service_urls() {
+        let t = demo();
+        let instances = plan(&t, Err("no engine".into()), "s1", |r| Ok(format!("pw-{r}")), &[]).unwrap();
+        assert!(instances.iter().all(|i| i.runtime == RuntimeKind::Process));
+        let db = instances.iter().find(|i| i.name == "sender-db").unwrap();
+        let broker = instances.iter().find(|i| i.name == "broker").unwrap();
+        let api = instances.iter().find(|i| i.name == "api").unwrap();
+        let env = env_of(&instances, "api");
+        let db_url = format!("postgres://apphost:pw-sender-db@127.0.0.1:{}/sender", db.port("tcp").unwrap());
+        assert_eq!(env["ConnectionStrings__sender-db"], db_url);
+        assert_eq!(env["ConnectionStrings__sender_db"], db_url, "also with underscores");
+        assert_eq!(
+            env["ConnectionStrings__broker"],
+            format!("amqp://apphost:pw-broker@127.0.0.1:{}", broker.port("amqp").unwrap())
+        );
+        assert_eq!(env["PORT"], api.port("http").unwrap().to_string());
+        assert_eq!(env["OTEL_SERVICE_NAME"], "api");
+        assert_eq!(env["OTEL_RESOURCE_ATTRIBUTES"], "service.instance.id=api-s1");
+        assert_eq!(env["RUST_LOG"], "debug");
+
+        let web = env_of(&instances, "web");
+        assert_eq!(web["services__api__http__0"], format!("http://127.0.0.1:{}", api.port("http").unwrap()));
+        assert_eq!(web["PORT"], "8080", "a fixed port is kept");
+
+        let db_env = env_of(&instances, "sender-db");
+        assert_eq!(db_env["POSTGRES_USER"], "apphost");
+        assert_eq!(db_env["POSTGRES_PASSWORD"], "pw-sender-db");
+        assert_eq!(db_env["POSTGRES_DB"], "sender");
+    }
+
+    #[test]
+    fn docker_when_an_engine_answers_for_service_kinds_only() {
+        let t = demo();
+        let instances = plan(&t, Ok(()), "s1", |r| Ok(r.to_owned()), &[]).unwrap();
+        let runtime = |n: &str| instances.iter().find(|i| i.name == n).unwrap().runtime;
+        assert_eq!(runtime("sender-db"), RuntimeKind::Docker);
+        assert_eq!(runtime("broker"), RuntimeKind::Docker);
+        assert_eq!(runtime("api"), RuntimeKind::Process);
+    }
+
+    #[test]
+    fn a_taken_fixed_port_is_reported_with_the_resource() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let t = topology::parse_str(
+            Path::new("apphost.yaml"),
+            &format!("resources:\n  web: {{ kind: executable, command: x, ports: [{port}] }}\n"),
+        )
+        .unwrap();
+        let err = plan(&t, Err(String::new()), "s", |_| Ok(String::new()), &[]).unwrap_err();
+        assert!(matches!(err, PlanError::PortInUse { port: p, .. } if p == port), "{err}");
+    }
+
+    #[test]
+    fn replicas_get_their_own_names_and_ports() {
+        let t = topology::parse_str(
+            Path::new("apphost.yaml"),
+            "resources:\n  api: { kind: project, replicas: 2 }\n",
+        )
+        .unwrap();
+        let instances = plan(&t, Err(String::new()), "s", |_| Ok(String::new()), &[]).unwrap();
+        let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["api-1", "api-2"]);
+        assert_ne!(instances[0].port("http"), instances[1].port("http"));
+    }
+}

@@ -1,0 +1,371 @@
+//! The docker runtime: containers through the Docker Engine API (bollard).
+//!
+//! The engine comes from `DOCKER_HOST` or the local socket (a Podman socket
+//! answers the same API). Every container, network and volume carries the
+//! labels `apphost.app` and `apphost.session`, and has a deterministic name
+//! (`APP-RESOURCE`), so a later `up` or `down` finds what a killed apphost
+//! left. Ports are bound to 127.0.0.1 only.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bollard::{
+    Docker,
+    exec::{CreateExecOptions, StartExecResults},
+    models::{
+        ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+        NetworkDisconnectRequest, NetworkingConfig, PortBinding,
+    },
+    query_parameters::{
+        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+        RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    },
+};
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use tokio::sync::watch;
+
+use super::{Exit, Output, Runtime, Running, StartError, expand_ports};
+use crate::{
+    logs::Stream,
+    plan::{Instance, RuntimeKind},
+    topology::Kind,
+};
+
+pub const LABEL_APP: &str = "apphost.app";
+pub const LABEL_RESOURCE: &str = "apphost.resource";
+pub const LABEL_SESSION: &str = "apphost.session";
+pub const LABEL_PERSISTENT: &str = "apphost.persistent";
+
+/// Where the engine is, for messages.
+pub fn engine_address() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+/// Connects and pings; `Err` says why no engine answers.
+pub async fn connect() -> Result<Docker, String> {
+    let docker = Docker::connect_with_defaults().map_err(|e| format!("cannot reach the Docker engine at {}: {e}", engine_address()))?;
+    match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
+        Ok(Ok(_)) => Ok(docker),
+        Ok(Err(e)) => Err(format!("the Docker engine at {} does not answer: {e}", engine_address())),
+        Err(_) => Err(format!("the Docker engine at {} did not answer within 3s", engine_address())),
+    }
+}
+
+pub struct DockerRuntime {
+    docker: Docker,
+    app: String,
+    session: String,
+}
+
+impl DockerRuntime {
+    /// Creates the app's network if it is not there yet.
+    pub async fn new(docker: Docker, app: &str, session: &str) -> Result<Self, StartError> {
+        let this = Self { docker, app: app.to_owned(), session: session.to_owned() };
+        let filters = HashMap::from([("name", vec![app])]);
+        let existing = this
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
+            .await
+            .map_err(|e| StartError::new(format!("cannot list Docker networks: {e}")))?;
+        if !existing.iter().any(|n| n.name.as_deref() == Some(app)) {
+            this.docker
+                .create_network(NetworkCreateRequest {
+                    name: app.to_owned(),
+                    driver: Some("bridge".into()),
+                    labels: Some(HashMap::from([(LABEL_APP.to_owned(), app.to_owned())])),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| StartError::new(format!("cannot create the Docker network `{app}`: {e}")))?;
+        }
+        Ok(this)
+    }
+
+    pub fn container_name(&self, instance: &str) -> String {
+        format!("{}-{instance}", self.app)
+    }
+
+    async fn ensure_image(&self, image: &str, out: &Output) -> Result<(), StartError> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        out.system(&format!("pulling image {image}"));
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        let mut last = String::new();
+        while let Some(progress) = pull.next().await {
+            match progress {
+                Ok(info) => {
+                    let line = info.status.unwrap_or_default();
+                    if !line.is_empty() && line != last && !line.contains('[') {
+                        out.system(&line);
+                        last = line;
+                    }
+                }
+                Err(e) => {
+                    return Err(StartError::new(format!("image `{image}` is not on this machine and cannot be pulled: {e}"))
+                        .help("build it locally (`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0), set `image:` to one you have, or use `--runtime process`"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes this app's leftover containers (stopping, not removing,
+    /// persistent ones) and its network. Returns the containers touched.
+    pub async fn reap(&self, include_persistent: bool) -> Vec<String> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={}", self.app)])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let containers = self.docker.list_containers(Some(options)).await.unwrap_or_default();
+        let mut touched = Vec::new();
+        for c in containers {
+            let Some(id) = c.id else { continue };
+            let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_else(|| id.clone());
+            let persistent = c.labels.as_ref().and_then(|l| l.get(LABEL_PERSISTENT)).is_some_and(|v| v == "true");
+            if persistent && !include_persistent {
+                let _ = self.docker.stop_container(&id, Some(StopContainerOptionsBuilder::new().t(10).build())).await;
+            } else {
+                let _ = self.docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
+            }
+            touched.push(name.trim_start_matches('/').to_owned());
+        }
+        let _ = self.docker.remove_network(&self.app).await;
+        touched
+    }
+
+    /// Disconnects the instance's container from the app network (`true`) or reconnects it.
+    pub async fn partition(&self, instance: &str, cut: bool) -> Result<(), String> {
+        let container = self.container_name(instance);
+        let result = if cut {
+            self.docker
+                .disconnect_network(&self.app, NetworkDisconnectRequest { container, force: Some(true) })
+                .await
+        } else {
+            let endpoint = EndpointSettings { aliases: Some(vec![instance.to_owned()]), ..Default::default() };
+            self.docker
+                .connect_network(&self.app, NetworkConnectRequest { container, endpoint_config: Some(endpoint) })
+                .await
+        };
+        result.map_err(|e| e.to_string())
+    }
+}
+
+/// Where the official images keep their data.
+fn data_path(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Postgres => Some("/var/lib/postgresql/data"),
+        Kind::Artemis => Some("/var/lib/artemis-instance"),
+        _ => None,
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGKILL => "SIGKILL",
+        _ => "SIGTERM",
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Docker
+    }
+
+    fn start<'a>(&'a self, instance: &'a Instance, out: Output) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
+        async move {
+            let r = &instance.resource;
+            let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
+            self.ensure_image(&image, &out).await?;
+            let name = self.container_name(&instance.name);
+            // A container of this name is a leftover of an earlier run: replace it (a
+            // persistent resource keeps its data in its volume).
+            let _ = self.docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+
+            let mut port_bindings = HashMap::new();
+            let mut exposed = Vec::new();
+            for binding in instance.ports.values() {
+                let Some(target) = binding.target else { continue };
+                exposed.push(format!("{target}/tcp"));
+                port_bindings.insert(
+                    format!("{target}/tcp"),
+                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(binding.host.to_string()) }]),
+                );
+            }
+            let binds = match (r.persistent, data_path(r.kind)) {
+                (true, Some(path)) => Some(vec![format!("{name}-data:{path}")]),
+                _ => None,
+            };
+            let labels = HashMap::from([
+                (LABEL_APP.to_owned(), self.app.clone()),
+                (LABEL_RESOURCE.to_owned(), instance.name.clone()),
+                (LABEL_SESSION.to_owned(), self.session.clone()),
+                (LABEL_PERSISTENT.to_owned(), r.persistent.to_string()),
+            ]);
+            let body = ContainerCreateBody {
+                image: Some(image.clone()),
+                env: Some(instance.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                cmd: (!r.args.is_empty()).then(|| r.args.clone()),
+                exposed_ports: Some(exposed),
+                labels: Some(labels),
+                stop_signal: Some(signal_name(r.shutdown.signal).into()),
+                stop_timeout: Some(r.shutdown.grace.as_secs() as i64),
+                host_config: Some(HostConfig { port_bindings: Some(port_bindings), binds, ..Default::default() }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        self.app.clone(),
+                        EndpointSettings { aliases: Some(vec![instance.name.clone()]), ..Default::default() },
+                    )])),
+                }),
+                ..Default::default()
+            };
+            let created = self
+                .docker
+                .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
+                .await
+                .map_err(|e| StartError::new(format!("cannot create container `{name}` from `{image}`: {e}")))?;
+            self.docker
+                .start_container(&created.id, None)
+                .await
+                .map_err(|e| StartError::new(format!("cannot start container `{name}`: {e}"))
+                    .help("a port may be taken; `apphost doctor` checks the fixed ports"))?;
+
+            stream_logs(self.docker.clone(), created.id.clone(), out);
+            let (tx, rx) = watch::channel(None);
+            let docker = self.docker.clone();
+            let id = created.id.clone();
+            tokio::spawn(async move {
+                let mut wait = docker.wait_container(&id, None);
+                let exit = match wait.next().await {
+                    Some(Ok(r)) => Exit::Code(r.status_code as i32),
+                    // bollard reports a non-zero exit as an error carrying the code.
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Exit::Code(code as i32),
+                    _ => Exit::Unknown,
+                };
+                let _ = tx.send(Some(exit));
+            });
+            let ports = instance.ports.iter().map(|(n, b)| (n.clone(), b.target.unwrap_or(b.host))).collect();
+            Ok(Arc::new(Container { docker: self.docker.clone(), id: created.id, exit: rx, ports }) as Arc<dyn Running>)
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, ()> {
+        async move {
+            let name = self.container_name(&instance.name);
+            if instance.resource.persistent {
+                let _ = self.docker.stop_container(&name, Some(StopContainerOptionsBuilder::new().t(10).build())).await;
+            } else {
+                let _ = self
+                    .docker
+                    .remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                    .await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Follows a container's output, splitting the engine's frames into lines.
+fn stream_logs(docker: Docker, id: String, out: Output) {
+    tokio::spawn(async move {
+        let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+        let mut logs = docker.logs(&id, Some(options));
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(Ok(chunk)) = logs.next().await {
+            let (bytes, stream) = match chunk {
+                bollard::container::LogOutput::StdErr { message } => (message, Stream::Stderr),
+                bollard::container::LogOutput::StdOut { message } | bollard::container::LogOutput::Console { message } => {
+                    (message, Stream::Stdout)
+                }
+                bollard::container::LogOutput::StdIn { .. } => continue,
+            };
+            let buf = if stream == Stream::Stderr { &mut stderr } else { &mut stdout };
+            buf.extend_from_slice(&bytes);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                out.line(stream, &String::from_utf8_lossy(&line));
+            }
+        }
+        for (buf, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
+            if !buf.is_empty() {
+                out.line(stream, &String::from_utf8_lossy(&buf));
+            }
+        }
+    });
+}
+
+struct Container {
+    docker: Docker,
+    id: String,
+    exit: watch::Receiver<Option<Exit>>,
+    /// Port name → port inside the container, for health commands.
+    ports: HashMap<String, u16>,
+}
+
+impl Running for Container {
+    fn exited(&self) -> BoxFuture<'_, Exit> {
+        let mut rx = self.exit.clone();
+        async move {
+            match rx.wait_for(Option::is_some).await {
+                Ok(exit) => exit.expect("waited for Some"),
+                Err(_) => Exit::Unknown,
+            }
+        }
+        .boxed()
+    }
+
+    fn stop(&self, signal: i32, grace: Duration) -> BoxFuture<'_, ()> {
+        async move {
+            let _ = self.docker.unpause_container(&self.id).await;
+            let options = StopContainerOptionsBuilder::new().signal(signal_name(signal)).t(grace.as_secs().max(1) as i32).build();
+            let _ = self.docker.stop_container(&self.id, Some(options)).await;
+            let _ = tokio::time::timeout(grace + Duration::from_secs(5), self.exited()).await;
+        }
+        .boxed()
+    }
+
+    fn kill(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let _ = self.docker.kill_container(&self.id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.exited()).await;
+        }
+        .boxed()
+    }
+
+    fn exec(&self, command: Vec<String>, timeout: Duration) -> BoxFuture<'_, Result<i32, String>> {
+        async move {
+            let command = expand_ports(&command, |name| self.ports.get(name).copied());
+            let run = async {
+                let exec = self
+                    .docker
+                    .create_exec(&self.id, CreateExecOptions { cmd: Some(command), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await.map_err(|e| e.to_string())? {
+                    while output.next().await.is_some() {}
+                }
+                let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| e.to_string())?;
+                Ok(inspect.exit_code.unwrap_or(-1) as i32)
+            };
+            tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        }
+        .boxed()
+    }
+
+    fn pause(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move { self.docker.pause_container(&self.id).await.map_err(|e| e.to_string()) }.boxed()
+    }
+
+    fn resume(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move { self.docker.unpause_container(&self.id).await.map_err(|e| e.to_string()) }.boxed()
+    }
+
+    fn id(&self) -> String {
+        format!("container {}", &self.id[..self.id.len().min(12)])
+    }
+}

@@ -1,0 +1,229 @@
+//! What apphost keeps under `.apphost/` next to the topology file: generated
+//! secrets (owner-only, reused across runs), the running session's control
+//! endpoint, and the processes it started (pid + start time, so that a later
+//! `apphost down` can tell a leftover from an unrelated process that reused the pid).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use rand::{Rng, distr::Alphanumeric};
+use serde::{Deserialize, Serialize};
+
+/// `.apphost/` beside the topology file.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn for_topology(file: &Path) -> Self {
+        let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Self { root: dir.join(".apphost") }
+    }
+
+    pub fn ensure(&self) -> std::io::Result<()> {
+        fs::create_dir_all(&self.root)?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+    }
+
+    /// Data of persistent resources (process runtime).
+    pub fn data_dir(&self, resource: &str) -> PathBuf {
+        self.root.join("data").join(resource)
+    }
+
+    /// Files of non-persistent resources, removed at `down`.
+    pub fn run_dir(&self, resource: &str) -> PathBuf {
+        self.root.join("run").join(resource)
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("apphost.log")
+    }
+
+    pub fn secrets_file(&self) -> PathBuf {
+        self.root.join("secrets.json")
+    }
+
+    pub fn session_file(&self) -> PathBuf {
+        self.root.join("session.json")
+    }
+
+    pub fn pids_file(&self) -> PathBuf {
+        self.root.join("pids.json")
+    }
+}
+
+/// Writes `contents` to `path` readable by the owner only, atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    fs::rename(tmp, path)
+}
+
+/// Generated passwords, one per resource that needs one, kept across runs so
+/// that persistent data stays usable.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Secrets {
+    passwords: BTreeMap<String, String>,
+}
+
+impl Secrets {
+    pub fn load(dir: &StateDir) -> std::io::Result<Self> {
+        match fs::read(dir.secrets_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The password of `resource`, generated and saved on first use.
+    pub fn password(&mut self, dir: &StateDir, resource: &str) -> std::io::Result<String> {
+        if let Some(p) = self.passwords.get(resource) {
+            return Ok(p.clone());
+        }
+        let password: String = rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
+        self.passwords.insert(resource.to_owned(), password.clone());
+        dir.ensure()?;
+        write_private(&dir.secrets_file(), &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        Ok(password)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.passwords.values().map(String::as_str)
+    }
+}
+
+/// Where a running `apphost up` listens for the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub pid: u32,
+    pub port: u16,
+    pub token: String,
+    pub app: String,
+    pub runtime: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Session {
+    pub fn save(&self, dir: &StateDir) -> std::io::Result<()> {
+        dir.ensure()?;
+        write_private(&dir.session_file(), &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)
+    }
+
+    /// The session file, if one exists and its apphost process is still alive.
+    pub fn load_live(dir: &StateDir) -> Option<Self> {
+        let session: Self = serde_json::from_slice(&fs::read(dir.session_file()).ok()?).ok()?;
+        Path::new(&format!("/proc/{}", session.pid)).exists().then_some(session)
+    }
+
+    pub fn remove(dir: &StateDir) {
+        let _ = fs::remove_file(dir.session_file());
+    }
+}
+
+/// A process apphost started, recognisable after a crash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PidRecord {
+    pub resource: String,
+    pub pid: u32,
+    /// Field 22 of `/proc/PID/stat`: clock ticks since boot when it started.
+    pub start_time: u64,
+}
+
+/// The start time of `pid` from `/proc`, if it runs.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The processes of this app, as `pids.json` lists them.
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    pub fn new(dir: &StateDir) -> Self {
+        Self { path: dir.pids_file() }
+    }
+
+    pub fn read(&self) -> Vec<PidRecord> {
+        fs::read(&self.path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn write(&self, records: &[PidRecord]) {
+        if let Some(parent) = self.path.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        let _ = write_private(&self.path, &serde_json::to_vec_pretty(records).unwrap_or_default());
+    }
+
+    pub fn add(&self, record: PidRecord) {
+        let mut records = self.read();
+        records.retain(|r| r.pid != record.pid);
+        records.push(record);
+        self.write(&records);
+    }
+
+    pub fn remove(&self, pid: u32) {
+        let mut records = self.read();
+        records.retain(|r| r.pid != pid);
+        self.write(&records);
+    }
+
+    /// Kills every recorded process group that is still the process we started.
+    /// Returns what it killed.
+    pub fn reap(&self) -> Vec<PidRecord> {
+        let mut killed = Vec::new();
+        for record in self.read() {
+            if process_start_time(record.pid) == Some(record.start_time) {
+                // SAFETY: kill(2) on a process group we created (pgid = pid).
+                unsafe {
+                    libc::kill(-(record.pid as i32), libc::SIGKILL);
+                    libc::kill(record.pid as i32, libc::SIGKILL);
+                }
+                killed.push(record);
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+        killed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_owner_only_and_reused() {
+        let tmp = std::env::temp_dir().join(format!("apphost-secrets-{}", uuid::Uuid::new_v4()));
+        let dir = StateDir { root: tmp.join(".apphost") };
+        let mut secrets = Secrets::load(&dir).unwrap();
+        let first = secrets.password(&dir, "db").unwrap();
+        assert_eq!(first.len(), 24);
+        let mode = fs::metadata(dir.secrets_file()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let mut again = Secrets::load(&dir).unwrap();
+        assert_eq!(again.password(&dir, "db").unwrap(), first, "reused across runs");
+        assert_ne!(again.password(&dir, "other").unwrap(), first);
+        fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn start_time_identifies_this_process() {
+        let me = std::process::id();
+        assert!(process_start_time(me).is_some());
+        assert_eq!(process_start_time(me), process_start_time(me));
+        assert_eq!(process_start_time(u32::MAX - 1), None);
+    }
+}

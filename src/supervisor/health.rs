@@ -1,0 +1,82 @@
+//! Health probes: tcp, http, exec and log-line checks on an interval, with
+//! retries and a start period, flipping an instance between Running, Healthy
+//! and Unhealthy (never touching any other state).
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{net::TcpStream, time::Instant};
+
+use super::{Shared, State};
+use crate::{
+    logs::LogStore,
+    plan::Instance,
+    runtime::{Output, Running},
+    topology::Check,
+};
+
+pub(super) async fn watch(
+    instance: Instance,
+    running: Arc<dyn Running>,
+    shared: Arc<Shared>,
+    logs: LogStore,
+    out: Output,
+    mut next_seq: u64,
+) {
+    let name = instance.name.clone();
+    let set = |healthy: bool| {
+        let target = if healthy { State::Healthy } else { State::Unhealthy };
+        let current = shared.status(&name).map(|s| s.state);
+        if matches!(current, Some(State::Running | State::Healthy | State::Unhealthy)) && current.as_ref() != Some(&target) {
+            shared.update(&name, |s| s.state = target.clone());
+            shared.event(&name, target.label());
+            out.system(&target.label());
+        }
+    };
+    let Some(probe) = instance.resource.health.clone() else {
+        set(true); // nothing to check: started is healthy
+        return;
+    };
+    let started = Instant::now();
+    let client = reqwest::Client::builder().timeout(probe.timeout).build().expect("http client");
+    let regex = match &probe.check {
+        Check::Log { pattern } => regex::Regex::new(pattern).ok(),
+        _ => None,
+    };
+    // Log lines are checked from the start of this run on (`next_seq`), once each.
+    let mut log_matched = false;
+    let mut failures = 0u32;
+    loop {
+        let ok = match &probe.check {
+            Check::Tcp { port } => match instance.port(port) {
+                Some(p) => tokio::time::timeout(probe.timeout, TcpStream::connect(("127.0.0.1", p))).await.is_ok_and(|r| r.is_ok()),
+                None => false,
+            },
+            Check::Http { path, port } => match instance.port(port) {
+                Some(p) => client
+                    .get(format!("http://127.0.0.1:{p}{path}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+                None => false,
+            },
+            Check::Exec { command } => running.exec(command.clone(), probe.timeout).await == Ok(0),
+            Check::Log { .. } => {
+                for line in logs.since(&name, next_seq) {
+                    next_seq = line.seq + 1;
+                    log_matched |= regex.as_ref().is_some_and(|re| re.is_match(&line.text));
+                }
+                log_matched
+            }
+        };
+        if ok {
+            failures = 0;
+            set(true);
+        } else if started.elapsed() >= probe.start_period {
+            failures += 1;
+            if failures >= probe.retries {
+                set(false);
+            }
+        }
+        tokio::time::sleep(probe.interval.max(Duration::from_millis(100))).await;
+    }
+}
