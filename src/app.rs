@@ -25,6 +25,8 @@ use crate::{
 pub struct UpOptions {
     pub runtime: Option<RuntimeChoice>,
     pub release: bool,
+    /// Use the project binaries already built.
+    pub no_build: bool,
     /// Bound on a graceful teardown before everything is killed.
     pub teardown: Duration,
     pub log_capacity: usize,
@@ -160,13 +162,17 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
     let binaries = if packages.is_empty() {
         HashMap::new()
     } else {
-        say(&format!("building {} with cargo", packages.join(", ")));
+        if !options.no_build {
+            say(&format!("building {} with cargo", packages.join(", ")));
+        }
         let build_log: Arc<str> = "apphost".into();
-        let binaries = build::build(topology.root(), &packages, options.release, |line| {
+        let binaries = build::build(topology.root(), &packages, options.release, options.no_build, |line| {
             logs.push(&build_log, Stream::Stderr, format!("cargo: {}", line.trim_start()))
         })
         .await?;
-        say("build finished");
+        if !options.no_build {
+            say("build finished");
+        }
         binaries
     };
 

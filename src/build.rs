@@ -43,10 +43,17 @@ struct Target {
     kind: Vec<String>,
 }
 
-/// Builds `packages` in the workspace at `root`; returns package → binary.
-pub async fn build(root: &Path, packages: &[String], release: bool, progress: impl Fn(&str)) -> Result<HashMap<String, PathBuf>, BuildError> {
+/// Builds `packages` in the workspace at `root` (unless `skip`, which uses
+/// the binaries already there); returns package → binary.
+pub async fn build(
+    root: &Path,
+    packages: &[String],
+    release: bool,
+    skip: bool,
+    progress: impl Fn(&str),
+) -> Result<HashMap<String, PathBuf>, BuildError> {
     let metadata = Command::new("cargo")
-        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .current_dir(root)
         .stderr(Stdio::piped())
         .output()
@@ -71,6 +78,12 @@ pub async fn build(root: &Path, packages: &[String], release: bool, progress: im
         binaries.insert(package.clone(), metadata.target_directory.join(profile).join(bin));
     }
 
+    if skip {
+        if let Some((package, missing)) = binaries.iter().find(|(_, b)| !b.exists()) {
+            return Err(BuildError::Cargo(format!("`--no-build`, but `{}` (package `{package}`) is not built", missing.display())));
+        }
+        return Ok(binaries);
+    }
     let mut command = Command::new("cargo");
     command.arg("build").args(["--color", "never"]).current_dir(root).stdout(Stdio::null()).stderr(Stdio::piped());
     if release {

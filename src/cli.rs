@@ -69,6 +69,9 @@ pub enum Command {
         /// Build projects with `--release`.
         #[arg(long)]
         release: bool,
+        /// Use the project binaries already built instead of running `cargo build`.
+        #[arg(long)]
+        no_build: bool,
         /// How long a graceful teardown may take before everything is killed.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         teardown: Duration,
@@ -158,14 +161,14 @@ fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {
 async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     let global = cli.global.file;
     match cli.command {
-        Command::Up { at, headless: _, runtime, release, teardown, log_lines } => {
+        Command::Up { at, headless: _, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
             let runtime = runtime.map(|r| match r {
                 RuntimeArg::Auto => RuntimeChoice::Auto,
                 RuntimeArg::Docker => RuntimeChoice::Docker,
                 RuntimeArg::Process => RuntimeChoice::Process,
             });
-            app::up(&file, app::UpOptions { runtime, release, teardown, log_capacity: log_lines }).await
+            app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines }).await
         }
         Command::Down { at } => app::down(&file_of(global, at.file)).await,
         Command::Ps { at, json } => ps(&file_of(global, at.file), json).await,

@@ -21,14 +21,21 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// `.apphost/` beside `file`, or `APPHOST_STATE_DIR` when set.
     pub fn for_topology(file: &Path) -> Self {
+        if let Some(dir) = std::env::var_os("APPHOST_STATE_DIR").filter(|d| !d.is_empty()) {
+            return Self { root: PathBuf::from(dir) };
+        }
         let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         Self { root: dir.join(".apphost") }
     }
 
+    /// Creates the folder: others may pass through it (a database server
+    /// running as `postgres` reaches its data below) but not list it; the
+    /// secrets in it are owner-only files.
     pub fn ensure(&self) -> std::io::Result<()> {
         fs::create_dir_all(&self.root)?;
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o711))
     }
 
     /// Data of persistent resources (process runtime).

@@ -45,7 +45,12 @@ pub fn engine_address() -> String {
 pub async fn connect() -> Result<Docker, String> {
     let docker = Docker::connect_with_defaults().map_err(|e| format!("cannot reach the Docker engine at {}: {e}", engine_address()))?;
     match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
-        Ok(Ok(_)) => Ok(docker),
+        // Older engines (Debian's 20.10 speaks API 1.41) refuse newer clients: agree on a version.
+        Ok(Ok(_)) => match tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version()).await {
+            Ok(Ok(docker)) => Ok(docker),
+            Ok(Err(e)) => Err(format!("the Docker engine at {} answers, but no API version fits: {e}", engine_address())),
+            Err(_) => Err(format!("the Docker engine at {} did not answer within 3s", engine_address())),
+        },
         Ok(Err(e)) => Err(format!("the Docker engine at {} does not answer: {e}", engine_address())),
         Err(_) => Err(format!("the Docker engine at {} did not answer within 3s", engine_address())),
     }

@@ -55,7 +55,19 @@ impl ProcessRuntime {
         let owner = run_as("postgres")?;
         let dir = self.files_of(instance);
         let data = dir.join("pgdata");
-        make_dir_for(&dir, owner)?;
+        make_dir_for(&dir, &self.state.root, owner)?;
+        if owner.is_some()
+            && let Some(closed) = dir.ancestors().find(|a| {
+                std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0 && !a.starts_with(&self.state.root))
+            })
+        {
+            return Err(StartError::new(format!(
+                "PostgreSQL runs as the `postgres` user, which cannot reach {} ({} is closed to others)",
+                dir.display(),
+                closed.display()
+            ))
+            .help("set APPHOST_STATE_DIR to a folder others can pass through (e.g. /var/tmp/apphost), or run apphost as a regular user"));
+        }
         let r = &instance.resource;
         if !data.join("PG_VERSION").exists() {
             out.system(&format!("initialising a PostgreSQL cluster in {}", data.display()));
@@ -93,7 +105,7 @@ impl ProcessRuntime {
                 .help("install it (`apt-get install openjdk-17-jre-headless`) or run the broker with `runtime: docker`")
         })?;
         let dir = self.files_of(instance);
-        make_dir_for(&dir, None)?;
+        make_dir_for(&dir, &self.state.root, None)?;
         let broker = dir.join("broker");
         let r = &instance.resource;
         if !broker.join("bin/artemis").exists() {
@@ -328,17 +340,14 @@ async fn run_to_end(mut command: Command, owner: Option<(u32, u32)>, stdin: Opti
     }
 }
 
-/// Creates `dir` (owned by `owner` when given). Its parents are made
-/// traversable (0711) so a server running as another user can reach it.
-fn make_dir_for(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), StartError> {
+/// Creates `dir` below the state folder `top` (owned by `owner` when given).
+/// The folders between them are made traversable (0711) so a server running
+/// as another user reaches its data; nothing above `top` is touched.
+fn make_dir_for(dir: &Path, top: &Path, owner: Option<(u32, u32)>) -> Result<(), StartError> {
     std::fs::create_dir_all(dir).map_err(|e| StartError::new(format!("cannot create {}: {e}", dir.display())))?;
     if owner.is_some() {
         let mut parent = dir.parent();
-        while let Some(p) = parent {
-            if p.file_name().is_some_and(|n| n == ".apphost") {
-                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711));
-                break;
-            }
+        while let Some(p) = parent.filter(|p| p.starts_with(top)) {
             let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711));
             parent = p.parent();
         }
@@ -431,4 +440,40 @@ fn set_acceptor_ports(broker_xml: &Path, core: Option<u16>, amqp: Option<u16>) -
         xml = re.replace(&xml, format!("${{1}}127.0.0.1:{port}")).into_owned();
     }
     std::fs::write(broker_xml, xml).map_err(|e| StartError::new(format!("cannot write {}: {e}", broker_xml.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn data_dirs_open_the_way_down_from_the_state_folder_and_nothing_above() {
+        let base = std::env::temp_dir().join(format!("apphost-mkdir-{}", uuid::Uuid::new_v4().simple()));
+        let top = base.join("state");
+        std::fs::create_dir_all(&top).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let me = std::fs::metadata(&base).unwrap();
+        let dir = top.join("run").join("db");
+        make_dir_for(&dir, &top, Some((me.uid(), me.gid()))).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&top.join("run")), 0o711);
+        assert_eq!(mode(&top), 0o711);
+        assert_eq!(mode(&base), 0o750, "nothing above the state folder changes");
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn acceptors_move_to_loopback_ports() {
+        let file = std::env::temp_dir().join(format!("broker-{}.xml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&file, r#"<acceptor name="artemis">tcp://0.0.0.0:61616?protocols=CORE</acceptor>
+<acceptor name="amqp">tcp://0.0.0.0:5672?protocols=AMQP</acceptor>"#).unwrap();
+        set_acceptor_ports(&file, Some(1111), Some(2222)).unwrap();
+        let xml = std::fs::read_to_string(&file).unwrap();
+        assert!(xml.contains("tcp://127.0.0.1:1111?protocols=CORE"), "{xml}");
+        assert!(xml.contains("tcp://127.0.0.1:2222?protocols=AMQP"), "{xml}");
+        std::fs::remove_file(file).unwrap();
+    }
 }

@@ -284,3 +284,6 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
     Some(total)
 }
+
+#[cfg(test)]
+mod tests;

@@ -154,7 +154,11 @@ fn resource(src: &Source<'_>, name: String, key: Node<'_>, body: Node<'_>) -> Re
             max_backoff: Duration::from_secs(30),
         },
         replicas: 1,
-        shutdown: Shutdown { signal: libc::SIGTERM, grace: Duration::from_secs(10) },
+        // PostgreSQL's SIGTERM is a "smart" shutdown that waits for every client to leave.
+        shutdown: Shutdown {
+            signal: if kind == Kind::Postgres { libc::SIGINT } else { libc::SIGTERM },
+            grace: Duration::from_secs(10),
+        },
         runtime: RuntimeChoice::Auto,
         database: None,
         user: None,

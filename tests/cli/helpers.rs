@@ -1,0 +1,189 @@
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::{io::AsyncReadExt, process::Child};
+
+/// One demo stack at a time: they share the app name and the machine's two cores.
+pub static ONE_STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `apphost` with its state in `state` and the demo topology.
+pub fn apphost(state: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_apphost"));
+    c.env("APPHOST_STATE_DIR", state)
+        .env("NO_COLOR", "1")
+        .arg("-f")
+        .arg(workspace().join("apphost.yaml"))
+        .kill_on_drop(true);
+    c
+}
+
+/// A running `apphost up --headless`, its output collected.
+pub struct Stack {
+    pub state: PathBuf,
+    pub child: Child,
+    pub output: Arc<Mutex<String>>,
+}
+
+impl Stack {
+    pub async fn up(runtime: &str) -> Self {
+        let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+        let mut child = apphost(&state)
+            .args(["up", "--headless", "--no-build", "--runtime", runtime, "--teardown", "60s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting apphost up");
+        let output = Arc::new(Mutex::new(String::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Self { state, child, output }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub async fn ps(&self) -> Option<Vec<Value>> {
+        let out = apphost(&self.state).args(["ps", "--json"]).output().await.ok()?;
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
+    /// Waits until every resource is healthy; panics with apphost's output if not.
+    pub async fn wait_healthy(&mut self, limit: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(ps) = self.ps().await
+                && !ps.is_empty()
+                && ps.iter().all(|s| s["state"] == "healthy")
+            {
+                return ps;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("apphost up exited early ({status}):\n{}", self.output());
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("not healthy after {limit:?}: {:?}\n{}", self.ps().await, self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("apphost up did not exit within {limit:?}:\n{}", self.output()),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+}
+
+/// `http://127.0.0.1:PORT` of a resource's endpoint called `port`.
+pub fn endpoint(ps: &[Value], name: &str, port: &str) -> String {
+    let status = ps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no `{name}` in {ps:?}"));
+    let prefix = format!("{port}=");
+    let raw = status["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|e| e.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("`{name}` has no `{port}` endpoint"));
+    raw.replace("tcp://", "http://")
+}
+
+/// The pids in `ps` output (`"id": "pid N"`).
+pub fn pids(ps: &[Value]) -> Vec<u32> {
+    ps.iter().filter_map(|s| s["id"].as_str()?.strip_prefix("pid ")?.parse().ok()).collect()
+}
+
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// POSTs an item to the sender and waits until the receiver has stored it.
+pub async fn item_goes_through(ps: &[Value]) {
+    let sender = endpoint(ps, "sender", "http");
+    let receiver = endpoint(ps, "receiver", "http");
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{sender}/api/EntityItems"))
+        .json(&serde_json::json!({ "name": "through apphost", "value": 7.5 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("created").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client.get(format!("{receiver}/api/EntityItems/{id}")).send().await.unwrap();
+        if r.status() == 200 {
+            let stored: Value = r.json().await.unwrap();
+            assert_eq!(stored["name"], "through apphost");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the receiver never stored {id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Containers, networks and volumes of the demo app left on the Docker engine.
+pub async fn docker_leftovers() -> Vec<String> {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
+    let docker = apphost::runtime::docker::connect().await.expect("a Docker engine for the docker tests (`.ci/setup` starts one)");
+    let label = std::collections::HashMap::from([("label", vec!["apphost.app=outbox-demo"])]);
+    let mut left: Vec<String> = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&label).build()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| format!("container {:?}", c.names))
+        .collect();
+    left.extend(
+        docker
+            .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&label).build()))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| format!("network {:?}", n.name)),
+    );
+    left.extend(
+        docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&label).build()))
+            .await
+            .unwrap()
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| format!("volume {}", v.name)),
+    );
+    left
+}

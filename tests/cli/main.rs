@@ -1,0 +1,173 @@
+//! The real `apphost` binary running the demo stack on the process and the
+//! docker runtime: up, a POST that reaches the receiver, down, and nothing
+//! left behind, also after SIGKILL and on Ctrl-C.
+
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::{ONE_STACK, Stack, alive, apphost, docker_leftovers, item_goes_through, pids};
+
+const HEALTHY_WITHIN: Duration = Duration::from_secs(240);
+
+async fn assert_nothing_left(stack: &Stack, pids: &[u32]) {
+    for pid in pids {
+        assert!(!alive(*pid), "process {pid} outlived apphost:\n{}", stack.output());
+    }
+    assert!(!stack.state.join("session.json").exists(), "the session file stayed");
+    assert!(!stack.state.join("run").exists(), "non-persistent data stayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runtime_runs_the_demo_and_down_removes_it() {
+    let _one = ONE_STACK.lock().await;
+    let mut stack = Stack::up("process").await;
+    let ps = stack.wait_healthy(HEALTHY_WITHIN).await;
+    assert!(ps.iter().all(|s| s["runtime"] == "process"), "{ps:?}");
+    item_goes_through(&ps).await;
+
+    let pids = pids(&ps);
+    assert_eq!(pids.len(), 5, "{ps:?}");
+    let down = apphost(&stack.state).arg("down").output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let status = stack.wait_exit(Duration::from_secs(90)).await;
+    assert_eq!(status.code(), Some(0), "{}", stack.output());
+    assert_nothing_left(&stack, &pids).await;
+    let out = stack.output();
+    assert!(out.contains("runtime: process"), "apphost says which runtime it chose:\n{out}");
+    let password = std::fs::read_to_string(stack.state.join("secrets.json")).unwrap();
+    let password: serde_json::Value = serde_json::from_str(&password).unwrap();
+    for secret in password["passwords"].as_object().unwrap().values() {
+        assert!(!out.contains(secret.as_str().unwrap()), "a password was printed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_runtime_runs_the_demo_and_down_removes_it() {
+    let _one = ONE_STACK.lock().await;
+    let mut stack = Stack::up("docker").await;
+    let ps = stack.wait_healthy(HEALTHY_WITHIN).await;
+    for name in ["sender-db", "receiver-db", "broker"] {
+        let s = ps.iter().find(|s| s["name"] == name).unwrap();
+        assert_eq!(s["runtime"], "docker", "{s}");
+    }
+    assert!(!docker_leftovers().await.is_empty(), "the stack runs in containers");
+    item_goes_through(&ps).await;
+
+    let down = apphost(&stack.state).arg("down").output().await.unwrap();
+    assert!(down.status.success());
+    assert_eq!(stack.wait_exit(Duration::from_secs(90)).await.code(), Some(0), "{}", stack.output());
+    assert_nothing_left(&stack, &pids(&ps)).await;
+    assert_eq!(docker_leftovers().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_down_removes_what_apphost_left() {
+    let _one = ONE_STACK.lock().await;
+    let mut stack = Stack::up("docker").await;
+    let ps = stack.wait_healthy(HEALTHY_WITHIN).await;
+    testkit::process::signal(stack.pid(), libc::SIGKILL);
+    stack.wait_exit(Duration::from_secs(10)).await;
+    assert!(!docker_leftovers().await.is_empty(), "containers outlive a SIGKILLed apphost until `down`");
+
+    let down = apphost(&stack.state).arg("down").output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert!(said.contains("removed container"), "down says what it removed: {said}");
+    assert_eq!(docker_leftovers().await, Vec::<String>::new());
+    assert_nothing_left(&stack, &pids(&ps)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_running_tears_down_with_130() {
+    let _one = ONE_STACK.lock().await;
+    let mut stack = Stack::up("process").await;
+    let ps = stack.wait_healthy(HEALTHY_WITHIN).await;
+    testkit::process::signal(stack.pid(), libc::SIGINT);
+    let status = stack.wait_exit(Duration::from_secs(90)).await;
+    assert_eq!(status.code(), Some(130), "{}", stack.output());
+    assert!(stack.output().contains("is down"), "{}", stack.output());
+    assert_nothing_left(&stack, &pids(&ps)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_startup_tears_down_with_130() {
+    let _one = ONE_STACK.lock().await;
+    let mut stack = Stack::up("process").await;
+    // Interrupt while the infrastructure is still coming up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        if let Some(ps) = stack.ps().await
+            && ps.iter().any(|s| s["state"] == "running" || s["state"] == "starting")
+        {
+            break helpers::pids(&ps);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never saw a resource starting:\n{}", stack.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    testkit::process::signal(stack.pid(), libc::SIGINT);
+    let status = stack.wait_exit(Duration::from_secs(90)).await;
+    assert_eq!(status.code(), Some(130), "{}", stack.output());
+    assert_nothing_left(&stack, &seen).await;
+    // Anything that started after our last look is gone too.
+    let ps_after = apphost(&stack.state).args(["ps", "--json"]).output().await.unwrap();
+    assert!(!ps_after.status.success(), "no session remains");
+}
+
+#[tokio::test]
+async fn check_reports_a_broken_file_with_its_location() {
+    let dir = std::env::temp_dir().join(format!("apphost-check-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apphost.yaml");
+    std::fs::write(&file, "resources:\n  db:\n    kind: postgres\n    persistant: true\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_apphost"))
+        .env("NO_COLOR", "1")
+        .args(["check", "-f"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("apphost.yaml:4:5"), "{stderr}");
+    assert!(stderr.contains("did you mean `persistent`?"), "{stderr}");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_apphost"))
+        .env("APPHOST_STATE_DIR", &dir)
+        .args(["ps", "-f"])
+        .arg(helpers::workspace().join("apphost.yaml"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no apphost is running"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_refuses_requests_without_the_token() {
+    let _one = ONE_STACK.lock().await;
+    let mut stack = Stack::up("process").await;
+    stack.wait_healthy(HEALTHY_WITHIN).await;
+    let session: serde_json::Value = serde_json::from_slice(&std::fs::read(stack.state.join("session.json")).unwrap()).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(stack.state.join("session.json")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the session file is owner-only");
+    let url = format!("http://127.0.0.1:{}/v1/ps", session["port"]);
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(client.get(&url).bearer_auth("guess").send().await.unwrap().status(), 401);
+    let token = session["token"].as_str().unwrap();
+    assert_eq!(client.get(&url).bearer_auth(token).send().await.unwrap().status(), 200);
+    // Stopping and starting a resource through the CLI.
+    let stop = apphost(&stack.state).args(["stop", "receiver"]).output().await.unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    let ps = stack.ps().await.unwrap();
+    assert_eq!(ps.iter().find(|s| s["name"] == "receiver").unwrap()["state"], "stopped");
+    apphost(&stack.state).args(["start", "receiver"]).output().await.unwrap();
+    stack.wait_healthy(HEALTHY_WITHIN).await;
+    let events = apphost(&stack.state).args(["logs", "--events", "receiver"]).output().await.unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("stop requested") && events.contains("stopped"), "{events}");
+    apphost(&stack.state).arg("down").output().await.unwrap();
+    stack.wait_exit(Duration::from_secs(90)).await;
+}
