@@ -287,9 +287,10 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
     if let Some(session) = Session::load_live(&state) {
         let client = crate::control::Client::new(&session);
         client.post("/v1/down").await.map_err(|e| miette!("the running apphost (pid {}) did not answer: {e}", session.pid))?;
-        let pid_dir = format!("/proc/{}", session.pid);
+        // Done when the session is gone: its file removed, or the process dead
+        // (a zombie counts: its parent may simply not have reaped it yet).
         for _ in 0..1200 {
-            if !Path::new(&pid_dir).exists() {
+            if !state.session_file().exists() || !crate::state::process_running(session.pid) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

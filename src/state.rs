@@ -129,7 +129,7 @@ impl Session {
     /// The session file, if one exists and its apphost process is still alive.
     pub fn load_live(dir: &StateDir) -> Option<Self> {
         let session: Self = serde_json::from_slice(&fs::read(dir.session_file()).ok()?).ok()?;
-        Path::new(&format!("/proc/{}", session.pid)).exists().then_some(session)
+        process_running(session.pid).then_some(session)
     }
 
     pub fn remove(dir: &StateDir) {
@@ -144,6 +144,14 @@ pub struct PidRecord {
     pub pid: u32,
     /// Field 22 of `/proc/PID/stat`: clock ticks since boot when it started.
     pub start_time: u64,
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn process_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next().map(|s| s != "Z")))
+        .unwrap_or(false)
 }
 
 /// The start time of `pid` from `/proc`, if it runs.
@@ -224,6 +232,17 @@ mod tests {
         assert_eq!(again.password(&dir, "db").unwrap(), first, "reused across runs");
         assert_ne!(again.password(&dir, "other").unwrap(), first);
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn this_process_runs_and_a_reaped_child_does_not() {
+        assert!(process_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!process_running(pid), "an exited, unreaped child is a zombie: not running");
+        child.wait().unwrap();
+        assert!(!process_running(pid));
     }
 
     #[test]

@@ -83,6 +83,17 @@ pub trait Runtime: Send + Sync {
     fn remove<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, ()>;
 }
 
+/// Resolves once the exit watched by `rx` is known.
+pub(crate) fn wait_exit(rx: &tokio::sync::watch::Receiver<Option<Exit>>) -> BoxFuture<'static, Exit> {
+    let mut rx = rx.clone();
+    Box::pin(async move {
+        match rx.wait_for(Option::is_some).await {
+            Ok(exit) => exit.expect("waited for Some"),
+            Err(_) => Exit::Unknown,
+        }
+    })
+}
+
 /// `{port:NAME}` in a health command becomes the instance's port as seen from
 /// where the command runs.
 pub fn expand_ports(command: &[String], port: impl Fn(&str) -> Option<u16>) -> Vec<String> {

@@ -244,14 +244,7 @@ struct Process {
 
 impl Running for Process {
     fn exited(&self) -> BoxFuture<'_, Exit> {
-        let mut rx = self.exit.clone();
-        async move {
-            match rx.wait_for(Option::is_some).await {
-                Ok(exit) => exit.expect("waited for Some"),
-                Err(_) => Exit::Unknown,
-            }
-        }
-        .boxed()
+        super::wait_exit(&self.exit)
     }
 
     fn stop(&self, signal: i32, grace: Duration) -> BoxFuture<'_, ()> {

@@ -35,8 +35,14 @@ pub struct Stack {
 
 impl Stack {
     pub async fn up(runtime: &str) -> Self {
+        Self::up_with(runtime, &[]).await
+    }
+
+    /// `apphost up` with extra environment for apphost (and what it passes on).
+    pub async fn up_with(runtime: &str, env: &[(&str, &str)]) -> Self {
         let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
         let mut child = apphost(&state)
+            .envs(env.iter().copied())
             .args(["up", "--headless", "--no-build", "--runtime", runtime, "--teardown", "60s"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 //! left behind, also after SIGKILL and on Ctrl-C.
 
 mod helpers;
+mod tracing;
 
 use std::time::Duration;
 
