@@ -126,6 +126,13 @@ pub enum Command {
         #[command(flatten)]
         at: FileArg,
     },
+    /// Break things on purpose to see that nothing is lost (each action is an event).
+    Chaos {
+        #[command(subcommand)]
+        action: ChaosAction,
+        #[command(flatten)]
+        at: FileArg,
+    },
     /// Validate apphost.yaml without starting anything.
     Check {
         #[command(flatten)]
@@ -142,6 +149,36 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosAction {
+    /// Stop the broker (the app's artemis resource).
+    StopBroker {
+        /// Start it again after this long.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Start the broker again.
+    StartBroker,
+    /// SIGKILL a resource (container kill on docker): a crash, so its restart policy applies.
+    Kill { resource: String },
+    /// Freeze a resource (SIGSTOP / container pause).
+    Pause {
+        resource: String,
+        /// Resume it after this long.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Restart a resource.
+    Restart { resource: String },
+    /// Cut a container off the network (docker runtime only).
+    Partition {
+        resource: String,
+        /// Reconnect it after this long.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
     },
 }
 
@@ -176,6 +213,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Stop { resource, at } => act(&file_of(global, at.file), &resource, "stop").await,
         Command::Start { resource, at } => act(&file_of(global, at.file), &resource, "start").await,
         Command::Restart { resource, at } => act(&file_of(global, at.file), &resource, "restart").await,
+        Command::Chaos { action, at } => chaos(&file_of(global, at.file), action).await,
         Command::Check { at } => {
             let file = file_of(global, at.file);
             let t = topology::load(&file)?;
@@ -273,5 +311,33 @@ async fn act(file: &std::path::Path, resource: &str, action: &str) -> miette::Re
     let session = session(file)?;
     let answer = Client::new(&session).post(&format!("/v1/resources/{resource}/{action}")).await.map_err(|e| miette!("{e}"))?;
     println!("{}", answer["ok"].as_str().unwrap_or("done"));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn chaos(file: &std::path::Path, action: ChaosAction) -> miette::Result<ExitCode> {
+    let broker = || -> miette::Result<String> {
+        let t = topology::load(file)?;
+        t.resources
+            .iter()
+            .find(|r| r.kind == topology::Kind::Artemis)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| miette!("{} has no artemis resource to stop", file.display()))
+    };
+    let (resource, verb, duration) = match action {
+        ChaosAction::StopBroker { duration } => (broker()?, "stop", duration),
+        ChaosAction::StartBroker => (broker()?, "start", None),
+        ChaosAction::Kill { resource } => (resource, "kill", None),
+        ChaosAction::Pause { resource, duration } => (resource, "pause", duration),
+        ChaosAction::Restart { resource } => (resource, "restart", None),
+        ChaosAction::Partition { resource, duration } => (resource, "partition", duration),
+    };
+    let session = session(file)?;
+    let mut path = format!("/v1/resources/{resource}/{verb}?chaos=true");
+    if let Some(d) = duration {
+        path.push_str(&format!("&for={}ms", d.as_millis()));
+    }
+    let answer = Client::new(&session).post(&path).await.map_err(|e| miette!("{e}"))?;
+    let lasting = duration.map(|d| format!(" (undone after {d:?})")).unwrap_or_default();
+    println!("{}{lasting}", answer["ok"].as_str().unwrap_or("done"));
     Ok(ExitCode::SUCCESS)
 }

@@ -153,22 +153,64 @@ where
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
-async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)>) -> Response {
-    let control = match action.as_str() {
-        "start" => Control::Start,
-        "stop" => Control::Stop,
-        "restart" => Control::Restart,
-        "kill" => Control::Kill,
-        "pause" => Control::Pause,
-        "resume" => Control::Resume,
-        other => {
-            return (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("unknown action `{other}`") }))).into_response();
-        }
+#[derive(Deserialize)]
+struct ActQuery {
+    /// Undo the action after this long (`30s`): start after stop, resume
+    /// after pause, heal after partition.
+    #[serde(rename = "for")]
+    duration: Option<String>,
+    /// Recorded as `chaos: …` in the event timeline.
+    #[serde(default)]
+    chaos: bool,
+}
+
+fn control_of(action: &str) -> Option<(Control, Option<Control>)> {
+    Some(match action {
+        "start" => (Control::Start, None),
+        "stop" => (Control::Stop, Some(Control::Start)),
+        "restart" => (Control::Restart, None),
+        "kill" => (Control::Kill, None),
+        "pause" => (Control::Pause, Some(Control::Resume)),
+        "resume" => (Control::Resume, None),
+        "partition" => (Control::Partition, Some(Control::Heal)),
+        "heal" => (Control::Heal, None),
+        _ => return None,
+    })
+}
+
+async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)>, Query(q): Query<ActQuery>) -> Response {
+    let refuse = |status, error: String| (status, Json(serde_json::json!({ "error": error }))).into_response();
+    let Some((control, undo)) = control_of(&action) else {
+        return refuse(StatusCode::NOT_FOUND, format!("unknown action `{action}`"));
     };
-    api.supervisor.record(&name, format!("{action} requested"));
+    let duration = match q.duration.as_deref().map(crate::topology::parse_duration) {
+        None => None,
+        Some(Some(d)) if undo.is_some() => Some(d),
+        Some(Some(_)) => return refuse(StatusCode::BAD_REQUEST, format!("`{action}` cannot be undone after a while; `--for` applies to stop, pause and partition")),
+        Some(None) => return refuse(StatusCode::BAD_REQUEST, format!("`{}` is not a duration such as `30s`", q.duration.unwrap_or_default())),
+    };
+    let prefix = if q.chaos { "chaos: " } else { "" };
+    let lasting = duration.map(|d| format!(" for {d:?}")).unwrap_or_default();
+    api.supervisor.record(&name, format!("{prefix}{action}{lasting} requested"));
     match api.supervisor.control(&name, control).await {
-        Ok(message) => Json(serde_json::json!({ "ok": message })).into_response(),
-        Err(error) => (StatusCode::CONFLICT, Json(serde_json::json!({ "error": error }))).into_response(),
+        Ok(message) => {
+            if let (Some(d), Some(undo)) = (duration, undo) {
+                let supervisor = api.supervisor.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let outcome = supervisor.control(&name, undo).await;
+                    let said = outcome.unwrap_or_else(|e| format!("could not undo: {e}"));
+                    supervisor.record(&name, format!("{prefix}after {d:?}: {said}"));
+                });
+            }
+            api.supervisor.record(&name, format!("{prefix}{message}"));
+            Json(serde_json::json!({ "ok": message })).into_response()
+        }
+        Err(error) => {
+            api.supervisor.record(&name, format!("{prefix}{action} refused: {error}"));
+            refuse(StatusCode::CONFLICT, error)
+        }
     }
 }
 

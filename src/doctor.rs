@@ -48,8 +48,15 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
     );
     let mut images_ok = docker_ok;
     if let (Ok(engine), Some(t)) = (&engine, &topology) {
-        for r in t.resources.iter().filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis | Kind::Container)) {
-            let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
+        let mut images: Vec<String> = t
+            .resources
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis | Kind::Container))
+            .map(|r| r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default())
+            .collect();
+        images.sort();
+        images.dedup();
+        for image in images {
             let here = engine.inspect_image(&image).await.is_ok();
             images_ok &= report.line(here, "image", &format!("{image} ({})", if here { "present" } else { "missing; pulled at `up` if a registry answers" }), "`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0 locally");
         }

@@ -65,7 +65,7 @@ impl Instance {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
     #[error("port {port} wanted by `{resource}` ({name}) is already in use")]
-    #[diagnostic(help("stop what listens on {port}, or remove `host: {port}` from `{resource}` in apphost.yaml to pick a free port"))]
+    #[diagnostic(help("stop what listens on {port}, or leave the host port out of `{resource}`'s ports in apphost.yaml so a free one is picked"))]
     PortInUse { resource: String, name: String, port: u16 },
     #[error("`{resource}` is a container, which needs the Docker engine, but {why}")]
     #[diagnostic(help("start Docker (or set DOCKER_HOST), or remove the container resource"))]

@@ -137,22 +137,6 @@ impl DockerRuntime {
         let _ = self.docker.remove_network(&self.app).await;
         touched
     }
-
-    /// Disconnects the instance's container from the app network (`true`) or reconnects it.
-    pub async fn partition(&self, instance: &str, cut: bool) -> Result<(), String> {
-        let container = self.container_name(instance);
-        let result = if cut {
-            self.docker
-                .disconnect_network(&self.app, NetworkDisconnectRequest { container, force: Some(true) })
-                .await
-        } else {
-            let endpoint = EndpointSettings { aliases: Some(vec![instance.to_owned()]), ..Default::default() };
-            self.docker
-                .connect_network(&self.app, NetworkConnectRequest { container, endpoint_config: Some(endpoint) })
-                .await
-        };
-        result.map_err(|e| e.to_string())
-    }
 }
 
 /// Where the official images keep their data.
@@ -254,7 +238,14 @@ impl Runtime for DockerRuntime {
                 let _ = tx.send(Some(exit));
             });
             let ports = instance.ports.iter().map(|(n, b)| (n.clone(), b.target.unwrap_or(b.host))).collect();
-            Ok(Arc::new(Container { docker: self.docker.clone(), id: created.id, exit: rx, ports }) as Arc<dyn Running>)
+            Ok(Arc::new(Container {
+                docker: self.docker.clone(),
+                id: created.id,
+                exit: rx,
+                ports,
+                network: self.app.clone(),
+                alias: instance.name.clone(),
+            }) as Arc<dyn Running>)
         }
         .boxed()
     }
@@ -310,6 +301,9 @@ struct Container {
     exit: watch::Receiver<Option<Exit>>,
     /// Port name → port inside the container, for health commands.
     ports: HashMap<String, u16>,
+    /// The app network, and the container's name on it.
+    network: String,
+    alias: String,
 }
 
 impl Running for Container {
@@ -361,6 +355,25 @@ impl Running for Container {
 
     fn resume(&self) -> BoxFuture<'_, Result<(), String>> {
         async move { self.docker.unpause_container(&self.id).await.map_err(|e| e.to_string()) }.boxed()
+    }
+
+    /// Off the app network, its published ports lead nowhere: a partition
+    /// from everything, the host's processes included.
+    fn partition(&self, cut: bool) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let result = if cut {
+                self.docker
+                    .disconnect_network(&self.network, NetworkDisconnectRequest { container: self.id.clone(), force: Some(true) })
+                    .await
+            } else {
+                let endpoint = EndpointSettings { aliases: Some(vec![self.alias.clone()]), ..Default::default() };
+                self.docker
+                    .connect_network(&self.network, NetworkConnectRequest { container: self.id.clone(), endpoint_config: Some(endpoint) })
+                    .await
+            };
+            result.map_err(|e| e.to_string())
+        }
+        .boxed()
     }
 
     fn id(&self) -> String {

@@ -71,6 +71,8 @@ pub trait Running: Send + Sync {
     /// SIGSTOP / container pause, and back.
     fn pause(&self) -> BoxFuture<'_, Result<(), String>>;
     fn resume(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Cuts the instance off its network (`true`) or reconnects it.
+    fn partition(&self, cut: bool) -> BoxFuture<'_, Result<(), String>>;
     /// A pid or a container id, for `ps`.
     fn id(&self) -> String;
 }

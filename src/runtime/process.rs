@@ -300,6 +300,15 @@ impl Running for Process {
         async { Ok(()) }.boxed()
     }
 
+    fn partition(&self, _cut: bool) -> BoxFuture<'_, Result<(), String>> {
+        async {
+            Err("partition is not supported on the process runtime: local processes share the host's network; \
+                 run the resource with `runtime: docker`, or use `chaos pause` to make it unresponsive"
+                .to_owned())
+        }
+        .boxed()
+    }
+
     fn id(&self) -> String {
         format!("pid {}", self.pid)
     }

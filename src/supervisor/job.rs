@@ -191,6 +191,12 @@ impl Job {
                         Control::Resume => {
                             let _ = reply.send(running.resume().await.map(|()| format!("resumed `{name}`")));
                         }
+                        Control::Partition => {
+                            let _ = reply.send(running.partition(true).await.map(|()| format!("cut `{name}` off the network")));
+                        }
+                        Control::Heal => {
+                            let _ = reply.send(running.partition(false).await.map(|()| format!("reconnected `{name}`")));
+                        }
                         Control::Start => {
                             let _ = reply.send(Ok(format!("`{name}` is already running")));
                         }

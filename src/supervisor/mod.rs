@@ -97,6 +97,9 @@ pub enum Control {
     Kill,
     Pause,
     Resume,
+    /// Off the network (docker) and back.
+    Partition,
+    Heal,
     /// Stop for good: the app is going down.
     Shutdown,
 }

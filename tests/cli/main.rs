@@ -2,6 +2,7 @@
 //! docker runtime: up, a POST that reaches the receiver, down, and nothing
 //! left behind, also after SIGKILL and on Ctrl-C.
 
+mod chaos;
 mod helpers;
 mod tracing;
 
