@@ -133,7 +133,29 @@ pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
     result
 }
 
-async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str)) -> miette::Result<ExitCode> {
+/// A started app: what `up` and `test` run, and how it goes away again.
+pub struct RunningApp {
+    pub supervisor: Arc<Supervisor>,
+    pub instances: Vec<plan::Instance>,
+    /// Cancelled by `POST /v1/down` (`apphost down`).
+    pub down: CancellationToken,
+    state: StateDir,
+    runtimes: HashMap<&'static str, Arc<dyn Runtime>>,
+    docker: Option<Arc<DockerRuntime>>,
+    stop_api: CancellationToken,
+    api: tokio::task::JoinHandle<()>,
+    name: String,
+}
+
+/// Reaps leftovers, picks the runtime, plans, builds, and starts every job
+/// and the control API. Returns once jobs run; they become healthy later.
+pub async fn start(
+    topology: &Topology,
+    state: &StateDir,
+    options: &UpOptions,
+    logs: &LogStore,
+    say: &impl Fn(&str),
+) -> miette::Result<RunningApp> {
     for leftover in reap_leftovers(topology, state).await {
         say(&format!("removed a leftover of an earlier run: {leftover}"));
     }
@@ -177,11 +199,8 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
     };
 
     let mut runtimes: HashMap<&'static str, Arc<dyn Runtime>> = HashMap::new();
-    runtimes.insert(
-        "process",
-        Arc::new(ProcessRuntime::new(state.clone(), binaries, topology.root().to_path_buf())),
-    );
-    let docker_runtime = match engine {
+    runtimes.insert("process", Arc::new(ProcessRuntime::new(state.clone(), binaries, topology.root().to_path_buf())));
+    let docker = match engine {
         Ok(engine) => {
             let rt = Arc::new(DockerRuntime::new(engine, &topology.name, &session_id).await.map_err(|e| miette!("{}", e.message))?);
             runtimes.insert("docker", rt.clone());
@@ -196,57 +215,69 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
     let token = uuid::Uuid::new_v4().simple().to_string();
     let (port, api) = crate::control::serve(supervisor.clone(), token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
     let api = tokio::spawn(api);
-    let runtime_name = if docker_runtime.is_some() { "docker" } else { "process" };
     Session {
-        id: session_id.clone(),
+        id: session_id,
         pid: std::process::id(),
         port,
         token,
         app: topology.name.clone(),
-        runtime: runtime_name.into(),
+        runtime: if docker.is_some() { "docker" } else { "process" }.into(),
         started_at: chrono::Utc::now(),
     }
     .save(state)
     .into_diagnostic()?;
     say(&format!("`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them", topology.name, instances.len()));
-    announce_when_healthy(supervisor.clone(), say_owned(logs));
+    Ok(RunningApp { supervisor, instances, down, state: state.clone(), runtimes, docker, stop_api, api, name: topology.name.clone() })
+}
 
+impl RunningApp {
+    /// Stops everything in reverse dependency order within `deadline`
+    /// (`force` resolving first kills everything at once), then removes what
+    /// is not persistent and the session.
+    pub async fn teardown(self, deadline: Duration, force: impl Future<Output = ()>, say: &impl Fn(&str)) {
+        say(&format!("stopping `{}` in reverse dependency order (Ctrl-C again to kill at once)", self.name));
+        {
+            let shutdown = self.supervisor.shutdown(deadline);
+            tokio::pin!(shutdown);
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = force => {
+                    say("second Ctrl-C: killing everything");
+                    self.supervisor.kill_all().await;
+                }
+            }
+        }
+        self.supervisor.abort();
+        // Whatever is left (a forced stop, a stuck child) goes by pid and label.
+        PidFile::new(&self.state).reap();
+        for instance in &self.instances {
+            match (instance.runtime, &self.docker) {
+                (RuntimeKind::Docker, Some(rt)) => rt.remove(instance).await,
+                _ => self.runtimes["process"].remove(instance).await,
+            }
+        }
+        if let Some(rt) = &self.docker {
+            rt.reap(false).await;
+        }
+        self.stop_api.cancel();
+        let _ = self.api.await;
+        Session::remove(&self.state);
+        let _ = std::fs::remove_dir(self.state.root.join("run"));
+        say(&format!("`{}` is down", self.name));
+    }
+}
+
+async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str)) -> miette::Result<ExitCode> {
+    let app = start(topology, state, &options, logs, say).await?;
+    announce_when_healthy(app.supervisor.clone(), say_owned(logs));
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut terminate = signal(SignalKind::terminate()).into_diagnostic()?;
     let ending = tokio::select! {
-        _ = down.cancelled() => Ending::Down,
+        _ = app.down.cancelled() => Ending::Down,
         _ = interrupt.recv() => Ending::Interrupted,
         _ = terminate.recv() => Ending::Terminated,
     };
-    say(&format!("stopping `{}` in reverse dependency order (Ctrl-C again to kill at once)", topology.name));
-    {
-        let shutdown = supervisor.shutdown(options.teardown);
-        tokio::pin!(shutdown);
-        tokio::select! {
-            _ = &mut shutdown => {}
-            _ = interrupt.recv() => {
-                say("second Ctrl-C: killing everything");
-                supervisor.kill_all().await;
-            }
-        }
-    }
-    supervisor.abort();
-    // Whatever is left (a forced stop, a stuck child) goes by pid and label.
-    PidFile::new(state).reap();
-    for instance in &instances {
-        match (instance.runtime, &docker_runtime) {
-            (RuntimeKind::Docker, Some(rt)) => rt.remove(instance).await,
-            _ => runtimes["process"].remove(instance).await,
-        }
-    }
-    if let Some(rt) = &docker_runtime {
-        rt.reap(false).await;
-    }
-    stop_api.cancel();
-    let _ = api.await;
-    Session::remove(state);
-    let _ = std::fs::remove_dir(state.root.join("run"));
-    say(&format!("`{}` is down", topology.name));
+    app.teardown(options.teardown, async move { interrupt.recv().await; }, say).await;
     Ok(match ending {
         Ending::Down => ExitCode::SUCCESS,
         Ending::Interrupted => ExitCode::from(130),
@@ -309,4 +340,119 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `apphost test`: the stack headless, the scenarios, teardown, a verdict.
+pub async fn test(
+    file: &Path,
+    options: UpOptions,
+    scenarios: Vec<String>,
+    junit: Option<std::path::PathBuf>,
+    settings: crate::scenario::Settings,
+    healthy_within: Duration,
+) -> miette::Result<ExitCode> {
+    use std::io::Write;
+
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    state.ensure().into_diagnostic()?;
+    if let Some(session) = Session::load_live(&state) {
+        return Err(miette!(help = "`apphost down` stops it", "apphost is already running `{}` here (pid {})", session.app, session.pid));
+    }
+    let roles = roles(&topology)?;
+    let logs = LogStore::new(options.log_capacity);
+    // Resources' output goes to a file; apphost's own lines to the terminal.
+    let output_path = state.root.join("test-output.log");
+    let mut output = std::fs::File::create(&output_path).into_diagnostic()?;
+    let mut rx = logs.subscribe();
+    let names: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();
+    let writer = tokio::spawn(async move {
+        let printer = Printer::new(&names);
+        while let Ok(line) = rx.recv().await {
+            let text = printer.format(&line);
+            let _ = writeln!(output, "{text}");
+            if &*line.resource == "apphost" && line.stream == Stream::System {
+                println!("{}", line.text);
+            }
+        }
+    });
+    let say = say_owned(&logs);
+    say(&format!("resource output: {}", output_path.display()));
+
+    let app = start(&topology, &state, &options, &logs, &say).await?;
+    let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
+    let mut reports = Vec::new();
+    let mut interrupted = false;
+    let healthy = async {
+        let mut changes = app.supervisor.changes();
+        while !app.supervisor.all_healthy() {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    let ready = tokio::select! {
+        r = tokio::time::timeout(healthy_within, healthy) => r.is_ok(),
+        _ = interrupt.recv() => { interrupted = true; false }
+    };
+    if ready {
+        let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings);
+        for name in &scenarios {
+            say(&format!("scenario {name}: running"));
+            let report = tokio::select! {
+                r = ctx.run(name) => r,
+                _ = interrupt.recv() => { interrupted = true; break; }
+            };
+            say(&format!(
+                "scenario {name}: {} — acknowledged {}, refused {}, delivered {}, lost {}, duplicate effects {}, recovery {}",
+                if report.passed() { "passed" } else { "FAILED" },
+                report.acknowledged,
+                report.refused,
+                report.delivered,
+                report.lost,
+                report.duplicate_effects,
+                report.recovery_seconds.map_or("-".into(), |s| format!("{s:.1}s")),
+            ));
+            if let Some(why) = &report.failure {
+                say(&format!("scenario {name}: {why}"));
+            }
+            reports.push(report);
+        }
+    } else if !interrupted {
+        for s in app.supervisor.snapshot().iter().filter(|s| s.state != crate::supervisor::State::Healthy) {
+            say(&format!("not healthy after {healthy_within:?}: {} is {}", s.name, s.state.label()));
+        }
+        reports.push(crate::scenario::Report { scenario: "startup".into(), failure: Some(format!("the stack was not healthy within {healthy_within:?}; see {}", output_path.display())), ..Default::default() });
+    }
+    app.teardown(options.teardown, async move { interrupt.recv().await; }, &say).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    writer.abort();
+    if let Some(path) = junit {
+        std::fs::write(&path, crate::scenario::junit(&reports)).into_diagnostic()?;
+        println!("JUnit report: {}", path.display());
+    }
+    let passed = reports.iter().filter(|r| r.passed()).count();
+    println!("{passed} passed, {} failed", reports.len() - passed);
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if passed == reports.len() && !reports.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The demo's parts by name: `sender`, `receiver`, the artemis resource, and
+/// the postgres resource the sender references.
+fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
+    let named = |n: &str| t.resource(n).map(|r| r.name.clone()).ok_or_else(|| miette!("`apphost test` drives a resource called `{n}`, and {} has none", t.file.display()));
+    let sender = named("sender")?;
+    let receiver = named("receiver")?;
+    let broker = t.resources.iter().find(|r| r.kind == Kind::Artemis).map(|r| r.name.clone()).ok_or_else(|| miette!("no artemis resource to break"))?;
+    let sender_db = t
+        .resource(&sender)
+        .and_then(|s| s.references.iter().find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres)))
+        .map(|r| r.name.clone())
+        .ok_or_else(|| miette!("`sender` references no postgres resource"))?;
+    Ok(crate::scenario::Roles { sender, receiver, broker, sender_db })
 }

@@ -54,6 +54,16 @@ pub enum RuntimeArg {
     Process,
 }
 
+impl RuntimeArg {
+    fn choice(self) -> RuntimeChoice {
+        match self {
+            RuntimeArg::Auto => RuntimeChoice::Auto,
+            RuntimeArg::Docker => RuntimeChoice::Docker,
+            RuntimeArg::Process => RuntimeChoice::Process,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start every resource of apphost.yaml and follow their output until Ctrl-C.
@@ -125,6 +135,34 @@ pub enum Command {
         resource: String,
         #[command(flatten)]
         at: FileArg,
+    },
+    /// CI smoke mode: start the stack headless, run reliability scenarios, tear down; exit 0 only if all pass.
+    Test {
+        #[command(flatten)]
+        at: FileArg,
+        /// Scenarios to run (repeatable); all built-in ones when none is given.
+        #[arg(long = "scenario", value_name = "NAME")]
+        scenarios: Vec<String>,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeArg>,
+        /// Use the project binaries already built.
+        #[arg(long)]
+        no_build: bool,
+        /// How long each fault lasts.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        outage: Duration,
+        /// Requests per second of the steady load.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// How long full delivery may take after a fault.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        settle: Duration,
+        /// How long the stack may take to become healthy.
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        healthy_within: Duration,
     },
     /// Break things on purpose to see that nothing is lost (each action is an event).
     Chaos {
@@ -200,11 +238,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Up { at, headless: _, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
-            let runtime = runtime.map(|r| match r {
-                RuntimeArg::Auto => RuntimeChoice::Auto,
-                RuntimeArg::Docker => RuntimeChoice::Docker,
-                RuntimeArg::Process => RuntimeChoice::Process,
-            });
+            let runtime = runtime.map(RuntimeArg::choice);
             app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines }).await
         }
         Command::Down { at } => app::down(&file_of(global, at.file)).await,
@@ -213,6 +247,25 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Stop { resource, at } => act(&file_of(global, at.file), &resource, "stop").await,
         Command::Start { resource, at } => act(&file_of(global, at.file), &resource, "start").await,
         Command::Restart { resource, at } => act(&file_of(global, at.file), &resource, "restart").await,
+        Command::Test { at, scenarios, junit, runtime, no_build, outage, rate, settle, healthy_within } => {
+            let options = app::UpOptions {
+                runtime: runtime.map(RuntimeArg::choice),
+                release: false,
+                no_build,
+                teardown: Duration::from_secs(30),
+                log_capacity: crate::logs::DEFAULT_CAPACITY,
+            };
+            let scenarios = if scenarios.is_empty() {
+                crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect()
+            } else {
+                scenarios
+            };
+            if let Some(unknown) = scenarios.iter().find(|s| !crate::scenario::BUILT_IN.contains(&s.as_str())) {
+                return Err(miette!(help = format!("built in: {}", crate::scenario::BUILT_IN.join(", ")), "no scenario is called `{unknown}`"));
+            }
+            let settings = crate::scenario::Settings { outage, rate, settle };
+            app::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
+        }
         Command::Chaos { action, at } => chaos(&file_of(global, at.file), action).await,
         Command::Check { at } => {
             let file = file_of(global, at.file);

@@ -11,7 +11,8 @@
 //! - [`logs`]: bounded per-resource output, shown by [`headless`];
 //! - [`control`]: the loopback API the CLI talks to; [`state`] keeps
 //!   `.apphost/` (secrets, session, pids);
-//! - [`app`] (`up`, `down`), [`doctor`] and [`cli`]: the commands.
+//! - [`app`] (`up`, `down`, `test`), [`scenario`] (the reliability
+//!   scenarios), [`doctor`] and [`cli`]: the commands.
 
 pub mod app;
 pub mod build;
@@ -22,6 +23,7 @@ pub mod headless;
 pub mod logs;
 pub mod plan;
 pub mod runtime;
+pub mod scenario;
 pub mod state;
 pub mod supervisor;
 pub mod topology;

@@ -173,3 +173,29 @@ async fn the_control_api_refuses_requests_without_the_token() {
     apphost(&stack.state).arg("down").output().await.unwrap();
     stack.wait_exit(Duration::from_secs(90)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apphost_test_runs_scenarios_and_writes_junit() {
+    let _one = ONE_STACK.lock().await;
+    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let junit = state.with_extension("xml");
+    let out = apphost(&state)
+        .args(["test", "--runtime", "process", "--no-build", "--outage", "5s"])
+        .args(["--scenario", "smoke", "--scenario", "broker-outage", "--junit"])
+        .arg(&junit)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("scenario broker-outage: passed"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"tests="2" failures="0""#), "{xml}");
+    assert!(xml.contains(r#"name="broker-outage""#) && xml.contains(r#"&quot;lost&quot;:0"#), "{xml}");
+    assert!(!state.join("session.json").exists() && !state.join("run").exists(), "test tears down");
+
+    let out = apphost(&state).args(["test", "--scenario", "nonsense"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no scenario is called `nonsense`"));
+}

@@ -63,7 +63,7 @@ impl Default for RelaySettings {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(15),
+            reconnect_max: Duration::from_secs(5),
         }
     }
 }

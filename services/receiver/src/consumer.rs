@@ -70,7 +70,7 @@ impl Consumer {
 
     /// Consumes until `cancel` fires, reconnecting with backoff after any fault.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(15));
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !cancel.is_cancelled() {
             match self.attach().await {
                 Ok((session, mut receiver)) => {
