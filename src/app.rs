@@ -380,6 +380,11 @@ pub async fn test(
     say(&format!("resource output: {}", output_path.display()));
 
     let app = start(&topology, &state, &options, &logs, &say).await?;
+    let mut roles = roles;
+    if let Some(broker) = app.instances.iter().find(|i| i.resource.name == roles.broker) {
+        let env = |k: &str| broker.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        roles.broker_url = format!("amqp://{}:{}@127.0.0.1:{}", env("ARTEMIS_USER"), env("ARTEMIS_PASSWORD"), broker.port("amqp").unwrap_or_default());
+    }
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut reports = Vec::new();
     let mut interrupted = false;
@@ -454,5 +459,9 @@ fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
         .and_then(|s| s.references.iter().find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres)))
         .map(|r| r.name.clone())
         .ok_or_else(|| miette!("`sender` references no postgres resource"))?;
-    Ok(crate::scenario::Roles { sender, receiver, broker, sender_db })
+    let queue = t
+        .resource(&receiver)
+        .and_then(|r| r.env.iter().find(|(k, _)| k == "RECEIVER_ADDRESS").map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| "entity-items".to_owned());
+    Ok(crate::scenario::Roles { sender, receiver, broker, sender_db, broker_url: String::new(), queue })
 }

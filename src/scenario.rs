@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::{Control, State, Supervisor};
 
-pub const BUILT_IN: [&str; 6] = ["smoke", "broker-outage", "receiver-offline", "sender-crash", "receiver-crash", "db-restart"];
+pub const BUILT_IN: [&str; 7] = ["smoke", "broker-outage", "receiver-offline", "sender-crash", "receiver-crash", "db-restart", "poison"];
 
 /// Who plays which part, by resource name.
 #[derive(Debug, Clone)]
@@ -24,6 +24,10 @@ pub struct Roles {
     pub receiver: String,
     pub broker: String,
     pub sender_db: String,
+    /// `amqp://user:password@127.0.0.1:PORT` of the broker, for the poison message.
+    pub broker_url: String,
+    /// The queue the receiver consumes.
+    pub queue: String,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +204,18 @@ impl Ctx {
                 self.wait_state(victim, |s| *s == State::Healthy, Duration::from_secs(120)).await?;
                 Instant::now()
             }
+            "poison" => {
+                let rejected = self.receiver_metric("receiver_rejected_total").await;
+                send_poison(&r.broker_url, &r.queue).await?;
+                let deadline = Instant::now() + self.settings.settle;
+                while self.receiver_metric("receiver_rejected_total").await < rejected + 1.0 {
+                    if Instant::now() > deadline {
+                        return Err("the poison message was not rejected to the DLQ".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Instant::now()
+            }
             other => return Err(format!("no built-in scenario is called `{other}`; built in: {}", BUILT_IN.join(", "))),
         };
         tokio::time::sleep(Duration::from_secs(2)).await; // steady load after the fault
@@ -280,4 +296,38 @@ mod tests {
         assert!(xml.contains("db&lt;restart&gt;"), "{xml}");
         assert!(xml.contains(r#"<failure message="lost 2, duplicate effects 0"/>"#), "{xml}");
     }
+}
+
+/// Puts a message no receiver can process on `queue`, as an independent
+/// producer would: right subject, a body that is not JSON.
+async fn send_poison(url: &str, queue: &str) -> Result<(), String> {
+    use fe2o3_amqp::{
+        Connection, Sender, Session,
+        types::{
+            messaging::{Message, MessageId, Properties, Target},
+            primitives::{Binary, Symbol},
+        },
+    };
+    let send = async {
+        let mut connection = Connection::open(format!("apphost-poison-{}", uuid::Uuid::new_v4()), url).await.map_err(|e| e.to_string())?;
+        let mut session = Session::begin(&mut connection).await.map_err(|e| e.to_string())?;
+        let target = Target::builder().address(queue.to_owned()).capabilities(vec![Symbol::from("queue")]).build();
+        let mut sender = Sender::builder().name("apphost-poison").target(target).attach(&mut session).await.map_err(|e| e.to_string())?;
+        let message = Message::builder()
+            .properties(
+                Properties::builder()
+                    .message_id(MessageId::String(format!("poison-{}", uuid::Uuid::new_v4())))
+                    .subject("EntityItemCreated".to_owned())
+                    .content_type("application/json")
+                    .build(),
+            )
+            .data(Binary::from(b"{this is not json".to_vec()))
+            .build();
+        sender.send(message).await.map_err(|e| e.to_string())?;
+        let _ = sender.close().await;
+        let _ = session.end().await;
+        let _ = connection.close().await;
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), send).await.map_err(|_| "the broker did not take the poison message".to_owned())?
 }

@@ -171,9 +171,17 @@ impl Runtime for DockerRuntime {
             let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
             self.ensure_image(&image, &out).await?;
             let name = self.container_name(&instance.name);
-            // A container of this name is a leftover of an earlier run: replace it (a
-            // persistent resource keeps its data in its volume).
-            let _ = self.docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+            // Started before in this session (stopped on request, or crashed): start
+            // the same container again, so its data survives a restart.
+            if let Ok(existing) = self.docker.inspect_container(&name, None).await {
+                let session = existing.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_SESSION));
+                if session == Some(&self.session) && let Some(id) = existing.id {
+                    return self.attach(instance, id, out).await;
+                }
+                // A leftover of an earlier run: replace it (a persistent resource
+                // keeps its data in its volume).
+                let _ = self.docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+            }
 
             let mut port_bindings = HashMap::new();
             let mut exposed = Vec::new();
@@ -217,35 +225,7 @@ impl Runtime for DockerRuntime {
                 .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
                 .await
                 .map_err(|e| StartError::new(format!("cannot create container `{name}` from `{image}`: {e}")))?;
-            self.docker
-                .start_container(&created.id, None)
-                .await
-                .map_err(|e| StartError::new(format!("cannot start container `{name}`: {e}"))
-                    .help("a port may be taken; `apphost doctor` checks the fixed ports"))?;
-
-            stream_logs(self.docker.clone(), created.id.clone(), out);
-            let (tx, rx) = watch::channel(None);
-            let docker = self.docker.clone();
-            let id = created.id.clone();
-            tokio::spawn(async move {
-                let mut wait = docker.wait_container(&id, None);
-                let exit = match wait.next().await {
-                    Some(Ok(r)) => Exit::Code(r.status_code as i32),
-                    // bollard reports a non-zero exit as an error carrying the code.
-                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Exit::Code(code as i32),
-                    _ => Exit::Unknown,
-                };
-                let _ = tx.send(Some(exit));
-            });
-            let ports = instance.ports.iter().map(|(n, b)| (n.clone(), b.target.unwrap_or(b.host))).collect();
-            Ok(Arc::new(Container {
-                docker: self.docker.clone(),
-                id: created.id,
-                exit: rx,
-                ports,
-                network: self.app.clone(),
-                alias: instance.name.clone(),
-            }) as Arc<dyn Running>)
+            self.attach(instance, created.id, out).await
         }
         .boxed()
     }
@@ -263,6 +243,39 @@ impl Runtime for DockerRuntime {
             }
         }
         .boxed()
+    }
+}
+
+impl DockerRuntime {
+    /// Starts container `id` (if it is not running) and follows it.
+    async fn attach(&self, instance: &Instance, id: String, out: Output) -> Result<Arc<dyn Running>, StartError> {
+        let name = self.container_name(&instance.name);
+        self.docker
+            .start_container(&id, None)
+            .await
+            .or_else(|e| match e {
+                // 304: already running.
+                bollard::errors::Error::DockerResponseServerError { status_code: 304, .. } => Ok(()),
+                e => Err(e),
+            })
+            .map_err(|e| StartError::new(format!("cannot start container `{name}`: {e}"))
+                .help("a port may be taken; `apphost doctor` checks the fixed ports"))?;
+        stream_logs(self.docker.clone(), id.clone(), out);
+        let (tx, rx) = watch::channel(None);
+        let docker = self.docker.clone();
+        let waited = id.clone();
+        tokio::spawn(async move {
+            let mut wait = docker.wait_container(&waited, None);
+            let exit = match wait.next().await {
+                Some(Ok(r)) => Exit::Code(r.status_code as i32),
+                // bollard reports a non-zero exit as an error carrying the code.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Exit::Code(code as i32),
+                _ => Exit::Unknown,
+            };
+            let _ = tx.send(Some(exit));
+        });
+        let ports = instance.ports.iter().map(|(n, b)| (n.clone(), b.target.unwrap_or(b.host))).collect();
+        Ok(Arc::new(Container { docker: self.docker.clone(), id, exit: rx, ports, network: self.app.clone(), alias: instance.name.clone() }))
     }
 }
 

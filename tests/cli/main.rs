@@ -181,21 +181,41 @@ async fn apphost_test_runs_scenarios_and_writes_junit() {
     let junit = state.with_extension("xml");
     let out = apphost(&state)
         .args(["test", "--runtime", "process", "--no-build", "--outage", "5s"])
-        .args(["--scenario", "smoke", "--scenario", "broker-outage", "--junit"])
+        .args(["--scenario", "smoke", "--scenario", "broker-outage", "--scenario", "poison", "--junit"])
         .arg(&junit)
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("scenario broker-outage: passed"), "{stdout}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains(r#"tests="2" failures="0""#), "{xml}");
+    assert!(xml.contains(r#"tests="3" failures="0""#), "{xml}");
     assert!(xml.contains(r#"name="broker-outage""#) && xml.contains(r#"&quot;lost&quot;:0"#), "{xml}");
     assert!(!state.join("session.json").exists() && !state.join("run").exists(), "test tears down");
 
     let out = apphost(&state).args(["test", "--scenario", "nonsense"]).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no scenario is called `nonsense`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_built_in_scenario_passes_on_the_docker_runtime() {
+    let _one = ONE_STACK.lock().await;
+    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let junit = state.with_extension("xml");
+    // 5 s faults instead of the default 30 s keep CI short; the logic is the same.
+    let out = apphost(&state)
+        .args(["test", "--runtime", "docker", "--no-build", "--outage", "5s", "--junit"])
+        .arg(&junit)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"tests="7" failures="0""#), "{xml}");
+    assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }
