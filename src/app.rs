@@ -78,7 +78,7 @@ async fn choose_runtime(topology: &Topology, choice: RuntimeChoice, say: &impl F
     };
     // The service images must be here or pullable; in auto mode fall back if not.
     for r in topology.resources.iter().filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis)) {
-        let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
+        let image = r.image_or_default().unwrap_or_default();
         if engine.inspect_image(&image).await.is_ok() {
             continue;
         }

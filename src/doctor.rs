@@ -52,7 +52,7 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
             .resources
             .iter()
             .filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis | Kind::Container))
-            .map(|r| r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default())
+            .filter_map(|r| r.image_or_default())
             .collect();
         images.sort();
         images.dedup();

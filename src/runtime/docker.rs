@@ -168,7 +168,7 @@ impl Runtime for DockerRuntime {
     fn start<'a>(&'a self, instance: &'a Instance, out: Output) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
         async move {
             let r = &instance.resource;
-            let image = r.image.clone().or_else(|| r.kind.default_image().map(str::to_owned)).unwrap_or_default();
+            let image = r.image_or_default().unwrap_or_default();
             self.ensure_image(&image, &out).await?;
             let name = self.container_name(&instance.name);
             // Started before in this session (stopped on request, or crashed): start

@@ -220,6 +220,11 @@ impl Resource {
         self.port(main).or_else(|| self.ports.first())
     }
 
+    /// The image it runs on the docker runtime: its own, or its kind's default.
+    pub fn image_or_default(&self) -> Option<String> {
+        self.image.clone().or_else(|| self.kind.default_image().map(str::to_owned))
+    }
+
     pub fn database_name(&self) -> String {
         self.database.clone().unwrap_or_else(|| self.name.replace('-', "_"))
     }

@@ -174,23 +174,25 @@ async fn the_control_api_refuses_requests_without_the_token() {
     stack.wait_exit(Duration::from_secs(90)).await;
 }
 
+/// Runs `apphost test ARGS --junit FILE`; returns its stdout and the report.
+async fn apphost_test(args: &[&str]) -> (std::path::PathBuf, String, String) {
+    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let junit = state.with_extension("xml");
+    let out = apphost(&state).arg("test").args(args).arg("--junit").arg(&junit).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    (state, stdout, xml)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apphost_test_runs_scenarios_and_writes_junit() {
     let _one = ONE_STACK.lock().await;
-    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
-    let junit = state.with_extension("xml");
-    let out = apphost(&state)
-        .args(["test", "--runtime", "process", "--no-build", "--outage", "5s"])
-        .args(["--scenario", "smoke", "--scenario", "broker-outage", "--scenario", "poison", "--junit"])
-        .arg(&junit)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let scenarios = ["--scenario", "smoke", "--scenario", "broker-outage", "--scenario", "poison"];
+    let (state, stdout, xml) =
+        apphost_test(&[&["--runtime", "process", "--no-build", "--outage", "5s"][..], &scenarios[..]].concat()).await;
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("scenario broker-outage: passed"), "{stdout}");
-    let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains(r#"tests="3" failures="0""#), "{xml}");
     assert!(xml.contains(r#"name="broker-outage""#) && xml.contains(r#"&quot;lost&quot;:0"#), "{xml}");
     assert!(!state.join("session.json").exists() && !state.join("run").exists(), "test tears down");
@@ -203,19 +205,9 @@ async fn apphost_test_runs_scenarios_and_writes_junit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_built_in_scenario_passes_on_the_docker_runtime() {
     let _one = ONE_STACK.lock().await;
-    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
-    let junit = state.with_extension("xml");
     // 5 s faults instead of the default 30 s keep CI short; the logic is the same.
-    let out = apphost(&state)
-        .args(["test", "--runtime", "docker", "--no-build", "--outage", "5s", "--junit"])
-        .arg(&junit)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (_, stdout, xml) = apphost_test(&["--runtime", "docker", "--no-build", "--outage", "5s"]).await;
     assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
-    let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains(r#"tests="7" failures="0""#), "{xml}");
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }
