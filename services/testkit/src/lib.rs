@@ -48,7 +48,7 @@ where
     }
 }
 
-/// A sample from a service's `/metrics` (see `service_defaults::metrics::sample`).
+/// A sample from a service's `/metrics`, summed over its labels (0 when absent).
 pub async fn metric(base_url: &str, series: &str) -> f64 {
     let text = reqwest::get(format!("{base_url}/metrics"))
         .await
@@ -57,11 +57,5 @@ pub async fn metric(base_url: &str, series: &str) -> f64 {
         .text()
         .await
         .expect("reading /metrics");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    service_defaults::metrics::sample(&text, series).unwrap_or(0.0)
 }
