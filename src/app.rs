@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     build,
     headless::Printer,
+    monitor::Monitor,
+    view::LiveStack,
     logs::{LogStore, Stream},
     plan::{self, RuntimeKind},
     runtime::{
@@ -30,6 +32,8 @@ pub struct UpOptions {
     /// Bound on a graceful teardown before everything is killed.
     pub teardown: Duration,
     pub log_capacity: usize,
+    /// Show the dashboard (a terminal) rather than prefixed lines.
+    pub dashboard: bool,
 }
 
 /// Exit codes of `up`: 0 after `down`, 130 after SIGINT, 143 after SIGTERM.
@@ -120,23 +124,79 @@ pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
     let logs = LogStore::new(options.log_capacity);
     let own: Arc<str> = "apphost".into();
     let say = |text: &str| logs.push(&own, Stream::System, text);
-    let names: Vec<String> = std::iter::once("apphost".to_owned())
+    let names = display_names(&topology);
+    if !options.dashboard {
+        let stop_printing = CancellationToken::new();
+        let printer = tokio::spawn(Printer::new(&names).run(logs.clone(), stop_printing.clone()));
+        let result = run(&topology, &state, options, &logs, &say, None).await;
+        stop_printing.cancel();
+        let _ = printer.await;
+        return result;
+    }
+    // The dashboard owns the screen: apphost's own lines go to a file.
+    let log_path = state.root.join("apphost.log");
+    let own_log = write_own_lines(&logs, &log_path).into_diagnostic()?;
+    let stack = LiveStack::new(logs.clone());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(dashboard::run(stack.clone(), stop.clone(), dashboard::Options::default()));
+    let result = run(&topology, &state, options, &logs, &say, Some(Ui { stack, stop: stop.clone(), task })).await;
+    // A failed start leaves the dashboard up: take it down before the error is printed.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    own_log.abort();
+    if result.is_err() {
+        eprintln!("apphost's own log: {}", log_path.display());
+    }
+    result
+}
+
+/// Instance names as the log prefixes show them.
+fn display_names(topology: &Topology) -> Vec<String> {
+    std::iter::once("apphost".to_owned())
         .chain(topology.resources.iter().flat_map(|r| {
             (0..r.replicas).map(move |i| if r.replicas > 1 { format!("{}-{}", r.name, i + 1) } else { r.name.clone() })
         }))
-        .collect();
-    let stop_printing = CancellationToken::new();
-    let printer = tokio::spawn(Printer::new(&names).run(logs.clone(), stop_printing.clone()));
-    let result = run(&topology, &state, options, &logs, &say).await;
-    stop_printing.cancel();
-    let _ = printer.await;
-    result
+        .collect()
+}
+
+/// Appends apphost's own lines (and its lines about each resource) to `path`.
+fn write_own_lines(logs: &LogStore, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+    let mut rx = logs.subscribe();
+    Ok(tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) if &*line.resource == "apphost" || line.stream == Stream::System => {
+                    let _ = writeln!(file, "{} {:<12} {}", line.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), line.resource, line.text);
+                    if rx.is_empty() {
+                        let _ = file.flush();
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let _ = writeln!(file, "… {n} lines of output went by too fast to sort through");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        let _ = file.flush();
+    }))
+}
+
+/// The dashboard of an `up` in a terminal.
+struct Ui {
+    stack: Arc<LiveStack>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<dashboard::Exit>>,
 }
 
 /// A started app: what `up` and `test` run, and how it goes away again.
 pub struct RunningApp {
     pub supervisor: Arc<Supervisor>,
     pub instances: Vec<plan::Instance>,
+    /// CPU, memory and the outbox numbers.
+    pub monitor: Arc<Monitor>,
     /// Cancelled by `POST /v1/down` (`apphost down`).
     pub down: CancellationToken,
     state: StateDir,
@@ -215,6 +275,8 @@ pub async fn start(
     let token = uuid::Uuid::new_v4().simple().to_string();
     let (port, api) = crate::control::serve(supervisor.clone(), token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
     let api = tokio::spawn(api);
+    let sources = instances.iter().filter(|i| topology.metrics_from.contains(&i.resource.name)).cloned().collect();
+    let monitor = Monitor::spawn(supervisor.clone(), sources, stop_api.clone());
     Session {
         id: session_id,
         pid: std::process::id(),
@@ -227,7 +289,7 @@ pub async fn start(
     .save(state)
     .into_diagnostic()?;
     say(&format!("`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them", topology.name, instances.len()));
-    Ok(RunningApp { supervisor, instances, down, state: state.clone(), runtimes, docker, stop_api, api, name: topology.name.clone() })
+    Ok(RunningApp { supervisor, instances, monitor, down, state: state.clone(), runtimes, docker, stop_api, api, name: topology.name.clone() })
 }
 
 impl RunningApp {
@@ -267,17 +329,65 @@ impl RunningApp {
     }
 }
 
-async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str)) -> miette::Result<ExitCode> {
+async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str), ui: Option<Ui>) -> miette::Result<ExitCode> {
     let app = start(topology, state, &options, logs, say).await?;
     announce_when_healthy(app.supervisor.clone(), say_owned(logs));
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut terminate = signal(SignalKind::terminate()).into_diagnostic()?;
+    let (stop_ui, mut ui_task) = match ui {
+        Some(ui) => {
+            ui.stack.started(app.supervisor.clone(), app.monitor.clone());
+            (Some(ui.stop), Some(ui.task))
+        }
+        None => (None, None),
+    };
+    let ui_ended = async {
+        match &mut ui_task {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     let ending = tokio::select! {
         _ = app.down.cancelled() => Ending::Down,
         _ = interrupt.recv() => Ending::Interrupted,
         _ = terminate.recv() => Ending::Terminated,
+        ended = ui_ended => {
+            ui_task = None;
+            match ended {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => say(&format!("the dashboard lost the terminal: {e}")),
+                Err(e) => say(&format!("the dashboard crashed: {e}")),
+            }
+            Ending::Down
+        }
     };
+    // The screen is the terminal's again; the teardown is told in plain lines.
+    let printing = stop_ui.map(|stop| {
+        stop.cancel();
+        let stop_printing = CancellationToken::new();
+        let logs = logs.clone();
+        let names = display_names(topology);
+        let ui_task = ui_task.take();
+        let printer = tokio::spawn({
+            let stop_printing = stop_printing.clone();
+            async move {
+                if let Some(task) = ui_task {
+                    let _ = task.await;
+                }
+                Printer::new(&names).run(logs, stop_printing).await
+            }
+        });
+        (stop_printing, printer)
+    });
+    if printing.is_some() {
+        // Let the dashboard give the screen back before the first line is printed.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
     app.teardown(options.teardown, async move { interrupt.recv().await; }, say).await;
+    if let Some((stop_printing, printer)) = printing {
+        stop_printing.cancel();
+        let _ = printer.await;
+    }
     Ok(match ending {
         Ending::Down => ExitCode::SUCCESS,
         Ending::Interrupted => ExitCode::from(130),

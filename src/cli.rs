@@ -236,10 +236,12 @@ fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {
 async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     let global = cli.global.file;
     match cli.command {
-        Command::Up { at, headless: _, runtime, release, no_build, teardown, log_lines } => {
+        Command::Up { at, headless, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
             let runtime = runtime.map(RuntimeArg::choice);
-            app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines }).await
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            let dashboard = !headless && terminal && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
+            app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines, dashboard }).await
         }
         Command::Down { at } => app::down(&file_of(global, at.file)).await,
         Command::Ps { at, json } => ps(&file_of(global, at.file), json).await,
@@ -254,6 +256,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 no_build,
                 teardown: Duration::from_secs(30),
                 log_capacity: crate::logs::DEFAULT_CAPACITY,
+                dashboard: false,
             };
             let scenarios = if scenarios.is_empty() {
                 crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect()

@@ -8,7 +8,9 @@
 //! - [`build`]: `cargo build` of the `project` resources;
 //! - [`runtime`]: docker containers or local processes behind one trait;
 //! - [`supervisor`]: one job per instance, start order, health, restarts;
-//! - [`logs`]: bounded per-resource output, shown by [`headless`];
+//! - [`logs`]: bounded per-resource output, shown by [`headless`] or the
+//!   dashboard through [`view`]; [`monitor`] samples CPU, memory and the
+//!   services' `/metrics`;
 //! - [`control`]: the loopback API the CLI talks to; [`state`] keeps
 //!   `.apphost/` (secrets, session, pids);
 //! - [`app`] (`up`, `down`, `test`), [`scenario`] (the reliability
@@ -21,9 +23,11 @@ pub mod control;
 pub mod doctor;
 pub mod headless;
 pub mod logs;
+pub mod monitor;
 pub mod plan;
 pub mod runtime;
 pub mod scenario;
 pub mod state;
 pub mod supervisor;
 pub mod topology;
+pub mod view;

@@ -90,9 +90,14 @@ impl LogStore {
         let mut lines: Vec<LogLine> = match resource {
             Some(r) => rings.get(r).map(|ring| ring.iter().rev().take(n).cloned().collect()).unwrap_or_default(),
             None => {
-                let mut all: Vec<LogLine> = rings.values().flat_map(|r| r.iter().cloned()).collect();
-                all.sort_by_key(|l| std::cmp::Reverse(l.seq));
-                all.truncate(n);
+                // Newest first from every ring at once: only the `n` lines wanted are touched.
+                let mut cursors: Vec<_> = rings.values().map(|r| r.iter().rev().peekable()).collect();
+                let mut all = Vec::with_capacity(n.min(4096));
+                while all.len() < n {
+                    let newest = cursors.iter_mut().enumerate().filter_map(|(i, c)| c.peek().map(|l| (l.seq, i))).max();
+                    let Some((_, i)) = newest else { break };
+                    all.extend(cursors[i].next().cloned());
+                }
                 all
             }
         };
@@ -117,9 +122,13 @@ impl LogStore {
         self.inner.live.subscribe()
     }
 
-    /// Lines dropped from a full ring for `resource`.
-    pub fn evicted(&self, resource: &str) -> u64 {
-        self.inner.evicted.lock().expect("log lock").get(resource).copied().unwrap_or(0)
+    /// Lines dropped from a full ring for `resource` (for all when `None`).
+    pub fn evicted(&self, resource: Option<&str>) -> u64 {
+        let evicted = self.inner.evicted.lock().expect("log lock");
+        match resource {
+            Some(r) => evicted.get(r).copied().unwrap_or(0),
+            None => evicted.values().sum(),
+        }
     }
 }
 
@@ -136,7 +145,8 @@ mod tests {
         }
         let tail: Vec<String> = store.tail(Some("a"), 10).into_iter().map(|l| l.text).collect();
         assert_eq!(tail, ["line 2", "line 3", "line 4"]);
-        assert_eq!(store.evicted("a"), 2);
+        assert_eq!(store.evicted(Some("a")), 2);
+        assert_eq!(store.evicted(None), 2);
     }
 
     #[test]

@@ -18,13 +18,13 @@ use bollard::{
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
         ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
-        RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+        RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use tokio::sync::watch;
 
-use super::{Exit, Output, Runtime, Running, StartError, expand_ports};
+use super::{Exit, Output, Runtime, Running, StartError, Usage, expand_ports};
 use crate::{
     logs::Stream,
     plan::{Instance, RuntimeKind},
@@ -391,5 +391,19 @@ impl Running for Container {
 
     fn id(&self) -> String {
         format!("container {}", &self.id[..self.id.len().min(12)])
+    }
+
+    /// One sample from the engine's stats (one-shot: no waiting for a second
+    /// sample); memory as `docker stats` counts it, page cache left out.
+    fn usage(&self) -> BoxFuture<'_, Option<Usage>> {
+        async move {
+            let options = StatsOptionsBuilder::new().stream(false).one_shot(true).build();
+            let stats = self.docker.stats(&self.id, Some(options)).next().await?.ok()?;
+            let cpu = stats.cpu_stats?.cpu_usage?.total_usage? as f64 / 1e9;
+            let memory = stats.memory_stats?;
+            let cache = memory.stats.as_ref().and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied()).unwrap_or(0);
+            Some(Usage { cpu_seconds: cpu, memory_bytes: memory.usage?.saturating_sub(cache) })
+        }
+        .boxed()
     }
 }

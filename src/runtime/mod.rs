@@ -58,6 +58,15 @@ impl StartError {
     }
 }
 
+/// What an instance uses, as the kernel (or the engine) counts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// CPU time used so far, all of its processes together.
+    pub cpu_seconds: f64,
+    /// Resident memory now.
+    pub memory_bytes: u64,
+}
+
 /// A started instance.
 pub trait Running: Send + Sync {
     /// Resolves once it has exited (any number of callers).
@@ -75,6 +84,8 @@ pub trait Running: Send + Sync {
     fn partition(&self, cut: bool) -> BoxFuture<'_, Result<(), String>>;
     /// A pid or a container id, for `ps`.
     fn id(&self) -> String;
+    /// CPU time and memory; `None` when it cannot be read (it just ended).
+    fn usage(&self) -> BoxFuture<'_, Option<Usage>>;
 }
 
 pub trait Runtime: Send + Sync {

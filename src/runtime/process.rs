@@ -19,7 +19,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio::{process::Command, sync::watch};
 
-use super::{Exit, Output, Runtime, Running, StartError, expand_ports};
+use super::{Usage, Exit, Output, Runtime, Running, StartError, expand_ports};
 use crate::{
     logs::Stream,
     plan::{Instance, RuntimeKind},
@@ -312,6 +312,37 @@ impl Running for Process {
     fn id(&self) -> String {
         format!("pid {}", self.pid)
     }
+
+    fn usage(&self) -> BoxFuture<'_, Option<Usage>> {
+        let pid = self.pid;
+        async move { tokio::task::spawn_blocking(move || group_usage(pid)).await.ok().flatten() }.boxed()
+    }
+}
+
+/// The summed CPU time and resident memory of process group `pgid`, from
+/// `/proc` (PostgreSQL and Artemis are many processes or threads; one group).
+fn group_usage(pgid: u32) -> Option<Usage> {
+    // SAFETY: sysconf has no preconditions.
+    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as f64, libc::sysconf(libc::_SC_PAGESIZE) as u64) };
+    let mut usage = Usage { cpu_seconds: 0.0, memory_bytes: 0 };
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command name is in parentheses and may contain spaces: count fields after it.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = after.split(' ').collect();
+        // After `)`: state(0) ppid(1) pgrp(2) … utime(11) stime(12) … rss(21)
+        if fields.get(2).and_then(|f| f.parse::<u32>().ok()) != Some(pgid) {
+            continue;
+        }
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        usage.cpu_seconds += (number(11) + number(12)) as f64 / ticks;
+        usage.memory_bytes += number(21) * page;
+        found = true;
+    }
+    found.then_some(usage)
 }
 
 pub fn signal_group(pid: u32, signal: i32) {

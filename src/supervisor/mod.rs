@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     logs::LogStore,
     plan::Instance,
-    runtime::{Exit, Output, Runtime, Running},
+    runtime::{Exit, Output, Runtime, Running, Usage},
     topology::Topology,
 };
 
@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     version: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     history: Mutex<VecDeque<Event>>,
+    /// Events recorded so far (the history keeps only the recent ones).
+    recorded: std::sync::atomic::AtomicU64,
     running: Mutex<HashMap<String, Arc<dyn Running>>>,
 }
 
@@ -139,6 +141,7 @@ impl Shared {
         }
         history.push_back(event.clone());
         drop(history);
+        self.recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.events.send(event);
     }
 }
@@ -186,6 +189,7 @@ impl Supervisor {
             version,
             events,
             history: Mutex::default(),
+            recorded: Default::default(),
             running: Mutex::default(),
         });
         // Instances of a resource, for dependency checks.
@@ -236,6 +240,12 @@ impl Supervisor {
 
     pub fn logs(&self) -> &LogStore {
         &self.logs
+    }
+
+    /// Changes with every status change and every event: what a reader
+    /// compares to know whether to read again.
+    pub fn version(&self) -> u64 {
+        *self.shared.version.borrow() + self.shared.recorded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves on every status change.
@@ -297,6 +307,14 @@ impl Supervisor {
     /// Ends every job task; call after [`Supervisor::shutdown`] or [`Supervisor::kill_all`].
     pub fn abort(&self) {
         self.jobs.lock().expect("jobs lock").abort_all();
+    }
+
+    /// CPU time and memory of every running instance, read at once.
+    pub async fn usage(&self) -> HashMap<String, Usage> {
+        let running: Vec<(String, Arc<dyn Running>)> =
+            self.shared.running.lock().expect("running lock").iter().map(|(n, r)| (n.clone(), r.clone())).collect();
+        let reads = running.iter().map(|(name, r)| async move { r.usage().await.map(|u| (name.clone(), u)) });
+        futures::future::join_all(reads).await.into_iter().flatten().collect()
     }
 
     /// SIGKILL to everything running, at once (a second Ctrl-C).

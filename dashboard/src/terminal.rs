@@ -1,0 +1,176 @@
+//! The runner: takes the terminal, reads keys and mouse on a thread of its
+//! own, redraws at most [`Options::fps`] times a second and only when
+//! something changed, and gives the terminal back on every way out,
+//! panics included.
+
+use std::{
+    io::{self, Stdout},
+    sync::{
+        Arc, Once,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use ratatui::{
+    Terminal,
+    backend::CrosstermBackend,
+    crossterm::{
+        event::{self, DisableMouseCapture, EnableMouseCapture, Event as Input},
+        execute,
+        terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+    },
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::{App, Effect},
+    view::Stack,
+};
+
+pub struct Options {
+    /// Upper bound on redraws per second.
+    pub fps: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { fps: 10 }
+    }
+}
+
+/// How the dashboard ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The user quit: tear the stack down.
+    Quit,
+    /// `stop` was cancelled (the stack is going down for another reason).
+    Stopped,
+}
+
+fn restore() {
+    let _ = disable_raw_mode();
+    let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
+}
+
+/// Restores the terminal when dropped: on return, on `?`, and on unwinding.
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// The terminal is restored before a panic's message is printed, so the
+/// message is readable and the shell is usable afterwards.
+fn hook_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+    });
+}
+
+fn take_terminal() -> io::Result<(Guard, Terminal<CrosstermBackend<Stdout>>)> {
+    hook_panics();
+    enable_raw_mode()?;
+    let guard = Guard;
+    execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+    let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    Ok((guard, terminal))
+}
+
+/// Shows `stack` until the user quits or `stop` is cancelled.
+pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Options) -> io::Result<Exit> {
+    let (_guard, mut terminal) = take_terminal()?;
+    let (inputs, mut input) = mpsc::channel::<Input>(256);
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let reading = reading.clone();
+        std::thread::Builder::new().name("dashboard-input".into()).spawn(move || {
+            while reading.load(Ordering::Relaxed) {
+                match event::poll(Duration::from_millis(100)) {
+                    Ok(true) => match event::read().map(|ev| inputs.blocking_send(ev)) {
+                        Ok(Ok(())) => {}
+                        _ => break,
+                    },
+                    Ok(false) => {}
+                    Err(_) => break,
+                }
+            }
+        })?
+    };
+    let (answers, mut answered) = mpsc::unbounded_channel::<String>();
+    let mut app = App::new(stack.clone());
+    let frame_time = Duration::from_secs(1) / options.fps.max(1);
+    let mut tick = tokio::time::interval(frame_time);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    let mut last_draw: Option<Instant> = None;
+    let mut last_second = 0;
+    let exit = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Exit::Stopped,
+            ev = input.recv() => match ev {
+                Some(Input::Key(key)) => {
+                    match app.on_key(key) {
+                        Some(Effect::Quit) => break Exit::Quit,
+                        Some(Effect::Command { resource, command }) => {
+                            app.notice = Some(format!("{} {resource}…", command.verb()));
+                            let answer = stack.command(&resource, command);
+                            let answers = answers.clone();
+                            tokio::spawn(async move {
+                                let text = match answer.await {
+                                    Ok(done) => format!("{} {resource}: {done}", command.verb()),
+                                    Err(why) => format!("{} {resource} failed: {why}", command.verb()),
+                                };
+                                let _ = answers.send(text);
+                            });
+                        }
+                        None => {}
+                    }
+                    dirty = true;
+                }
+                Some(Input::Mouse(mouse)) => {
+                    app.on_mouse(mouse);
+                    dirty = true;
+                }
+                Some(Input::Resize(..)) => {
+                    terminal.autoresize()?;
+                    dirty = true;
+                }
+                Some(_) => {}
+                // The input thread ended: the terminal is gone.
+                None => break Exit::Quit,
+            },
+            Some(text) = answered.recv() => {
+                app.notice = Some(text);
+                dirty = true;
+            }
+            _ = tick.tick() => {
+                dirty |= app.refresh();
+                // Uptimes move once a second even when nothing else does.
+                let second = chrono::Utc::now().timestamp();
+                if second != last_second {
+                    last_second = second;
+                    app.now = chrono::Utc::now();
+                    dirty = true;
+                }
+            }
+        }
+        if dirty && last_draw.is_none_or(|t| t.elapsed() >= frame_time) {
+            terminal.draw(|f| app.draw(f))?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+    };
+    reading.store(false, Ordering::Relaxed);
+    drop(input);
+    let _ = reader.join();
+    Ok(exit)
+}

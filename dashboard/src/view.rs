@@ -1,0 +1,149 @@
+//! The narrow interface between the dashboard and whatever runs the stack.
+//!
+//! The dashboard reads plain view structs through [`Stack`] and sends
+//! [`Command`]s back; it never sees Docker, processes or the supervisor.
+//! apphost implements [`Stack`] over its supervisor, log store and metrics
+//! scraper; tests implement it over fixed data.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+/// What the resources pane shows of one resource (or replica).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub kind: String,
+    /// `docker` or `process`.
+    pub runtime: String,
+    pub phase: Phase,
+    /// `running`, `stopped`, `exited (exit code 1)`, …
+    pub state: String,
+    pub health: Health,
+    pub endpoints: Vec<String>,
+    pub restarts: u32,
+    /// Since when it runs; `None` while it does not.
+    pub up_since: Option<DateTime<Utc>>,
+    /// Percent of one core, averaged over the last sample interval.
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// Where a resource is in its life, coarsely: what colour it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Waiting,
+    Starting,
+    Up,
+    Stopping,
+    Stopped,
+    /// Ended on its own (or crashed); `state` says how.
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No probe result yet, or nothing to probe.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+/// A lifecycle change, health flip, restart or chaos action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub resource: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// apphost's own line about the resource.
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Increases with every line of the stack, across resources.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub resource: Arc<str>,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// The outbox pipeline's numbers, one point per scrape, oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outbox {
+    /// Seconds between two points.
+    pub interval_seconds: f64,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub label: &'static str,
+    pub unit: Unit,
+    /// `None` where the value was unknown (the source did not answer).
+    pub points: Vec<Option<f64>>,
+}
+
+impl Series {
+    pub fn last(&self) -> Option<f64> {
+        self.points.last().copied().flatten()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    PerSecond,
+    Seconds,
+    /// 1 = yes, 0 = no.
+    Flag,
+}
+
+/// What the dashboard asks of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Command {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Command::Start => "start",
+            Command::Stop => "stop",
+            Command::Restart => "restart",
+        }
+    }
+}
+
+/// A running stack as the dashboard sees it.
+pub trait Stack: Send + Sync {
+    /// Every resource, in file order; empty while the stack is still being built.
+    fn resources(&self) -> Vec<Resource>;
+    /// The most recent events, oldest first.
+    fn events(&self, limit: usize) -> Vec<Event>;
+    /// The most recent lines of `resource` (of all, interleaved, when `None`), oldest first.
+    fn logs(&self, resource: Option<&str>, limit: usize) -> Vec<LogLine>;
+    /// Lines of `resource` (of all when `None`) dropped because its store was full.
+    fn dropped_lines(&self, resource: Option<&str>) -> u64;
+    /// `None` when no resource feeds the outbox pane.
+    fn outbox(&self) -> Option<Outbox>;
+    /// Changes whenever anything above would read differently; the dashboard
+    /// redraws only when it moves (or on input).
+    fn version(&self) -> u64;
+    /// Asks for `command` on `resource`; answers with what happened.
+    fn command(&self, resource: &str, command: Command) -> BoxFuture<'static, Result<String, String>>;
+    /// Whether `resource` is a message broker (stopping it asks first).
+    fn is_broker(&self, resource: &Resource) -> bool {
+        resource.kind == "artemis"
+    }
+}
