@@ -36,11 +36,13 @@ pub struct UpOptions {
     pub dashboard: bool,
 }
 
-/// Exit codes of `up`: 0 after `down`, 130 after SIGINT, 143 after SIGTERM.
+/// Exit codes of `up`: 0 after `down`, 130 after SIGINT, 143 after SIGTERM, 129 after SIGHUP.
 enum Ending {
     Down,
     Interrupted,
     Terminated,
+    /// The terminal went away.
+    HungUp,
 }
 
 /// Removes what a killed apphost left of this app: processes (by pid and
@@ -334,6 +336,7 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
     announce_when_healthy(app.supervisor.clone(), say_owned(logs));
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut terminate = signal(SignalKind::terminate()).into_diagnostic()?;
+    let mut hangup = signal(SignalKind::hangup()).into_diagnostic()?;
     let (stop_ui, mut ui_task) = match ui {
         Some(ui) => {
             ui.stack.started(app.supervisor.clone(), app.monitor.clone());
@@ -351,6 +354,7 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
         _ = app.down.cancelled() => Ending::Down,
         _ = interrupt.recv() => Ending::Interrupted,
         _ = terminate.recv() => Ending::Terminated,
+        _ = hangup.recv() => Ending::HungUp,
         ended = ui_ended => {
             ui_task = None;
             match ended {
@@ -392,6 +396,7 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
         Ending::Down => ExitCode::SUCCESS,
         Ending::Interrupted => ExitCode::from(130),
         Ending::Terminated => ExitCode::from(143),
+        Ending::HungUp => ExitCode::from(129),
     })
 }
 

@@ -3,6 +3,7 @@
 //! left behind, also after SIGKILL and on Ctrl-C.
 
 mod chaos;
+mod dashboard;
 mod helpers;
 mod tracing;
 

@@ -1,0 +1,152 @@
+//! The dashboard in a real terminal: `apphost up` under tmux on the demo
+//! stack, read with `capture-pane`, driven with `send-keys`.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use crate::helpers::{ONE_STACK, alive, docker_leftovers, endpoint, pids, workspace};
+
+/// A tmux server of its own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+    /// The apphost state folder, for a `down` should the test fail midway.
+    state: PathBuf,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16, command: &str, state: PathBuf) -> Self {
+        let socket = format!("apphost-test-{}", uuid::Uuid::new_v4().simple());
+        let status = Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), command])
+            .env_remove("TMUX")
+            .status()
+            .expect("tmux (`.ci/setup` installs it)");
+        assert!(status.success(), "tmux new-session failed");
+        Self { socket, state }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            Command::new("tmux").args(["-L", &self.socket, "send-keys", "-t", "t", key]).status().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// Waits until `check` holds for the screen; panics with the screen if not.
+    async fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "gave up after {limit:?} waiting for {what}; the screen:\n{screen}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_apphost"))
+            .env("APPHOST_STATE_DIR", &self.state)
+            .args(["-f", &workspace().join("apphost.yaml").display().to_string(), "down"])
+            .output();
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+    }
+}
+
+/// The value in the outbox pane's `label` row (`pending   200 ▁▂▃`).
+fn outbox_value(screen: &str, label: &str) -> Option<f64> {
+    screen.lines().find_map(|line| {
+        let at = line.find(&format!("│{label} "))?;
+        line[at + label.len() + 3..].split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The resources pane's row of `name` ("" when it is not on screen).
+fn row<'a>(screen: &'a str, name: &str) -> &'a str {
+    let wanted = format!("{name} ");
+    screen.lines().find(|l| l.trim_start_matches(['┃', '│']).trim_start_matches(['▶', ' ']).starts_with(&wanted)).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
+    let _one = ONE_STACK.lock().await;
+    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let command = format!(
+        "APPHOST_STATE_DIR={state} {bin} -f {file} up --no-build --runtime docker; echo \"apphost exited: $?\"; sleep 300",
+        state = state.display(),
+        bin = env!("CARGO_BIN_EXE_apphost"),
+        file = workspace().join("apphost.yaml").display(),
+    );
+    let tmux = Tmux::start(100, 30, &command, state.clone());
+    let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
+    let screen = tmux
+        .wait_for("every resource healthy", Duration::from_secs(240), |s| names.iter().all(|n| row(s, n).contains("● healthy")))
+        .await;
+    for name in names {
+        let r = row(&screen, name);
+        assert!(r.contains("running"), "{name}: {r}");
+    }
+    assert!(row(&screen, "broker").contains("docker") && row(&screen, "sender").contains("process"), "runtimes show:\n{screen}");
+    let screen = tmux.wait_for("the outbox numbers", Duration::from_secs(30), |s| outbox_value(s, "pending") == Some(0.0) && s.contains("connected")).await;
+    assert!(screen.contains("Events") && screen.contains("Logs all"), "every pane is there:\n{screen}");
+
+    let session: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
+    let ps: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/v1/ps", session["port"]))
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pids = pids(&ps);
+    let sender = endpoint(&ps, "sender", "http");
+
+    // Select the broker, stop it, confirm.
+    tmux.keys(&["Down", "Down"]);
+    let screen = tmux.screen();
+    assert!(row(&screen, "broker").is_empty() || screen.lines().any(|l| l.contains("▶broker")), "the broker is selected:\n{screen}");
+    tmux.keys(&["x"]);
+    tmux.wait_for("the confirmation", Duration::from_secs(5), |s| s.contains("Stop `broker`?")).await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("the broker stopped", Duration::from_secs(60), |s| row(s, "broker").contains("stopped")).await;
+
+    // Writes still succeed; the backlog grows on screen.
+    let client = reqwest::Client::new();
+    for i in 0..25 {
+        let r = client.post(format!("{sender}/api/EntityItems")).json(&serde_json::json!({ "name": format!("while stopped {i}"), "value": 1 })).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    tmux.wait_for("a backlog of 25", Duration::from_secs(30), |s| outbox_value(s, "pending").is_some_and(|p| p >= 25.0) && s.contains("backing off")).await;
+
+    // `b` starts it again (after a yes) and the backlog drains.
+    tmux.keys(&["b"]);
+    tmux.wait_for("the confirmation", Duration::from_secs(5), |s| s.contains("Start `broker`?")).await;
+    tmux.keys(&["y"]);
+    tmux.wait_for("the backlog drained", Duration::from_secs(120), |s| outbox_value(s, "pending") == Some(0.0) && row(s, "broker").contains("healthy")).await;
+
+    // `?` lists the keys; `q` asks, then tears everything down.
+    tmux.keys(&["?"]);
+    tmux.wait_for("the help", Duration::from_secs(5), |s| s.contains("level filter")).await;
+    tmux.keys(&["Escape", "q"]);
+    tmux.wait_for("the quit question", Duration::from_secs(5), |s| s.contains("Quit and stop the stack?")).await;
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(120), |s| s.contains("apphost exited:")).await;
+    assert!(screen.contains("apphost exited: 0"), "{screen}");
+    assert!(screen.contains("is down"), "the teardown is told in plain lines:\n{screen}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived apphost");
+    }
+    assert_eq!(docker_leftovers().await, Vec::<String>::new());
+    assert!(state.join("apphost.log").exists(), "apphost's own lines went to a file");
+    let own = std::fs::read_to_string(state.join("apphost.log")).unwrap();
+    assert!(own.contains("all resources are healthy"), "{own}");
+}
