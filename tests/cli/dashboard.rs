@@ -8,8 +8,9 @@ use crate::helpers::{ONE_STACK, alive, docker_leftovers, endpoint, pids, workspa
 /// A tmux server of its own (its own socket), killed when dropped.
 struct Tmux {
     socket: String,
-    /// The apphost state folder, for a `down` should the test fail midway.
+    /// The apphost state folder and topology, for a `down` should the test fail midway.
     state: PathBuf,
+    topology: PathBuf,
 }
 
 impl Tmux {
@@ -21,7 +22,12 @@ impl Tmux {
             .status()
             .expect("tmux (`.ci/setup` installs it)");
         assert!(status.success(), "tmux new-session failed");
-        Self { socket, state }
+        Self { socket, state, topology: workspace().join("apphost.yaml") }
+    }
+
+    fn topology(mut self, file: PathBuf) -> Self {
+        self.topology = file;
+        self
     }
 
     fn screen(&self) -> String {
@@ -54,7 +60,7 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new(env!("CARGO_BIN_EXE_apphost"))
             .env("APPHOST_STATE_DIR", &self.state)
-            .args(["-f", &workspace().join("apphost.yaml").display().to_string(), "down"])
+            .args(["-f", &self.topology.display().to_string(), "down"])
             .output();
         let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
     }
@@ -149,4 +155,36 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     assert!(state.join("apphost.log").exists(), "apphost's own lines went to a file");
     let own = std::fs::read_to_string(state.join("apphost.log")).unwrap();
     assert!(own.contains("all resources are healthy"), "{own}");
+}
+
+/// 50,000 lines a second for 10 s from one child: the dashboard keeps
+/// drawing, the bounded store drops the oldest lines and says how many.
+/// (How fast, and at what cost, is `dashboard/bench/run.py`'s business.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_is_bounded_counted_and_shown() {
+    let _one = ONE_STACK.lock().await;
+    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let file = workspace().join("dashboard/bench/flood.yaml");
+    let command = format!(
+        "APPHOST_STATE_DIR={state} {bin} -f {file} up --log-lines 2000; echo \"apphost exited: $?\"; sleep 300",
+        state = state.display(),
+        bin = env!("CARGO_BIN_EXE_apphost"),
+        file = file.display(),
+    );
+    let tmux = Tmux::start(100, 30, &command, state.clone()).topology(file);
+    let screen = tmux.wait_for("the flood to end", Duration::from_secs(120), |s| s.contains("flood done: wrote")).await;
+    let written: u64 = screen.split("flood done: wrote ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("the count");
+    let dropped: u64 = screen
+        .split(" dropped")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the dropped lines are counted on screen:\n{screen}"));
+    // The store keeps 2,000 lines of `flood`: everything older was dropped, and counted.
+    assert!(written >= 100_000, "{screen}");
+    assert!(dropped + 2000 >= written && dropped <= written + 10, "written {written}, dropped {dropped}");
+    assert!(screen.contains("flood line"), "the newest lines show:\n{screen}");
+    tmux.keys(&["q", "y"]);
+    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), |s| s.contains("apphost exited:")).await;
+    assert!(screen.contains("apphost exited: 0"), "{screen}");
 }
