@@ -152,6 +152,60 @@ pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
     result
 }
 
+/// `apphost up --detach`: the same `up`, headless, in a session of its own
+/// with its output in `.apphost/apphost.log`; returns once all is healthy.
+pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCode> {
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    state.ensure().into_diagnostic()?;
+    if let Some(session) = Session::load_live(&state) {
+        return Err(miette!(help = "`apphost dashboard` shows it; `apphost down` stops it", "apphost is already running `{}` here (pid {})", session.app, session.pid));
+    }
+    let log_path = state.root.join("apphost.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).into_diagnostic()?;
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("-f").arg(file).arg("up").arg("--headless").args(args);
+    command.stdin(std::process::Stdio::null()).stdout(log.try_clone().into_diagnostic()?).stderr(log).env("NO_COLOR", "1");
+    // SAFETY: setsid(2) is async-signal-safe; it detaches the child from this terminal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().into_diagnostic()?;
+    println!("starting `{}` in the background (output: {})", topology.name, log_path.display());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Some(session) = Session::load_live(&state)
+            && let Ok(response) = crate::control::Client::new(&session).get("/v1/ps").await
+            && let Ok(statuses) = response.json::<Vec<crate::supervisor::Status>>().await
+            && !statuses.is_empty()
+            && statuses.iter().all(|s| s.state == crate::supervisor::State::Healthy)
+        {
+            println!("`{}` is running (pid {}); every resource is healthy:", topology.name, session.pid);
+            for s in statuses {
+                println!("  {:<14} {:<8} {}", s.name, s.runtime, s.endpoints.join("  "));
+            }
+            println!("`apphost dashboard` watches it, `apphost logs -f` follows it, `apphost down` stops it");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+            return Err(miette!(help = format!("the whole output is in {}", log_path.display()), "apphost exited while starting ({status})"));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(miette!(help = "`apphost ps` shows where it stands; `apphost down` stops it", "not every resource is healthy after 15 minutes"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Instance names as the log prefixes show them.
 fn display_names(topology: &Topology) -> Vec<String> {
     std::iter::once("apphost".to_owned())
@@ -275,10 +329,12 @@ pub async fn start(
     let down = CancellationToken::new();
     let stop_api = CancellationToken::new();
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let (port, api) = crate::control::serve(supervisor.clone(), token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
-    let api = tokio::spawn(api);
     let sources = instances.iter().filter(|i| topology.metrics_from.contains(&i.resource.name)).cloned().collect();
     let monitor = Monitor::spawn(supervisor.clone(), sources, stop_api.clone());
+    let view = LiveStack::new(logs.clone());
+    view.started(supervisor.clone(), monitor.clone());
+    let (port, api) = crate::control::serve(supervisor.clone(), view, token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
+    let api = tokio::spawn(api);
     Session {
         id: session_id,
         pid: std::process::id(),
@@ -461,7 +517,7 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
 pub async fn test(
     file: &Path,
     options: UpOptions,
-    scenarios: Vec<String>,
+    scenarios: Vec<crate::scenario::Pick>,
     junit: Option<std::path::PathBuf>,
     settings: crate::scenario::Settings,
     healthy_within: Duration,
@@ -475,6 +531,14 @@ pub async fn test(
         return Err(miette!(help = "`apphost down` stops it", "apphost is already running `{}` here (pid {})", session.app, session.pid));
     }
     let roles = roles(&topology)?;
+    // Scenario files are read (and their mistakes shown) before anything starts.
+    let resources: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();
+    let mut files = HashMap::new();
+    for pick in &scenarios {
+        if let crate::scenario::Pick::File(path) = pick {
+            files.insert(path.clone(), crate::scenario::file::load(path, &resources)?);
+        }
+    }
     let logs = LogStore::new(options.log_capacity);
     // Resources' output goes to a file; apphost's own lines to the terminal.
     let output_path = state.root.join("test-output.log");
@@ -517,10 +581,25 @@ pub async fn test(
     };
     if ready {
         let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings);
-        for name in &scenarios {
+        let runtime = app.instances.iter().find(|i| i.resource.kind == Kind::Artemis).map_or("process", |i| i.runtime.as_str());
+        for pick in &scenarios {
+            use crate::scenario::Pick;
+            let name = match pick {
+                Pick::BuiltIn(name) => name.clone(),
+                Pick::File(path) => files[path].name.clone(),
+                Pick::Soak { .. } => "soak".into(),
+            };
             say(&format!("scenario {name}: running"));
+            let run = async {
+                match pick {
+                    Pick::BuiltIn(name) if name == "apphost-killed" => crate::scenario::apphost_killed(file, runtime, &topology.name).await,
+                    Pick::BuiltIn(name) => ctx.run(name).await,
+                    Pick::File(path) => ctx.run_steps(&name, &files[path].steps).await,
+                    Pick::Soak { duration, report } => crate::scenario::soak(&ctx, *duration, report).await,
+                }
+            };
             let report = tokio::select! {
-                r = ctx.run(name) => r,
+                r = run => r,
                 _ = interrupt.recv() => { interrupted = true; break; }
             };
             say(&format!(
@@ -533,6 +612,9 @@ pub async fn test(
                 report.duplicate_effects,
                 report.recovery_seconds.map_or("-".into(), |s| format!("{s:.1}s")),
             ));
+            for note in &report.notes {
+                say(&format!("scenario {name}: {note}"));
+            }
             if let Some(why) = &report.failure {
                 say(&format!("scenario {name}: {why}"));
             }

@@ -73,6 +73,10 @@ pub enum Command {
         /// Print prefixed log lines instead of the dashboard (the default when stdout is not a terminal).
         #[arg(long)]
         headless: bool,
+        /// Run in the background: return once everything is healthy
+        /// (`apphost dashboard` watches it, `apphost down` stops it).
+        #[arg(short = 'd', long, conflicts_with = "headless")]
+        detach: bool,
         /// Where resources that can run either way run: containers or local processes.
         #[arg(long, value_enum)]
         runtime: Option<RuntimeArg>,
@@ -88,6 +92,11 @@ pub enum Command {
         /// Log lines kept per resource.
         #[arg(long, default_value_t = crate::logs::DEFAULT_CAPACITY)]
         log_lines: usize,
+    },
+    /// Open the dashboard on the running app (`q` detaches; the app runs on).
+    Dashboard {
+        #[command(flatten)]
+        at: FileArg,
     },
     /// Stop and remove everything of this app (also what a killed apphost left).
     Down {
@@ -140,9 +149,16 @@ pub enum Command {
     Test {
         #[command(flatten)]
         at: FileArg,
-        /// Scenarios to run (repeatable); all built-in ones when none is given.
-        #[arg(long = "scenario", value_name = "NAME")]
+        /// Scenarios to run (repeatable): a built-in name, a scenario file
+        /// (`.yaml`), or `soak`; all built-in ones when none is given.
+        #[arg(long = "scenario", value_name = "NAME|FILE")]
         scenarios: Vec<String>,
+        /// How long `soak` runs.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        duration: Duration,
+        /// Where `soak` writes its report (Markdown).
+        #[arg(long, default_value = "soak-report.md")]
+        report: PathBuf,
         /// Write a JUnit XML report here.
         #[arg(long)]
         junit: Option<PathBuf>,
@@ -236,7 +252,18 @@ fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {
 async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     let global = cli.global.file;
     match cli.command {
-        Command::Up { at, headless, runtime, release, no_build, teardown, log_lines } => {
+        Command::Up { at, headless: _, detach: true, runtime, release, no_build, teardown, log_lines } => {
+            let file = file_of(global, at.file);
+            let mut args: Vec<String> = vec!["--teardown".into(), format!("{}s", teardown.as_secs()), "--log-lines".into(), log_lines.to_string()];
+            if let Some(r) = runtime {
+                args.extend(["--runtime".into(), format!("{r:?}").to_lowercase()]);
+            }
+            args.extend(release.then(|| "--release".to_owned()));
+            args.extend(no_build.then(|| "--no-build".to_owned()));
+            app::up_detached(&file, &args).await
+        }
+        Command::Dashboard { at } => attach(&file_of(global, at.file)).await,
+        Command::Up { at, headless, detach: false, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
             let runtime = runtime.map(RuntimeArg::choice);
             let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -249,7 +276,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Stop { resource, at } => act(&file_of(global, at.file), &resource, "stop").await,
         Command::Start { resource, at } => act(&file_of(global, at.file), &resource, "start").await,
         Command::Restart { resource, at } => act(&file_of(global, at.file), &resource, "restart").await,
-        Command::Test { at, scenarios, junit, runtime, no_build, outage, rate, settle, healthy_within } => {
+        Command::Test { at, scenarios, duration, report, junit, runtime, no_build, outage, rate, settle, healthy_within } => {
             let options = app::UpOptions {
                 runtime: runtime.map(RuntimeArg::choice),
                 release: false,
@@ -258,13 +285,23 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 log_capacity: crate::logs::DEFAULT_CAPACITY,
                 dashboard: false,
             };
-            let scenarios = if scenarios.is_empty() {
-                crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect()
-            } else {
-                scenarios
-            };
-            if let Some(unknown) = scenarios.iter().find(|s| !crate::scenario::BUILT_IN.contains(&s.as_str())) {
-                return Err(miette!(help = format!("built in: {}", crate::scenario::BUILT_IN.join(", ")), "no scenario is called `{unknown}`"));
+            let names = if scenarios.is_empty() { crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect() } else { scenarios };
+            let mut scenarios = Vec::new();
+            for name in names {
+                use crate::scenario::Pick;
+                let path = PathBuf::from(&name);
+                scenarios.push(if name == "soak" {
+                    Pick::Soak { duration, report: report.clone() }
+                } else if crate::scenario::BUILT_IN.contains(&name.as_str()) {
+                    Pick::BuiltIn(name)
+                } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") || path.exists() {
+                    Pick::File(path)
+                } else {
+                    return Err(miette!(
+                        help = format!("built in: {}, soak; or a scenario file (`.yaml`)", crate::scenario::BUILT_IN.join(", ")),
+                        "no scenario is called `{name}`"
+                    ));
+                });
             }
             let settings = crate::scenario::Settings { outage, rate, settle };
             app::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
@@ -299,29 +336,49 @@ pub fn session(file: &std::path::Path) -> miette::Result<Session> {
 
 async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
     let session = session(file)?;
-    let response = Client::new(&session).get("/v1/ps").await.map_err(|e| miette!("{e}"))?;
-    let statuses: Vec<Status> = response.json().await.into_diagnostic()?;
+    let client = Client::new(&session);
     if json {
+        let response = client.get("/v1/ps").await.map_err(|e| miette!("{e}"))?;
+        let statuses: Vec<Status> = response.json().await.into_diagnostic()?;
         println!("{}", serde_json::to_string_pretty(&statuses).into_diagnostic()?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<16} {:<11} {:<8} {:<28} {:>8} {:>9}  ENDPOINTS", "NAME", "KIND", "RUNTIME", "STATE", "RESTARTS", "UPTIME");
+    // The table shows what the dashboard shows, from the same view.
+    let response = client.get("/v1/view?limit=0").await.map_err(|e| miette!("{e}"))?;
+    let view: dashboard::view::Snapshot = response.json().await.into_diagnostic()?;
+    println!("{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  ENDPOINTS", "NAME", "KIND", "RUNTIME", "STATE", "HEALTH", "RST", "UPTIME", "CPU", "MEM");
     let now = chrono::Utc::now();
-    for s in statuses {
-        let uptime = s
-            .started_at
-            .filter(|_| s.state.is_up())
-            .map(|t| {
-                let secs = (now - t).num_seconds().max(0);
-                if secs >= 3600 { format!("{}h{:02}m", secs / 3600, secs % 3600 / 60) } else { format!("{}m{:02}s", secs / 60, secs % 60) }
-            })
-            .unwrap_or_else(|| "-".into());
-        let mut state = s.state.label();
-        if state.len() > 28 {
-            state.truncate(27);
-            state.push('…');
-        }
-        println!("{:<16} {:<11} {:<8} {:<28} {:>8} {:>9}  {}", s.name, s.kind, s.runtime, state, s.restarts, uptime, s.endpoints.join(" "));
+    for r in view.resources {
+        let uptime = r.up_since.map_or("-".into(), |t| dashboard::panes::duration((now - t).num_seconds()));
+        let health = match (r.phase, r.health) {
+            (dashboard::Phase::Up, dashboard::Health::Healthy) => "healthy",
+            (dashboard::Phase::Up, dashboard::Health::Unhealthy) => "unhealthy",
+            (dashboard::Phase::Up, dashboard::Health::Unknown) => "checking",
+            _ => "-",
+        };
+        let cpu = r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%"));
+        let mem = r.memory_bytes.map_or("-".into(), dashboard::panes::bytes);
+        println!(
+            "{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  {}",
+            r.name, r.kind, r.runtime, r.state, health, r.restarts, uptime, cpu, mem, r.endpoints.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `apphost dashboard`: the dashboard of a running session, from its control API.
+async fn attach(file: &std::path::Path) -> miette::Result<ExitCode> {
+    let session = session(file)?;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(miette!(help = "run it in a terminal; `apphost ps` and `apphost logs -f` work anywhere", "the dashboard needs a terminal"));
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stack = crate::view::RemoteStack::connect(Client::new(&session), stop.clone(), stop.clone());
+    let exit = dashboard::run(stack, stop.clone(), dashboard::Options { attached: true, ..Default::default() }).await.into_diagnostic()?;
+    stop.cancel();
+    match exit {
+        dashboard::Exit::Quit => println!("detached; `{}` keeps running (`apphost down` stops it)", session.app),
+        dashboard::Exit::Stopped => println!("`{}` is no longer running", session.app),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,8 @@ use crate::supervisor::{Control, Supervisor};
 #[derive(Clone)]
 struct Api {
     supervisor: Arc<Supervisor>,
+    /// What the dashboard reads, for dashboards in other processes.
+    view: Arc<dyn dashboard::Stack>,
     token: Arc<str>,
     /// Cancelled to take the whole app down.
     down: CancellationToken,
@@ -31,17 +33,19 @@ struct Api {
 /// Binds a loopback port; returns it and the server's future.
 pub async fn serve(
     supervisor: Arc<Supervisor>,
+    view: Arc<dyn dashboard::Stack>,
     token: String,
     down: CancellationToken,
     stop: CancellationToken,
 ) -> std::io::Result<(u16, impl Future<Output = ()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let api = Api { supervisor, token: token.into(), down };
+    let api = Api { supervisor, view, token: token.into(), down };
     let router = Router::new()
         .route("/v1/ps", get(ps))
         .route("/v1/events", get(events))
         .route("/v1/logs", get(logs))
+        .route("/v1/view", get(snapshot))
         .route("/v1/resources/{name}/{action}", post(act))
         .route("/v1/down", post(take_down))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
@@ -73,6 +77,29 @@ async fn ps(State(api): State<Api>) -> impl IntoResponse {
 
 async fn events(State(api): State<Api>) -> impl IntoResponse {
     Json(api.supervisor.history())
+}
+
+#[derive(Deserialize)]
+struct ViewQuery {
+    /// Whose lines; everyone's when absent.
+    source: Option<String>,
+    #[serde(default = "default_view_lines")]
+    limit: usize,
+    /// The version the caller has: unchanged answers 204 with no body.
+    since: Option<u64>,
+}
+
+fn default_view_lines() -> usize {
+    dashboard::app::SCROLLBACK
+}
+
+/// Everything the dashboard shows, at once (`apphost dashboard` polls it).
+async fn snapshot(State(api): State<Api>, Query(q): Query<ViewQuery>) -> Response {
+    if q.since.is_some_and(|v| v == api.view.version()) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let snapshot = dashboard::view::Snapshot::of(api.view.as_ref(), q.source.as_deref(), q.limit.min(50_000), dashboard::app::EVENTS_KEPT);
+    Json(snapshot).into_response()
 }
 
 #[derive(Deserialize)]
@@ -220,6 +247,7 @@ async fn take_down(State(api): State<Api>) -> impl IntoResponse {
 }
 
 /// A client of a running session's API.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,

@@ -225,7 +225,7 @@ impl Monitor {
             return None;
         }
         let s = self.samples.lock().expect("monitor lock");
-        let series = |label, unit, f: fn(&Point) -> Option<f64>| Series { label, unit, points: s.points.iter().map(f).collect() };
+        let series = |label: &str, unit, f: fn(&Point) -> Option<f64>| Series { label: label.into(), unit, points: s.points.iter().map(f).collect() };
         Some(Outbox {
             interval_seconds: INTERVAL.as_secs_f64(),
             series: vec![

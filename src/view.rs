@@ -1,8 +1,16 @@
-//! The dashboard's view of a running app: [`dashboard::Stack`] over the
-//! supervisor's snapshot and events, the log store and the monitor. Before
-//! the app has started (while it builds) only apphost's own lines exist.
+//! The dashboard's view of a running app. [`LiveStack`]: [`dashboard::Stack`]
+//! over the supervisor's snapshot and events, the log store and the monitor
+//! (before the app has started, while it builds, only apphost's own lines
+//! exist); the control API serves it. [`RemoteStack`]: the same read from
+//! that API, for `apphost dashboard` in another terminal.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::{FutureExt, future::BoxFuture};
 
@@ -126,6 +134,106 @@ impl dashboard::Stack for LiveStack {
                 Err(error) => supervisor.record(&resource, format!("{} refused: {error}", command.verb())),
             }
             answer
+        }
+        .boxed()
+    }
+}
+
+/// A running session's view, polled from its control API.
+pub struct RemoteStack {
+    client: crate::control::Client,
+    cache: Mutex<(Option<String>, dashboard::view::Snapshot)>,
+    /// The source the dashboard last asked lines of.
+    wanted: Mutex<Option<String>>,
+    fetched: AtomicU64,
+}
+
+impl RemoteStack {
+    /// Polls the session until `stop`; cancels `gone` when the session ends.
+    pub fn connect(client: crate::control::Client, stop: tokio_util::sync::CancellationToken, gone: tokio_util::sync::CancellationToken) -> Arc<Self> {
+        let this = Arc::new(Self { client, cache: Mutex::default(), wanted: Mutex::default(), fetched: AtomicU64::new(0) });
+        let poller = this.clone();
+        tokio::spawn(async move {
+            let mut failures = 0;
+            loop {
+                let wanted = poller.wanted.lock().expect("view lock").clone();
+                let (have_source, version) = {
+                    let cache = poller.cache.lock().expect("view lock");
+                    (cache.0.clone(), cache.1.version)
+                };
+                let mut path = format!("/v1/view?limit={}", dashboard::app::SCROLLBACK);
+                if let Some(source) = &wanted {
+                    path.push_str(&format!("&source={source}"));
+                }
+                if have_source == wanted && poller.fetched.load(Ordering::Relaxed) > 0 {
+                    path.push_str(&format!("&since={version}"));
+                }
+                match poller.client.get(&path).await {
+                    Ok(r) if r.status() == 204 => failures = 0,
+                    Ok(r) if r.status().is_success() => {
+                        if let Ok(snapshot) = r.json::<dashboard::view::Snapshot>().await {
+                            *poller.cache.lock().expect("view lock") = (wanted, snapshot);
+                            poller.fetched.fetch_add(1, Ordering::Relaxed);
+                        }
+                        failures = 0;
+                    }
+                    _ => {
+                        failures += 1;
+                        if failures >= 5 {
+                            gone.cancel();
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        });
+        this
+    }
+}
+
+impl dashboard::Stack for RemoteStack {
+    fn resources(&self) -> Vec<dashboard::Resource> {
+        self.cache.lock().expect("view lock").1.resources.clone()
+    }
+
+    fn events(&self, limit: usize) -> Vec<dashboard::Event> {
+        let cache = self.cache.lock().expect("view lock");
+        let events = &cache.1.events;
+        events[events.len().saturating_sub(limit)..].to_vec()
+    }
+
+    fn logs(&self, resource: Option<&str>, limit: usize) -> Vec<dashboard::LogLine> {
+        *self.wanted.lock().expect("view lock") = resource.map(str::to_owned);
+        let cache = self.cache.lock().expect("view lock");
+        if cache.0.as_deref() != resource {
+            return Vec::new();
+        }
+        let lines = &cache.1.logs;
+        lines[lines.len().saturating_sub(limit)..].to_vec()
+    }
+
+    fn dropped_lines(&self, _resource: Option<&str>) -> u64 {
+        self.cache.lock().expect("view lock").1.dropped_lines
+    }
+
+    fn outbox(&self) -> Option<dashboard::Outbox> {
+        self.cache.lock().expect("view lock").1.outbox.clone()
+    }
+
+    fn version(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    fn command(&self, resource: &str, command: dashboard::Command) -> BoxFuture<'static, Result<String, String>> {
+        let client = self.client.clone();
+        let path = format!("/v1/resources/{resource}/{}", command.verb());
+        async move {
+            let answer = client.post(&path).await?;
+            Ok(answer["ok"].as_str().unwrap_or("done").to_owned())
         }
         .boxed()
     }

@@ -18,7 +18,7 @@ use crate::{
 
 /// Lines the logs pane reads back for scrolling and search.
 pub const SCROLLBACK: usize = 5_000;
-const EVENTS_KEPT: usize = 200;
+pub const EVENTS_KEPT: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Focus {
@@ -235,6 +235,8 @@ pub struct App {
     pub now: DateTime<Utc>,
     seen: Option<u64>,
     pub areas: Cell<Areas>,
+    /// Attached to a stack that runs on its own: quitting leaves it running.
+    pub attached: bool,
 }
 
 impl App {
@@ -253,6 +255,7 @@ impl App {
             now: Utc::now(),
             seen: None,
             areas: Cell::default(),
+            attached: false,
         }
     }
 
@@ -519,7 +522,7 @@ impl App {
         panes::help::status_line(self, frame, areas.status);
         match &self.dialog {
             Some(Dialog::Help) => panes::help::draw(frame),
-            Some(dialog) => panes::help::confirm(dialog, frame),
+            Some(dialog) => panes::help::confirm(self, dialog, frame),
             None => {}
         }
     }

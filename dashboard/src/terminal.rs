@@ -32,18 +32,20 @@ use crate::{
 pub struct Options {
     /// Upper bound on redraws per second.
     pub fps: u32,
+    /// The stack runs on without this dashboard: quitting detaches.
+    pub attached: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { fps: 10 }
+        Self { fps: 10, attached: false }
     }
 }
 
 /// How the dashboard ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// The user quit: tear the stack down.
+    /// The user quit: tear the stack down (or, attached, leave it running).
     Quit,
     /// `stop` was cancelled (the stack is going down for another reason).
     Stopped,
@@ -107,6 +109,7 @@ pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Option
     };
     let (answers, mut answered) = mpsc::unbounded_channel::<String>();
     let mut app = App::new(stack.clone());
+    app.attached = options.attached;
     let frame_time = Duration::from_secs(1) / options.fps.max(1);
     let mut tick = tokio::time::interval(frame_time);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

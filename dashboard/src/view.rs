@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 /// What the resources pane shows of one resource (or replica).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     pub name: String,
     pub kind: String,
@@ -31,7 +32,7 @@ pub struct Resource {
 }
 
 /// Where a resource is in its life, coarsely: what colour it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Waiting,
     Starting,
@@ -42,7 +43,7 @@ pub enum Phase {
     Failed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Health {
     /// No probe result yet, or nothing to probe.
     Unknown,
@@ -51,14 +52,14 @@ pub enum Health {
 }
 
 /// A lifecycle change, health flip, restart or chaos action.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub at: DateTime<Utc>,
     pub resource: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stream {
     Stdout,
     Stderr,
@@ -66,7 +67,7 @@ pub enum Stream {
     System,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     /// Increases with every line of the stack, across resources.
     pub seq: u64,
@@ -77,16 +78,16 @@ pub struct LogLine {
 }
 
 /// The outbox pipeline's numbers, one point per scrape, oldest first.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outbox {
     /// Seconds between two points.
     pub interval_seconds: f64,
     pub series: Vec<Series>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
-    pub label: &'static str,
+    pub label: String,
     pub unit: Unit,
     /// `None` where the value was unknown (the source did not answer).
     pub points: Vec<Option<f64>>,
@@ -98,7 +99,7 @@ impl Series {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Unit {
     Count,
     PerSecond,
@@ -108,7 +109,7 @@ pub enum Unit {
 }
 
 /// What the dashboard asks of the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Start,
     Stop,
@@ -145,5 +146,32 @@ pub trait Stack: Send + Sync {
     /// Whether `resource` is a message broker (stopping it asks first).
     fn is_broker(&self, resource: &Resource) -> bool {
         resource.kind == "artemis"
+    }
+}
+
+/// Everything the dashboard reads at once: what the control API serves so
+/// that a dashboard in another process (`apphost dashboard`) sees the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u64,
+    pub resources: Vec<Resource>,
+    pub events: Vec<Event>,
+    /// The lines of the source asked for.
+    pub logs: Vec<LogLine>,
+    pub dropped_lines: u64,
+    pub outbox: Option<Outbox>,
+}
+
+impl Snapshot {
+    /// Reads `stack` (logs of `source`, all when `None`, at most `limit`).
+    pub fn of(stack: &dyn Stack, source: Option<&str>, limit: usize, events: usize) -> Self {
+        Self {
+            version: stack.version(),
+            resources: stack.resources(),
+            events: stack.events(events),
+            logs: stack.logs(source, limit),
+            dropped_lines: stack.dropped_lines(source),
+            outbox: stack.outbox(),
+        }
     }
 }

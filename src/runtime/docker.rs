@@ -139,6 +139,18 @@ impl DockerRuntime {
     }
 }
 
+/// The containers and networks of app `app` still on the engine.
+pub async fn leftovers(docker: &Docker, app: &str) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build())).await.unwrap_or_default();
+    let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build())).await.unwrap_or_default();
+    containers
+        .into_iter()
+        .map(|c| format!("container {}", c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/')))
+        .chain(networks.into_iter().map(|n| format!("network {}", n.name.unwrap_or_default())))
+        .collect()
+}
+
 /// Where the official images keep their data.
 fn data_path(kind: Kind) -> Option<&'static str> {
     match kind {

@@ -7,7 +7,7 @@ pub mod graph;
 mod parse;
 pub mod schema;
 mod validate;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::{path::{Path, PathBuf}, time::Duration};
 
@@ -240,10 +240,17 @@ pub fn graph_hint<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
 }
 
 /// Reads, parses and validates a topology file.
+/// Reads and validates the topology at `path`. `APPHOST_APP_NAME`, when
+/// set, renames the app (as compose's project name does), so a second copy
+/// of a stack can run beside the first without touching it.
 pub fn load(path: &Path) -> Result<Topology, LoadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| LoadError::Read { file: path.display().to_string(), source })?;
-    parse_str(path, &text)
+    let mut topology = parse_str(path, &text)?;
+    if let Some(name) = std::env::var("APPHOST_APP_NAME").ok().filter(|n| !n.is_empty()) {
+        topology.name = name;
+    }
+    Ok(topology)
 }
 
 /// Parses and validates topology text as if read from `path`.

@@ -56,6 +56,17 @@ impl Tmux {
     }
 }
 
+/// A shell line for tmux: apphost with `args` on `file`, then its exit code
+/// as `<what> exited: N`, then a pause so the screen stays readable.
+fn shell_line(state: &std::path::Path, file: &std::path::Path, args: &str, what: &str) -> String {
+    format!(
+        "APPHOST_STATE_DIR={} {} -f {} {args}; echo \"{what} exited: $?\"; sleep 300",
+        state.display(),
+        env!("CARGO_BIN_EXE_apphost"),
+        file.display()
+    )
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new(env!("CARGO_BIN_EXE_apphost"))
@@ -84,12 +95,7 @@ fn row<'a>(screen: &'a str, name: &str) -> &'a str {
 async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     let _one = ONE_STACK.lock().await;
     let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
-    let command = format!(
-        "APPHOST_STATE_DIR={state} {bin} -f {file} up --no-build --runtime docker; echo \"apphost exited: $?\"; sleep 300",
-        state = state.display(),
-        bin = env!("CARGO_BIN_EXE_apphost"),
-        file = workspace().join("apphost.yaml").display(),
-    );
+    let command = shell_line(&state, &workspace().join("apphost.yaml"), "up --no-build --runtime docker", "apphost");
     let tmux = Tmux::start(100, 30, &command, state.clone());
     let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
     let screen = tmux
@@ -103,16 +109,8 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     let screen = tmux.wait_for("the outbox numbers", Duration::from_secs(30), |s| outbox_value(s, "pending") == Some(0.0) && s.contains("connected")).await;
     assert!(screen.contains("Events") && screen.contains("Logs all"), "every pane is there:\n{screen}");
 
-    let session: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
-    let ps: Vec<serde_json::Value> = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/v1/ps", session["port"]))
-        .bearer_auth(session["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ps = crate::helpers::apphost(&state).args(["ps", "--json"]).output().await.unwrap();
+    let ps: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).expect("ps --json");
     let pids = pids(&ps);
     let sender = endpoint(&ps, "sender", "http");
 
@@ -165,12 +163,7 @@ async fn a_flood_of_output_is_bounded_counted_and_shown() {
     let _one = ONE_STACK.lock().await;
     let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
     let file = workspace().join("dashboard/bench/flood.yaml");
-    let command = format!(
-        "APPHOST_STATE_DIR={state} {bin} -f {file} up --log-lines 2000; echo \"apphost exited: $?\"; sleep 300",
-        state = state.display(),
-        bin = env!("CARGO_BIN_EXE_apphost"),
-        file = file.display(),
-    );
+    let command = shell_line(&state, &file, "up --log-lines 2000", "apphost");
     let tmux = Tmux::start(100, 30, &command, state.clone()).topology(file);
     let screen = tmux.wait_for("the flood to end", Duration::from_secs(120), |s| s.contains("flood done: wrote")).await;
     let written: u64 = screen.split("flood done: wrote ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("the count");
@@ -187,4 +180,47 @@ async fn a_flood_of_output_is_bounded_counted_and_shown() {
     tmux.keys(&["q", "y"]);
     let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), |s| s.contains("apphost exited:")).await;
     assert!(screen.contains("apphost exited: 0"), "{screen}");
+}
+
+/// `up --detach` returns once healthy and the app runs on; `apphost
+/// dashboard` attaches to it in a terminal, and `q` there only detaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
+    let _one = ONE_STACK.lock().await;
+    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let up = tokio::time::timeout(
+        Duration::from_secs(300),
+        crate::helpers::apphost(&state).args(["up", "--detach", "--no-build", "--runtime", "docker"]).output(),
+    )
+    .await
+    .expect("up --detach returns")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(up.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
+    assert!(stdout.contains("every resource is healthy"), "{stdout}");
+
+    let command = shell_line(&state, &workspace().join("apphost.yaml"), "dashboard", "dashboard");
+    let tmux = Tmux::start(100, 30, &command, state.clone());
+    let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
+    tmux.wait_for("the attached dashboard", Duration::from_secs(30), |s| names.iter().all(|n| row(s, n).contains("● healthy"))).await;
+    tmux.keys(&["q"]);
+    tmux.wait_for("the detach question", Duration::from_secs(5), |s| s.contains("Detach?")).await;
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("the dashboard to exit", Duration::from_secs(10), |s| s.contains("dashboard exited:")).await;
+    assert!(screen.contains("keeps running") && screen.contains("dashboard exited: 0"), "{screen}");
+
+    // Still running after the dashboard left; `down` stops it.
+    let ps = crate::helpers::apphost(&state).args(["ps", "--json"]).output().await.unwrap();
+    let ps: Vec<serde_json::Value> = serde_json::from_slice(&ps.stdout).expect("a running session");
+    assert!(ps.iter().all(|s| s["state"] == "healthy"), "{ps:?}");
+    let table = crate::helpers::apphost(&state).arg("ps").output().await.unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("CPU") && table.lines().any(|l| l.starts_with("broker") && l.contains("healthy")), "{table}");
+    let pids = pids(&ps);
+    let down = crate::helpers::apphost(&state).arg("down").output().await.unwrap();
+    assert!(down.status.success());
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived `down`");
+    }
+    assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }

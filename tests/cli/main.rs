@@ -189,18 +189,29 @@ async fn apphost_test(args: &[&str]) -> (std::path::PathBuf, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apphost_test_runs_scenarios_and_writes_junit() {
     let _one = ONE_STACK.lock().await;
-    let scenarios = ["--scenario", "smoke", "--scenario", "broker-outage", "--scenario", "poison"];
+    let file = helpers::workspace().join("tests/scenarios/receiver-pause.yaml").display().to_string();
+    let scenarios = ["--scenario", "smoke", "--scenario", "broker-outage", "--scenario", "poison", "--scenario", &file];
     let (state, stdout, xml) =
         apphost_test(&[&["--runtime", "process", "--no-build", "--outage", "5s"][..], &scenarios[..]].concat()).await;
-    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("scenario broker-outage: passed"), "{stdout}");
-    assert!(xml.contains(r#"tests="3" failures="0""#), "{xml}");
+    assert!(stdout.contains("scenario receiver-pause: passed"), "a scenario file runs:\n{stdout}");
+    assert!(xml.contains(r#"tests="4" failures="0""#), "{xml}");
     assert!(xml.contains(r#"name="broker-outage""#) && xml.contains(r#"&quot;lost&quot;:0"#), "{xml}");
     assert!(!state.join("session.json").exists() && !state.join("run").exists(), "test tears down");
 
     let out = apphost(&state).args(["test", "--scenario", "nonsense"]).output().await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no scenario is called `nonsense`"));
+
+    // A mistake in a scenario file is shown where it is, before anything starts.
+    let bad = state.join("bad.yaml");
+    std::fs::write(&bad, "steps:\n  - load\n  - chaos: { action: stop, resource: brokr }\n").unwrap();
+    let out = apphost(&state).args(["test", "--scenario", bad.to_str().unwrap()]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no resource is called `brokr`") && stderr.contains("bad.yaml:3:") && stderr.contains("did you mean `broker`?"), "{stderr}");
+    assert!(!state.join("session.json").exists(), "nothing started");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +219,9 @@ async fn every_built_in_scenario_passes_on_the_docker_runtime() {
     let _one = ONE_STACK.lock().await;
     // 5 s faults instead of the default 30 s keep CI short; the logic is the same.
     let (_, stdout, xml) = apphost_test(&["--runtime", "docker", "--no-build", "--outage", "5s"]).await;
-    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
-    assert!(xml.contains(r#"tests="7" failures="0""#), "{xml}");
+    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+    assert!(xml.contains(r#"tests="8" failures="0""#), "{xml}");
+    assert!(stdout.contains("outbox rows in flight"), "sender-crash strikes with a batch in flight:\n{stdout}");
+    assert!(stdout.contains("scenario apphost-killed: passed"), "{stdout}");
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }

@@ -29,7 +29,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("z", "zoom the focused pane"),
     ("mouse", "click selects, wheel scrolls"),
     ("?", "this help"),
-    ("q  Ctrl-C", "quit: stops the stack"),
+    ("q  Ctrl-C", "quit: stops the stack (detaches when attached)"),
 ];
 
 pub fn status_line(app: &App, f: &mut Frame, area: Rect) {
@@ -71,7 +71,7 @@ pub fn draw(f: &mut Frame) {
     f.render_widget(Paragraph::new(lines).block(dialog_block(" keys ")), area);
 }
 
-pub fn confirm(dialog: &Dialog, f: &mut Frame) {
+pub fn confirm(app: &App, dialog: &Dialog, f: &mut Frame) {
     let (question, consequence) = match dialog {
         Dialog::Confirm { resource, command } => (
             format!("{} `{resource}`?", capitalised(command.verb())),
@@ -80,6 +80,7 @@ pub fn confirm(dialog: &Dialog, f: &mut Frame) {
                 _ => "",
             },
         ),
+        Dialog::Quit if app.attached => ("Detach?".to_owned(), "The stack keeps running; `apphost down` stops it."),
         Dialog::Quit => ("Quit and stop the stack?".to_owned(), "Everything apphost started is stopped and removed."),
         Dialog::Help => return,
     };

@@ -64,7 +64,7 @@ pub fn sparkline(points: &[Option<f64>], width: usize) -> String {
 
 fn tone(series: &Series) -> Style {
     let v = series.last().unwrap_or(0.0);
-    match (series.label, series.unit) {
+    match (series.label.as_str(), series.unit) {
         (_, Unit::Flag) if v < 0.5 => Style::new().fg(Color::Red),
         (_, Unit::Flag) => Style::new().fg(Color::Green),
         ("dead-lettered" | "DLQ (poison)", _) if v > 0.0 => Style::new().fg(Color::Red),

@@ -105,7 +105,7 @@ pub fn demo_logs() -> Vec<LogLine> {
 
 /// Outbox numbers over `n` points, from functions of the point's index.
 pub fn outbox(n: usize, pending: impl Fn(usize) -> f64, connected: impl Fn(usize) -> f64) -> Outbox {
-    let series = |label, unit, f: &dyn Fn(usize) -> f64| Series { label, unit, points: (0..n).map(|i| Some(f(i))).collect() };
+    let series = |label: &str, unit, f: &dyn Fn(usize) -> f64| Series { label: label.into(), unit, points: (0..n).map(|i| Some(f(i))).collect() };
     Outbox {
         interval_seconds: 2.0,
         series: vec![

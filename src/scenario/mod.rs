@@ -15,7 +15,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::{Control, State, Supervisor};
 
-pub const BUILT_IN: [&str; 7] = ["smoke", "broker-outage", "receiver-offline", "sender-crash", "receiver-crash", "db-restart", "poison"];
+pub mod file;
+mod killed;
+mod soak;
+pub mod steps;
+
+pub use killed::apphost_killed;
+pub use soak::soak;
+use steps::{Expect, Step, When};
+
+/// Run by `apphost test` with no `--scenario`, in this order.
+pub const BUILT_IN: [&str; 8] =
+    ["smoke", "broker-outage", "receiver-offline", "sender-crash", "receiver-crash", "db-restart", "poison", "apphost-killed"];
+
+/// What `--scenario` picked.
+#[derive(Debug, Clone)]
+pub enum Pick {
+    BuiltIn(String),
+    File(std::path::PathBuf),
+    /// `soak`: steady load and a random fault every 20–40 s for `duration`.
+    Soak { duration: Duration, report: std::path::PathBuf },
+}
 
 /// Who plays which part, by resource name.
 #[derive(Debug, Clone)]
@@ -46,6 +66,8 @@ pub struct Report {
     pub acknowledged: usize,
     /// Answers other than 201 (e.g. 503 while the database is down): nothing was promised.
     pub refused: usize,
+    /// Of those, answered 503: the service said it could not promise now.
+    pub unavailable: usize,
     pub delivered: usize,
     pub lost: usize,
     pub duplicate_effects: u64,
@@ -53,6 +75,8 @@ pub struct Report {
     pub recovery_seconds: Option<f64>,
     pub seconds: f64,
     pub failure: Option<String>,
+    /// What happened along the way (when the fault struck, what was pending).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -73,7 +97,20 @@ struct Load {
     stop: CancellationToken,
     acknowledged: Arc<Mutex<Vec<String>>>,
     refused: Arc<Mutex<usize>>,
+    unavailable: Arc<Mutex<usize>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Stops it; returns (acknowledged ids, refused, of which 503).
+    async fn finish(self) -> (Vec<String>, usize, usize) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let acknowledged = self.acknowledged.lock().expect("lock").clone();
+        let refused = *self.refused.lock().expect("lock");
+        let unavailable = *self.unavailable.lock().expect("lock");
+        (acknowledged, refused, unavailable)
+    }
 }
 
 impl Ctx {
@@ -91,15 +128,18 @@ impl Ctx {
             .ok_or_else(|| format!("`{resource}` has no http endpoint"))
     }
 
-    fn load(&self, tag: &str) -> Result<Load, String> {
+    fn load(&self, tag: &str, rate: Option<u32>) -> Result<Load, String> {
         let sender = self.url(&self.roles.sender)?;
         let stop = CancellationToken::new();
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(Mutex::new(0));
-        let (client, every) = (self.client.clone(), Duration::from_secs_f64(1.0 / f64::from(self.settings.rate.max(1))));
-        let (tag, stop2, ack, refused2) = (tag.to_owned(), stop.clone(), acknowledged.clone(), refused.clone());
+        let unavailable = Arc::new(Mutex::new(0));
+        let rate = rate.unwrap_or(self.settings.rate).max(1);
+        let (client, every) = (self.client.clone(), Duration::from_secs_f64(1.0 / f64::from(rate)));
+        let (tag, stop2, ack, refused2, unavailable2) = (tag.to_owned(), stop.clone(), acknowledged.clone(), refused.clone(), unavailable.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0u64;
             loop {
                 tokio::select! {
@@ -116,16 +156,34 @@ impl Ctx {
                             ack.lock().expect("lock").push(id.to_owned());
                         }
                     }
-                    _ => *refused2.lock().expect("lock") += 1,
+                    Ok(r) => {
+                        *refused2.lock().expect("lock") += 1;
+                        if r.status() == 503 {
+                            *unavailable2.lock().expect("lock") += 1;
+                        }
+                    }
+                    Err(_) => *refused2.lock().expect("lock") += 1,
                 }
             }
         });
-        Ok(Load { stop, acknowledged, refused, task })
+        Ok(Load { stop, acknowledged, refused, unavailable, task })
     }
 
     async fn act(&self, resource: &str, control: Control) -> Result<(), String> {
         self.supervisor.record(resource, format!("test: {control:?}"));
         self.supervisor.control(resource, control).await.map(|_| ())
+    }
+
+    /// Whether every instance became healthy within `limit`.
+    async fn wait_all_healthy(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.supervisor.all_healthy() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        true
     }
 
     async fn wait_state(&self, resource: &str, want: impl Fn(&State) -> bool, limit: Duration) -> Result<(), String> {
@@ -142,7 +200,11 @@ impl Ctx {
     }
 
     async fn receiver_metric(&self, series: &str) -> f64 {
-        let Ok(url) = self.url(&self.roles.receiver) else { return 0.0 };
+        self.metric(&self.roles.receiver, series).await
+    }
+
+    async fn metric(&self, resource: &str, series: &str) -> f64 {
+        let Ok(url) = self.url(resource) else { return 0.0 };
         let Ok(r) = self.client.get(format!("{url}/metrics")).send().await else { return 0.0 };
         let text = r.text().await.unwrap_or_default();
         text.lines()
@@ -174,71 +236,160 @@ impl Ctx {
         }
     }
 
-    /// Runs one built-in scenario and reports.
+    /// Runs the built-in scenario `name` and reports.
     pub async fn run(&self, name: &str) -> Report {
+        match steps::built_in(name, &self.roles, self.settings.outage) {
+            Some(steps) => self.run_steps(name, &steps).await,
+            None => Report {
+                scenario: name.to_owned(),
+                failure: Some(format!("no built-in scenario is called `{name}`; built in: {}", BUILT_IN.join(", "))),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Runs `steps` and reports; every scenario ends checking that each
+    /// acknowledged item was delivered once.
+    pub async fn run_steps(&self, name: &str, steps: &[Step]) -> Report {
         let started = Instant::now();
-        let processed_before = self.receiver_metric("receiver_processed_total").await;
         let mut report = Report { scenario: name.to_owned(), ..Default::default() };
-        let outcome = self.drive(name, &mut report, processed_before).await;
-        if let Err(e) = outcome {
+        if let Err(e) = self.drive(name, steps, &mut report).await {
             report.failure = Some(e);
         }
         report.seconds = started.elapsed().as_secs_f64();
         report
     }
 
-    async fn drive(&self, name: &str, report: &mut Report, processed_before: f64) -> Result<(), String> {
-        let r = self.roles.clone();
-        let outage = self.settings.outage;
-        let load = self.load(name)?;
-        tokio::time::sleep(Duration::from_secs(2)).await; // steady load before the fault
-        let fault_end = match name {
-            "smoke" => Instant::now(),
-            "broker-outage" => self.outage(&r.broker, Control::Stop, Control::Start, outage).await?,
-            "receiver-offline" => self.outage(&r.receiver, Control::Stop, Control::Start, outage).await?,
-            "db-restart" => self.outage(&r.sender_db, Control::Stop, Control::Start, outage).await?,
-            "sender-crash" | "receiver-crash" => {
-                let victim = if name == "sender-crash" { &r.sender } else { &r.receiver };
-                self.act(victim, Control::Kill).await?;
-                // The restart policy brings it back.
-                self.wait_state(victim, |s| *s == State::Healthy, Duration::from_secs(120)).await?;
-                Instant::now()
-            }
-            "poison" => {
-                let rejected = self.receiver_metric("receiver_rejected_total").await;
-                send_poison(&r.broker_url, &r.queue).await?;
-                let deadline = Instant::now() + self.settings.settle;
-                while self.receiver_metric("receiver_rejected_total").await < rejected + 1.0 {
-                    if Instant::now() > deadline {
-                        return Err("the poison message was not rejected to the DLQ".into());
+    async fn drive(&self, name: &str, steps: &[Step], report: &mut Report) -> Result<(), String> {
+        let processed_before = self.receiver_metric("receiver_processed_total").await;
+        let rejected_before = self.receiver_metric("receiver_rejected_total").await;
+        let mut load: Option<Load> = None;
+        let mut acknowledged = Vec::new();
+        let mut fault_end = None;
+        let mut expectations = Vec::new();
+        for step in steps {
+            match step {
+                Step::Load { rate } => {
+                    if load.is_none() {
+                        load = Some(self.load(name, *rate)?);
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Instant::now()
+                Step::StopLoad => {
+                    if let Some(l) = load.take() {
+                        self.collect(l, &mut acknowledged, report).await;
+                    }
+                }
+                Step::Wait(d) => tokio::time::sleep(*d).await,
+                Step::WaitHealthy(resource) => {
+                    self.wait_state(resource, |s| *s == State::Healthy, Duration::from_secs(180)).await?;
+                }
+                Step::Chaos(chaos) => {
+                    if chaos.when == When::BatchInFlight {
+                        let (pending, burst) = self.batch_in_flight().await?;
+                        acknowledged.extend(burst);
+                        report.notes.push(format!("{} `{}` with {pending} outbox rows in flight", steps::Action::NAMES[chaos.action as usize], chaos.resource));
+                    }
+                    self.act(&chaos.resource, chaos.action.control()).await?;
+                    fault_end = Some(Instant::now());
+                    if let (Some(lasting), Some(back)) = (chaos.lasting, chaos.action.undo()) {
+                        // The fault lasts while the next steps run; a `wait: { healthy }` waits for its end.
+                        tokio::time::sleep(lasting).await;
+                        self.act(&chaos.resource, back).await?;
+                        fault_end = Some(Instant::now());
+                    }
+                    if matches!(chaos.action, steps::Action::Kill | steps::Action::Restart) {
+                        // The restart policy (or the restart) brings it back; the fault ends when it is healthy.
+                        self.wait_state(&chaos.resource, |s| *s == State::Healthy, Duration::from_secs(180)).await?;
+                        fault_end = Some(Instant::now());
+                    }
+                }
+                Step::Poison => {
+                    send_poison(&self.roles.broker_url, &self.roles.queue).await?;
+                    let deadline = Instant::now() + self.settings.settle;
+                    while self.receiver_metric("receiver_rejected_total").await < rejected_before + 1.0 {
+                        if Instant::now() > deadline {
+                            return Err("the poison message was not rejected to the DLQ".into());
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    fault_end = Some(Instant::now());
+                }
+                Step::Assert(expect) => expectations.push(expect.clone()),
             }
-            other => return Err(format!("no built-in scenario is called `{other}`; built in: {}", BUILT_IN.join(", "))),
-        };
-        tokio::time::sleep(Duration::from_secs(2)).await; // steady load after the fault
-        load.stop.cancel();
-        let _ = load.task.await;
-        let acknowledged: Vec<String> = load.acknowledged.lock().expect("lock").clone();
-        report.acknowledged = acknowledged.len();
-        report.refused = *load.refused.lock().expect("lock");
+        }
+        if let Some(l) = load.take() {
+            self.collect(l, &mut acknowledged, report).await;
+        }
         if acknowledged.is_empty() {
             return Err("no request was acknowledged".into());
         }
-        // Full delivery: every acknowledged id stored.
+        self.verify(&acknowledged, fault_end.unwrap_or_else(Instant::now), processed_before, report).await?;
+        let rejected = (self.receiver_metric("receiver_rejected_total").await - rejected_before).max(0.0) as u64;
+        for e in expectations {
+            check(&e, report, rejected)?;
+        }
+        Ok(())
+    }
+
+    async fn collect(&self, load: Load, acknowledged: &mut Vec<String>, report: &mut Report) {
+        let (ids, refused, unavailable) = load.finish().await;
+        acknowledged.extend(ids);
+        report.acknowledged = acknowledged.len();
+        report.refused += refused;
+        report.unavailable += unavailable;
+    }
+
+    /// Waits until the sender's outbox has rows taken by the relay but not
+    /// yet accepted (pending, and published moving): a batch in flight.
+    /// Bursts writes to make one if the steady load leaves none.
+    /// Returns the rows pending at that moment and the burst's acknowledged ids.
+    async fn batch_in_flight(&self) -> Result<(u64, Vec<String>), String> {
+        let sender = self.url(&self.roles.sender)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut published = self.metric(&self.roles.sender, "outbox_published_total").await;
+        let mut acknowledged = Vec::new();
+        loop {
+            // A burst: more rows than one relay batch, committed at once.
+            let burst = (0..200).map(|i| {
+                let body = serde_json::json!({ "name": format!("burst {i}"), "value": i });
+                self.client.post(format!("{sender}/api/EntityItems")).json(&body).send()
+            });
+            for answer in futures::future::join_all(burst).await.into_iter().flatten() {
+                if answer.status() == 201
+                    && let Ok(v) = answer.json::<Value>().await
+                    && let Some(id) = v["id"].as_str()
+                {
+                    acknowledged.push(id.to_owned());
+                }
+            }
+            for _ in 0..50 {
+                let pending = self.metric(&self.roles.sender, "outbox_pending").await;
+                let now = self.metric(&self.roles.sender, "outbox_published_total").await;
+                if pending >= 1.0 && now > published {
+                    return Ok((pending as u64, acknowledged));
+                }
+                published = now;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if Instant::now() > deadline {
+                return Err("the relay never had a batch in flight to crash into".into());
+            }
+        }
+    }
+
+    /// Every acknowledged id stored within `settle`, none counted twice.
+    async fn verify(&self, acknowledged: &[String], fault_end: Instant, processed_before: f64, report: &mut Report) -> Result<(), String> {
         let deadline = Instant::now() + self.settings.settle;
         let missing = loop {
             let stored = self.stored().await.unwrap_or_default();
-            let missing: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
-            report.delivered = acknowledged.len() - missing.len();
-            if missing.is_empty() {
+            let missing = acknowledged.iter().filter(|id| !stored.contains(*id)).count();
+            report.delivered = acknowledged.len() - missing;
+            if missing == 0 {
                 report.recovery_seconds = Some(fault_end.elapsed().as_secs_f64());
                 break 0;
             }
             if Instant::now() > deadline {
-                break missing.len();
+                break missing;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
@@ -250,14 +401,6 @@ impl Ctx {
             return Err(format!("{} acknowledged items never reached the receiver within {:?}", report.lost, self.settings.settle));
         }
         Ok(())
-    }
-
-    /// Applies `fault` to `resource`, keeps it for `length`, undoes it; returns when it was undone.
-    async fn outage(&self, resource: &str, fault: Control, undo: Control, length: Duration) -> Result<Instant, String> {
-        self.act(resource, fault).await?;
-        tokio::time::sleep(length).await;
-        self.act(resource, undo).await?;
-        Ok(Instant::now())
     }
 }
 
@@ -281,6 +424,25 @@ pub fn junit(reports: &[Report]) -> String {
     }
     xml.push_str("</testsuite>\n");
     xml
+}
+
+fn check(e: &Expect, report: &Report, rejected: u64) -> Result<(), String> {
+    if let Some(max) = e.refused_at_most
+        && report.refused > max
+    {
+        return Err(format!("{} requests were refused (at most {max} expected)", report.refused));
+    }
+    if let Some(min) = e.unavailable_at_least
+        && report.unavailable < min
+    {
+        return Err(format!("{} requests were answered 503 (at least {min} expected)", report.unavailable));
+    }
+    if let Some(min) = e.rejected_at_least
+        && rejected < min
+    {
+        return Err(format!("{rejected} messages were rejected to the DLQ (at least {min} expected)"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,128 @@
+//! Scenario `apphost-killed`: a second copy of the stack (its own app name
+//! and state folder, beside the one under test) is started by a child
+//! `apphost up`, carries traffic, and is SIGKILLed; the next `apphost down`
+//! must leave no process, container or network of it behind.
+
+use std::{path::Path, process::Stdio, time::{Duration, Instant}};
+
+use serde_json::Value;
+
+use super::Report;
+use crate::{
+    runtime::docker,
+    state::{PidFile, Session, StateDir},
+};
+
+fn apphost(file: &Path, state: &Path, app: &str) -> tokio::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "apphost".into());
+    let mut c = tokio::process::Command::new(exe);
+    c.env("APPHOST_STATE_DIR", state).env("APPHOST_APP_NAME", app).arg("-f").arg(file).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+/// Runs the scenario against a copy of the app in `file` on `runtime`.
+pub async fn apphost_killed(file: &Path, runtime: &str, app: &str) -> Report {
+    let started = Instant::now();
+    let mut report = Report { scenario: "apphost-killed".into(), ..Default::default() };
+    let state = std::env::temp_dir().join(format!("apphost-killed-{}", uuid::Uuid::new_v4().simple()));
+    let copy = format!("{app}-killed");
+    if let Err(e) = drive(file, runtime, &state, &copy, &mut report).await {
+        report.failure = Some(e);
+        // Whatever happened, leave nothing.
+        let _ = apphost(file, &state, &copy).arg("down").status().await;
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut Report) -> Result<(), String> {
+    let mut child = apphost(file, state, app)
+        .args(["up", "--headless", "--no-build", "--runtime", runtime])
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start a second apphost: {e}"))?;
+    let dir = StateDir { root: state.to_path_buf() };
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    // Up and healthy, through its control API.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let ps: Vec<Value> = loop {
+        if let Some(session) = Session::load_live(&dir)
+            && let Ok(r) = crate::control::Client::new(&session).get("/v1/ps").await
+            && let Ok(ps) = r.json::<Vec<Value>>().await
+            && !ps.is_empty()
+            && ps.iter().all(|s| s["state"] == "healthy")
+        {
+            break ps;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the second apphost exited early ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err("the second stack was not healthy within 300s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let url = |name: &str| {
+        ps.iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["endpoints"].as_array()?.iter().filter_map(Value::as_str).find_map(|e| e.strip_prefix("http=").map(str::to_owned)))
+            .ok_or_else(|| format!("the second stack has no `{name}` http endpoint"))
+    };
+    let (sender, receiver) = (url("sender")?, url("receiver")?);
+    // Traffic through it, all delivered.
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let r = client.post(format!("{sender}/api/EntityItems")).json(&serde_json::json!({ "name": format!("killed {n}"), "value": n })).send().await.map_err(|e| e.to_string())?;
+        if r.status() == 201 {
+            ids.push(r.json::<Value>().await.map_err(|e| e.to_string())?["id"].as_str().unwrap_or_default().to_owned());
+        } else {
+            report.refused += 1;
+        }
+    }
+    report.acknowledged = ids.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut delivered = 0;
+        for id in &ids {
+            if client.get(format!("{receiver}/api/EntityItems/{id}")).send().await.is_ok_and(|r| r.status() == 200) {
+                delivered += 1;
+            }
+        }
+        report.delivered = delivered;
+        if delivered == ids.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    report.lost = ids.len() - report.delivered;
+    let pids: Vec<u32> = PidFile::new(&dir).read().into_iter().map(|r| r.pid).collect();
+
+    // SIGKILL: no teardown of its own.
+    let pid = child.id().ok_or("the second apphost is gone already")?;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let _ = child.wait().await;
+    let killed_at = Instant::now();
+    report.notes.push(format!("SIGKILLed apphost (pid {pid}) running {} resources", ps.len()));
+
+    let down = apphost(file, state, app).arg("down").status().await.map_err(|e| e.to_string())?;
+    if !down.success() {
+        return Err(format!("`apphost down` after the kill failed ({down})"));
+    }
+    report.recovery_seconds = Some(killed_at.elapsed().as_secs_f64());
+    let mut left: Vec<String> = pids.iter().filter(|p| crate::state::process_running(**p)).map(|p| format!("process {p}")).collect();
+    if let Ok(engine) = docker::connect().await {
+        left.extend(docker::leftovers(&engine, app).await);
+    }
+    if dir.session_file().exists() {
+        left.push("the session file".into());
+    }
+    if !left.is_empty() {
+        return Err(format!("`apphost down` left behind: {}", left.join(", ")));
+    }
+    if report.lost > 0 {
+        return Err(format!("{} acknowledged items were not delivered before the kill", report.lost));
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `apphost test --scenario soak --duration 10m`: steady load for the whole
+//! duration and a random fault every 20–40 s (each of the built-in kinds),
+//! then full delivery is checked once; the report, with the timeline of
+//! faults, goes to a Markdown file.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+
+use super::{Ctx, Report};
+use crate::supervisor::{Control, State};
+
+const FAULTS: [&str; 7] = ["stop-broker", "kill-broker", "stop-receiver", "kill-receiver", "kill-sender", "restart-sender-db", "poison"];
+
+struct Fault {
+    at: f64,
+    kind: &'static str,
+    /// Until the stack was healthy again.
+    recovered_after: Option<f64>,
+    note: String,
+}
+
+pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
+    let started = Instant::now();
+    let mut report = Report { scenario: "soak".into(), ..Default::default() };
+    let processed_before = ctx.receiver_metric("receiver_processed_total").await;
+    let rejected_before = ctx.receiver_metric("receiver_rejected_total").await;
+    let mut faults: Vec<Fault> = Vec::new();
+    let outcome: Result<(), String> = async {
+        let load = ctx.load("soak", None)?;
+        let mut burst = Vec::new();
+        let mut last_fault_end = Instant::now();
+        loop {
+            let pause = Duration::from_secs(rand::rng().random_range(20..=40));
+            if started.elapsed() + pause >= duration {
+                tokio::time::sleep(duration.saturating_sub(started.elapsed())).await;
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            let kind = FAULTS[rand::rng().random_range(0..FAULTS.len())];
+            let at = started.elapsed().as_secs_f64();
+            ctx.supervisor.record("apphost", format!("soak: {kind}"));
+            let struck = Instant::now();
+            let (note, extra) = fault(ctx, kind).await?;
+            burst.extend(extra);
+            let recovered = ctx.wait_all_healthy(Duration::from_secs(180)).await;
+            last_fault_end = Instant::now();
+            faults.push(Fault { at, kind, recovered_after: recovered.then(|| struck.elapsed().as_secs_f64()), note });
+            if !recovered {
+                return Err(format!("the stack was not healthy 180s after `{kind}`"));
+            }
+        }
+        let _ = last_fault_end;
+        let mut acknowledged = burst;
+        ctx.collect(load, &mut acknowledged, &mut report).await;
+        ctx.verify(&acknowledged, Instant::now(), processed_before, &mut report).await
+    }
+    .await;
+    if let Err(e) = outcome {
+        report.failure = Some(e);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    let rejected = (ctx.receiver_metric("receiver_rejected_total").await - rejected_before).max(0.0);
+    let poisons = faults.iter().filter(|f| f.kind == "poison").count();
+    if report.failure.is_none() && rejected < poisons as f64 {
+        report.failure = Some(format!("{poisons} poison messages sent, {rejected} rejected to the DLQ"));
+    }
+    let text = markdown(&report, &faults, duration, ctx, rejected);
+    if let Err(e) = std::fs::write(path, text) {
+        report.notes.push(format!("cannot write the report to {}: {e}", path.display()));
+    } else {
+        report.notes.push(format!("report: {}", path.display()));
+    }
+    report
+}
+
+/// Breaks one thing; returns a note on what was done and the ids of any
+/// writes it made itself (they must be delivered too).
+async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
+    let r = &ctx.roles;
+    let outage = ctx.settings.outage;
+    let gone = |s: &State| !s.is_up();
+    let mut extra = Vec::new();
+    let note = match kind {
+        "stop-broker" | "stop-receiver" | "restart-sender-db" => {
+            let target = match kind {
+                "stop-broker" => &r.broker,
+                "stop-receiver" => &r.receiver,
+                _ => &r.sender_db,
+            };
+            ctx.act(target, Control::Stop).await?;
+            tokio::time::sleep(outage).await;
+            ctx.act(target, Control::Start).await?;
+            format!("`{target}` stopped for {outage:?}")
+        }
+        "kill-broker" | "kill-receiver" => {
+            let target = if kind == "kill-broker" { &r.broker } else { &r.receiver };
+            ctx.act(target, Control::Kill).await?;
+            // The restart policy brings it back; when it does not (policy `no`), start it.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state)) {
+                ctx.act(target, Control::Start).await?;
+            }
+            format!("`{target}` SIGKILLed")
+        }
+        "kill-sender" => {
+            let (pending, burst) = ctx.batch_in_flight().await?;
+            extra = burst;
+            ctx.act(&r.sender, Control::Kill).await?;
+            format!("`{}` SIGKILLed with {pending} outbox rows in flight", r.sender)
+        }
+        _ => {
+            super::send_poison(&r.broker_url, &r.queue).await?;
+            "a malformed message put on the queue".to_owned()
+        }
+    };
+    Ok((note, extra))
+}
+
+fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, rejected: f64) -> String {
+    let mut text = format!(
+        "# Soak: {} of steady load with a random fault every 20–40 s\n\n\
+         Reproduce: `apphost test --scenario soak --duration {} --outage {}s --rate {} --report FILE`.\n\
+         Measured {} with apphost {}.\n\n\
+         | verdict | acknowledged | refused (503 of them) | delivered | **lost** | **duplicate effects** | poison to DLQ | faults |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} ({}) | {} | **{}** | **{}** | {} | {} |\n\n",
+        format_args!("{:?}", duration),
+        format_args!("{:?}", duration),
+        ctx.settings.outage.as_secs(),
+        ctx.settings.rate,
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        env!("CARGO_PKG_VERSION"),
+        if report.passed() { "passed" } else { "FAILED" },
+        report.acknowledged,
+        report.refused,
+        report.unavailable,
+        report.delivered,
+        report.lost,
+        report.duplicate_effects,
+        rejected,
+        faults.len(),
+    );
+    if let Some(why) = &report.failure {
+        text.push_str(&format!("Failure: {why}\n\n"));
+    }
+    text.push_str(&format!(
+        "Full delivery {} after the load stopped.\n\n## Faults\n\n| at | fault | what | all healthy again (from the fault's start) |\n|---|---|---|---|\n",
+        report.recovery_seconds.map_or("never".into(), |s| format!("{s:.1} s")),
+    ));
+    for f in faults {
+        text.push_str(&format!(
+            "| {:.0} s | {} | {} | {} |\n",
+            f.at,
+            f.kind,
+            f.note,
+            f.recovered_after.map_or("-".into(), |s| format!("{s:.1} s"))
+        ));
+    }
+    text
+}

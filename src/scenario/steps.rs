@@ -1,0 +1,167 @@
+//! Scenarios as data: a list of [`Step`]s (load, chaos, wait, assert). The
+//! built-in scenarios are written this way, and so are scenario files.
+
+use std::time::Duration;
+
+use crate::supervisor::Control;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Start the steady load (at `rate` per second, or `--rate`).
+    Load { rate: Option<u32> },
+    /// Stop it; what it got acknowledged is what must be delivered.
+    StopLoad,
+    Wait(Duration),
+    /// Until every instance of the resource is healthy again.
+    WaitHealthy(String),
+    Chaos(Chaos),
+    /// A malformed message on the receiver's queue, from an independent producer.
+    Poison,
+    Assert(Expect),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chaos {
+    pub action: Action,
+    pub resource: String,
+    /// Undo after this long (stop → start, pause → resume, partition → heal).
+    pub lasting: Option<Duration>,
+    /// Wait for this moment before acting.
+    pub when: When,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Stop,
+    Start,
+    Kill,
+    Pause,
+    Resume,
+    Restart,
+    Partition,
+    Heal,
+}
+
+impl Action {
+    pub const NAMES: [&str; 8] = ["stop", "start", "kill", "pause", "resume", "restart", "partition", "heal"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "stop" => Action::Stop,
+            "start" => Action::Start,
+            "kill" => Action::Kill,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            "restart" => Action::Restart,
+            "partition" => Action::Partition,
+            "heal" => Action::Heal,
+            _ => return None,
+        })
+    }
+
+    pub fn control(self) -> Control {
+        match self {
+            Action::Stop => Control::Stop,
+            Action::Start => Control::Start,
+            Action::Kill => Control::Kill,
+            Action::Pause => Control::Pause,
+            Action::Resume => Control::Resume,
+            Action::Restart => Control::Restart,
+            Action::Partition => Control::Partition,
+            Action::Heal => Control::Heal,
+        }
+    }
+
+    /// What ends the fault after `for`.
+    pub fn undo(self) -> Option<Control> {
+        match self {
+            Action::Stop => Some(Control::Start),
+            Action::Pause => Some(Control::Resume),
+            Action::Partition => Some(Control::Heal),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Now,
+    /// While the sender's relay has rows taken but not yet accepted by the
+    /// broker: the outbox shows rows pending and the relay is publishing.
+    BatchInFlight,
+}
+
+/// Checks beyond the ones every scenario makes (lost = 0, duplicate effects = 0).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expect {
+    /// At most this many requests answered other than 201.
+    pub refused_at_most: Option<usize>,
+    /// At least this many answered 503 (the service said it cannot promise now).
+    pub unavailable_at_least: Option<usize>,
+    /// At least this many more messages rejected to the DLQ.
+    pub rejected_at_least: Option<u64>,
+}
+
+/// The built-in scenario `name`, with `outage` as the length of its fault.
+pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Vec<Step>> {
+    use Step::*;
+    let chaos = |action, resource: &str, lasting| Chaos(self::Chaos { action, resource: resource.to_owned(), lasting, when: When::Now });
+    let settle = Wait(Duration::from_secs(2));
+    let steps = match name {
+        "smoke" => vec![Load { rate: None }, Wait(Duration::from_secs(4)), StopLoad],
+        "broker-outage" => vec![
+            Load { rate: None },
+            settle.clone(),
+            chaos(Action::Stop, &roles.broker, Some(outage)),
+            settle,
+            StopLoad,
+            // The sender keeps answering 201 through the outage.
+            Assert(Expect { refused_at_most: Some(0), ..Expect::default() }),
+        ],
+        "receiver-offline" => vec![
+            Load { rate: None },
+            settle.clone(),
+            chaos(Action::Stop, &roles.receiver, Some(outage)),
+            WaitHealthy(roles.receiver.clone()),
+            settle,
+            StopLoad,
+            Assert(Expect { refused_at_most: Some(0), ..Expect::default() }),
+        ],
+        "sender-crash" => vec![
+            Load { rate: None },
+            settle.clone(),
+            Chaos(self::Chaos { action: Action::Kill, resource: roles.sender.clone(), lasting: None, when: When::BatchInFlight }),
+            WaitHealthy(roles.sender.clone()),
+            settle,
+            StopLoad,
+        ],
+        "receiver-crash" => vec![
+            Load { rate: None },
+            settle.clone(),
+            chaos(Action::Kill, &roles.receiver, None),
+            WaitHealthy(roles.receiver.clone()),
+            settle,
+            StopLoad,
+        ],
+        "db-restart" => vec![
+            Load { rate: None },
+            settle.clone(),
+            chaos(Action::Stop, &roles.sender_db, Some(outage)),
+            WaitHealthy(roles.sender_db.clone()),
+            settle,
+            StopLoad,
+            // While the database is down the API says so (503) instead of promising.
+            Assert(Expect { unavailable_at_least: Some(1), ..Expect::default() }),
+        ],
+        "poison" => vec![
+            Load { rate: None },
+            settle.clone(),
+            Poison,
+            settle,
+            StopLoad,
+            Assert(Expect { rejected_at_least: Some(1), ..Expect::default() }),
+        ],
+        _ => return None,
+    };
+    Some(steps)
+}
