@@ -92,7 +92,7 @@ pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Option
     let (_guard, mut terminal) = take_terminal()?;
     let (inputs, mut input) = mpsc::channel::<Input>(256);
     let reading = Arc::new(AtomicBool::new(true));
-    let reader = {
+    {
         let reading = reading.clone();
         std::thread::Builder::new().name("dashboard-input".into()).spawn(move || {
             while reading.load(Ordering::Relaxed) {
@@ -105,8 +105,8 @@ pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Option
                     Err(_) => break,
                 }
             }
-        })?
-    };
+        })?;
+    }
     let (answers, mut answered) = mpsc::unbounded_channel::<String>();
     let mut app = App::new(stack.clone());
     app.attached = options.attached;
@@ -172,8 +172,10 @@ pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Option
             dirty = false;
         }
     };
+    // The reader stops at its next poll. It is not joined: on a terminal
+    // that went away, crossterm's read can spin without returning, and a
+    // join would hold the teardown hostage to it.
     reading.store(false, Ordering::Relaxed);
     drop(input);
-    let _ = reader.join();
     Ok(exit)
 }

@@ -25,6 +25,11 @@ impl Tmux {
         Self { socket, state, topology: workspace().join("apphost.yaml") }
     }
 
+    /// Kills the tmux server only (the terminal goes away), as a user closing the window.
+    fn close(mut self) {
+        self.state = PathBuf::new();
+    }
+
     fn topology(mut self, file: PathBuf) -> Self {
         self.topology = file;
         self
@@ -69,6 +74,10 @@ fn shell_line(state: &std::path::Path, file: &std::path::Path, args: &str, what:
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        if self.state.as_os_str().is_empty() {
+            let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+            return;
+        }
         let _ = Command::new(env!("CARGO_BIN_EXE_apphost"))
             .env("APPHOST_STATE_DIR", &self.state)
             .args(["-f", &self.topology.display().to_string(), "down"])
@@ -223,4 +232,31 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
         assert!(!alive(pid), "process {pid} outlived `down`");
     }
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
+}
+
+/// Closing the terminal (the tmux server goes, SIGHUP) tears the app down
+/// and apphost exits: nothing waits on a terminal that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_terminal_tears_down_and_exits() {
+    let _one = ONE_STACK.lock().await;
+    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let file = workspace().join("dashboard/bench/flood.yaml");
+    let tmux = Tmux::start(100, 30, &shell_line(&state, &file, "up", "apphost"), state.clone()).topology(file);
+    tmux.wait_for("the flood running", Duration::from_secs(60), |s| row(s, "flood").contains("running")).await;
+    let session: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
+    let apphost_pid = session["pid"].as_u64().unwrap() as u32;
+    let ps = crate::helpers::apphost(&state).args(["ps", "-f", &workspace().join("dashboard/bench/flood.yaml").display().to_string(), "--json"]).output().await.unwrap();
+    let children = pids(&serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout).unwrap_or_default());
+    assert!(!children.is_empty(), "{}", String::from_utf8_lossy(&ps.stderr));
+    tmux.close();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while alive(apphost_pid) {
+        assert!(tokio::time::Instant::now() < deadline, "apphost outlived its terminal");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for pid in children {
+        assert!(!alive(pid), "process {pid} outlived apphost");
+    }
+    let own = std::fs::read_to_string(state.join("apphost.log")).unwrap();
+    assert!(own.contains("`flood` is down"), "a clean teardown:\n{own}");
 }
