@@ -74,12 +74,30 @@ pub enum PlanError {
     Secrets(std::io::Error),
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+/// Loopback ports picked for one plan. Each stays bound until the plan is
+/// done, so two picks cannot return the same port (binding port 0 again
+/// after letting go of the last one may well hand it out twice).
+#[derive(Default)]
+struct Ports {
+    held: Vec<TcpListener>,
 }
 
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
+impl Ports {
+    fn hold(&mut self, listener: std::io::Result<TcpListener>) -> Option<u16> {
+        let listener = listener.ok()?;
+        let port = listener.local_addr().ok()?.port();
+        self.held.push(listener);
+        Some(port)
+    }
+
+    fn free(&mut self) -> u16 {
+        self.hold(TcpListener::bind("127.0.0.1:0")).unwrap_or(0)
+    }
+
+    /// Takes `port` if nothing (not even this plan) has it.
+    fn take(&mut self, port: u16) -> bool {
+        self.hold(TcpListener::bind(("127.0.0.1", port))).is_some()
+    }
 }
 
 /// The plan for every instance of `t`. `docker` says whether resources that
@@ -93,6 +111,7 @@ pub fn plan(
     telemetry: &[(String, String)],
 ) -> Result<Vec<Instance>, PlanError> {
     let mut instances = Vec::new();
+    let mut picked = Ports::default();
     for r in &t.resources {
         let runtime = match r.kind {
             Kind::Project | Kind::Executable => RuntimeKind::Process,
@@ -113,9 +132,9 @@ pub fn plan(
             let mut ports = BTreeMap::new();
             for p in &r.ports {
                 let host = match p.host.filter(|h| *h != 0) {
-                    Some(h) if port_is_free(h) => h,
+                    Some(h) if picked.take(h) => h,
                     Some(h) => return Err(PlanError::PortInUse { resource: r.name.clone(), name: p.name.clone(), port: h }),
-                    None => free_port(),
+                    None => picked.free(),
                 };
                 ports.insert(p.name.clone(), Binding { host, target: p.target });
             }

@@ -73,7 +73,7 @@ impl Artemis {
             .expect("running `artemis create` (is Java 17 installed?)");
         assert!(out.status.success(), "artemis create failed: {}", String::from_utf8_lossy(&out.stderr));
 
-        let (amqp_port, core_port) = (crate::free_port(), crate::free_port());
+        let [amqp_port, core_port] = crate::free_ports::<2>();
         let broker_xml = instance.join("etc/broker.xml");
         let xml = std::fs::read_to_string(&broker_xml).expect("reading broker.xml");
         let xml = xml

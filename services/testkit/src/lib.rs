@@ -22,7 +22,14 @@ pub use postgres::Postgres;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding port 0").port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports: each stays bound until all are picked,
+/// or binding port 0 again may hand the same one out twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding port 0")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("a bound port").port())
 }
 
 /// A name unique to this call, for databases and queues.
