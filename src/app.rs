@@ -251,8 +251,6 @@ struct Ui {
 pub struct RunningApp {
     pub supervisor: Arc<Supervisor>,
     pub instances: Vec<plan::Instance>,
-    /// CPU, memory and the outbox numbers.
-    pub monitor: Arc<Monitor>,
     /// Cancelled by `POST /v1/down` (`apphost down`).
     pub down: CancellationToken,
     state: StateDir,
@@ -270,6 +268,7 @@ pub async fn start(
     state: &StateDir,
     options: &UpOptions,
     logs: &LogStore,
+    view: &Arc<LiveStack>,
     say: &impl Fn(&str),
 ) -> miette::Result<RunningApp> {
     for leftover in reap_leftovers(topology, state).await {
@@ -331,9 +330,8 @@ pub async fn start(
     let token = uuid::Uuid::new_v4().simple().to_string();
     let sources = instances.iter().filter(|i| topology.metrics_from.contains(&i.resource.name)).cloned().collect();
     let monitor = Monitor::spawn(supervisor.clone(), sources, stop_api.clone());
-    let view = LiveStack::new(logs.clone());
     view.started(supervisor.clone(), monitor.clone());
-    let (port, api) = crate::control::serve(supervisor.clone(), view, token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
+    let (port, api) = crate::control::serve(supervisor.clone(), view.clone(), token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
     let api = tokio::spawn(api);
     Session {
         id: session_id,
@@ -347,7 +345,7 @@ pub async fn start(
     .save(state)
     .into_diagnostic()?;
     say(&format!("`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them", topology.name, instances.len()));
-    Ok(RunningApp { supervisor, instances, monitor, down, state: state.clone(), runtimes, docker, stop_api, api, name: topology.name.clone() })
+    Ok(RunningApp { supervisor, instances, down, state: state.clone(), runtimes, docker, stop_api, api, name: topology.name.clone() })
 }
 
 impl RunningApp {
@@ -388,16 +386,15 @@ impl RunningApp {
 }
 
 async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str), ui: Option<Ui>) -> miette::Result<ExitCode> {
-    let app = start(topology, state, &options, logs, say).await?;
+    // One view of the app: the dashboard (shown from before the build) and the control API read it.
+    let view = ui.as_ref().map_or_else(|| LiveStack::new(logs.clone()), |ui| ui.stack.clone());
+    let app = start(topology, state, &options, logs, &view, say).await?;
     announce_when_healthy(app.supervisor.clone(), say_owned(logs));
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut terminate = signal(SignalKind::terminate()).into_diagnostic()?;
     let mut hangup = signal(SignalKind::hangup()).into_diagnostic()?;
     let (stop_ui, mut ui_task) = match ui {
-        Some(ui) => {
-            ui.stack.started(app.supervisor.clone(), app.monitor.clone());
-            (Some(ui.stop), Some(ui.task))
-        }
+        Some(ui) => (Some(ui.stop), Some(ui.task)),
         None => (None, None),
     };
     let ui_ended = async {
@@ -558,7 +555,7 @@ pub async fn test(
     let say = say_owned(&logs);
     say(&format!("resource output: {}", output_path.display()));
 
-    let app = start(&topology, &state, &options, &logs, &say).await?;
+    let app = start(&topology, &state, &options, &logs, &LiveStack::new(logs.clone()), &say).await?;
     let mut roles = roles;
     if let Some(broker) = app.instances.iter().find(|i| i.resource.name == roles.broker) {
         let env = |k: &str| broker.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();

@@ -218,8 +218,7 @@ async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)
     };
     let prefix = if q.chaos { "chaos: " } else { "" };
     let lasting = duration.map(|d| format!(" for {d:?}")).unwrap_or_default();
-    api.supervisor.record(&name, format!("{prefix}{action}{lasting} requested"));
-    match api.supervisor.control(&name, control).await {
+    match api.supervisor.request(&name, control, &format!("{prefix}{action}{lasting}"), prefix).await {
         Ok(message) => {
             if let (Some(d), Some(undo)) = (duration, undo) {
                 let supervisor = api.supervisor.clone();
@@ -231,13 +230,9 @@ async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)
                     supervisor.record(&name, format!("{prefix}after {d:?}: {said}"));
                 });
             }
-            api.supervisor.record(&name, format!("{prefix}{message}"));
             Json(serde_json::json!({ "ok": message })).into_response()
         }
-        Err(error) => {
-            api.supervisor.record(&name, format!("{prefix}{action} refused: {error}"));
-            refuse(StatusCode::CONFLICT, error)
-        }
+        Err(error) => refuse(StatusCode::CONFLICT, error),
     }
 }
 

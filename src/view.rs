@@ -127,13 +127,7 @@ impl dashboard::Stack for LiveStack {
                 dashboard::Command::Stop => Control::Stop,
                 dashboard::Command::Restart => Control::Restart,
             };
-            supervisor.record(&resource, format!("{} requested (dashboard)", command.verb()));
-            let answer = supervisor.control(&resource, control).await;
-            match &answer {
-                Ok(message) => supervisor.record(&resource, message.clone()),
-                Err(error) => supervisor.record(&resource, format!("{} refused: {error}", command.verb())),
-            }
-            answer
+            supervisor.request(&resource, control, &format!("{} (dashboard)", command.verb()), "").await
         }
         .boxed()
     }

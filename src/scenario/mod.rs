@@ -204,13 +204,18 @@ impl Ctx {
     }
 
     async fn metric(&self, resource: &str, series: &str) -> f64 {
-        let Ok(url) = self.url(resource) else { return 0.0 };
-        let Ok(r) = self.client.get(format!("{url}/metrics")).send().await else { return 0.0 };
-        let text = r.text().await.unwrap_or_default();
-        text.lines()
-            .filter(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.scrape(resource).await.get(series).unwrap_or(0.0)
+    }
+
+    /// `resource`'s `/metrics`, read as the dashboard's monitor reads them (empty when it does not answer).
+    async fn scrape(&self, resource: &str) -> crate::monitor::Scrape {
+        let mut scrape = crate::monitor::Scrape::default();
+        if let Ok(url) = self.url(resource)
+            && let Ok(r) = self.client.get(format!("{url}/metrics")).send().await
+        {
+            scrape.add(&r.text().await.unwrap_or_default());
+        }
+        scrape
     }
 
     /// Ids the receiver has stored, read page by page.
@@ -363,8 +368,9 @@ impl Ctx {
                 }
             }
             for _ in 0..50 {
-                let pending = self.metric(&self.roles.sender, "outbox_pending").await;
-                let now = self.metric(&self.roles.sender, "outbox_published_total").await;
+                let scrape = self.scrape(&self.roles.sender).await;
+                let pending = scrape.get("outbox_pending").unwrap_or(0.0);
+                let now = scrape.get("outbox_published_total").unwrap_or(0.0);
                 if pending >= 1.0 && now > published {
                     return Ok((pending as u64, acknowledged));
                 }

@@ -31,7 +31,6 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
         let mut burst = Vec::new();
-        let mut last_fault_end = Instant::now();
         loop {
             let pause = Duration::from_secs(rand::rng().random_range(20..=40));
             if started.elapsed() + pause >= duration {
@@ -46,13 +45,11 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
             let (note, extra) = fault(ctx, kind).await?;
             burst.extend(extra);
             let recovered = ctx.wait_all_healthy(Duration::from_secs(180)).await;
-            last_fault_end = Instant::now();
             faults.push(Fault { at, kind, recovered_after: recovered.then(|| struck.elapsed().as_secs_f64()), note });
             if !recovered {
                 return Err(format!("the stack was not healthy 180s after `{kind}`"));
             }
         }
-        let _ = last_fault_end;
         let mut acknowledged = burst;
         ctx.collect(load, &mut acknowledged, &mut report).await;
         ctx.verify(&acknowledged, Instant::now(), processed_before, &mut report).await

@@ -107,60 +107,36 @@ pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Ve
     use Step::*;
     let chaos = |action, resource: &str, lasting| Chaos(self::Chaos { action, resource: resource.to_owned(), lasting, when: When::Now });
     let settle = Wait(Duration::from_secs(2));
+    // Steady load, the fault (and what waits for its end), steady load again, then the checks.
+    let under_load = |fault: Vec<Step>, expect: Option<Expect>| {
+        let mut steps = vec![Load { rate: None }, settle.clone()];
+        steps.extend(fault);
+        steps.extend([settle.clone(), StopLoad]);
+        steps.extend(expect.map(Assert));
+        steps
+    };
     let steps = match name {
-        "smoke" => vec![Load { rate: None }, Wait(Duration::from_secs(4)), StopLoad],
-        "broker-outage" => vec![
-            Load { rate: None },
-            settle.clone(),
-            chaos(Action::Stop, &roles.broker, Some(outage)),
-            settle,
-            StopLoad,
-            // The sender keeps answering 201 through the outage.
-            Assert(Expect { refused_at_most: Some(0), ..Expect::default() }),
-        ],
-        "receiver-offline" => vec![
-            Load { rate: None },
-            settle.clone(),
-            chaos(Action::Stop, &roles.receiver, Some(outage)),
-            WaitHealthy(roles.receiver.clone()),
-            settle,
-            StopLoad,
-            Assert(Expect { refused_at_most: Some(0), ..Expect::default() }),
-        ],
-        "sender-crash" => vec![
-            Load { rate: None },
-            settle.clone(),
-            Chaos(self::Chaos { action: Action::Kill, resource: roles.sender.clone(), lasting: None, when: When::BatchInFlight }),
-            WaitHealthy(roles.sender.clone()),
-            settle,
-            StopLoad,
-        ],
-        "receiver-crash" => vec![
-            Load { rate: None },
-            settle.clone(),
-            chaos(Action::Kill, &roles.receiver, None),
-            WaitHealthy(roles.receiver.clone()),
-            settle,
-            StopLoad,
-        ],
-        "db-restart" => vec![
-            Load { rate: None },
-            settle.clone(),
-            chaos(Action::Stop, &roles.sender_db, Some(outage)),
-            WaitHealthy(roles.sender_db.clone()),
-            settle,
-            StopLoad,
-            // While the database is down the API says so (503) instead of promising.
-            Assert(Expect { unavailable_at_least: Some(1), ..Expect::default() }),
-        ],
-        "poison" => vec![
-            Load { rate: None },
-            settle.clone(),
-            Poison,
-            settle,
-            StopLoad,
-            Assert(Expect { rejected_at_least: Some(1), ..Expect::default() }),
-        ],
+        "smoke" => under_load(vec![], None),
+        // The sender keeps answering 201 through the outage.
+        "broker-outage" => under_load(vec![chaos(Action::Stop, &roles.broker, Some(outage))], Some(Expect { refused_at_most: Some(0), ..Expect::default() })),
+        "receiver-offline" => under_load(
+            vec![chaos(Action::Stop, &roles.receiver, Some(outage)), WaitHealthy(roles.receiver.clone())],
+            Some(Expect { refused_at_most: Some(0), ..Expect::default() }),
+        ),
+        "sender-crash" => under_load(
+            vec![
+                Chaos(self::Chaos { action: Action::Kill, resource: roles.sender.clone(), lasting: None, when: When::BatchInFlight }),
+                WaitHealthy(roles.sender.clone()),
+            ],
+            None,
+        ),
+        "receiver-crash" => under_load(vec![chaos(Action::Kill, &roles.receiver, None), WaitHealthy(roles.receiver.clone())], None),
+        // While the database is down the API says so (503) instead of promising.
+        "db-restart" => under_load(
+            vec![chaos(Action::Stop, &roles.sender_db, Some(outage)), WaitHealthy(roles.sender_db.clone())],
+            Some(Expect { unavailable_at_least: Some(1), ..Expect::default() }),
+        ),
+        "poison" => under_load(vec![Poison], Some(Expect { rejected_at_least: Some(1), ..Expect::default() })),
         _ => return None,
     };
     Some(steps)

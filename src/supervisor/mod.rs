@@ -277,6 +277,19 @@ impl Supervisor {
         Ok(answers.join("; "))
     }
 
+    /// `control` on `name` on someone's behalf, with the request and its
+    /// outcome recorded as events: `asked` names it (`chaos: stop for 30s`),
+    /// `prefix` marks the outcome (`chaos: `).
+    pub async fn request(&self, name: &str, control: Control, asked: &str, prefix: &str) -> Result<String, String> {
+        self.record(name, format!("{asked} requested"));
+        let answer = self.control(name, control).await;
+        match &answer {
+            Ok(message) => self.record(name, format!("{prefix}{message}")),
+            Err(error) => self.record(name, format!("{asked} refused: {error}")),
+        }
+        answer
+    }
+
     /// Whether every instance is healthy (or finished, for one-shot jobs).
     pub fn all_healthy(&self) -> bool {
         self.snapshot().iter().all(|s| matches!(s.state, State::Healthy | State::Exited(Exit::Code(0))))
