@@ -124,11 +124,11 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     let sender = endpoint(&ps, "sender", "http");
 
     // Select the broker, stop it, confirm.
+    // (A key is drawn at the next frame, not at once: wait for it.)
     tmux.keys(&["Down", "Down"]);
-    let screen = tmux.screen();
-    assert!(row(&screen, "broker").is_empty() || screen.lines().any(|l| l.contains("▶broker")), "the broker is selected:\n{screen}");
+    tmux.wait_for("the broker selected", Duration::from_secs(10), |s| s.lines().any(|l| l.contains("▶broker"))).await;
     tmux.keys(&["x"]);
-    tmux.wait_for("the confirmation", Duration::from_secs(5), |s| s.contains("Stop `broker`?")).await;
+    tmux.wait_for("the confirmation", Duration::from_secs(15), |s| s.contains("Stop `broker`?")).await;
     tmux.keys(&["y"]);
     tmux.wait_for("the broker stopped", Duration::from_secs(60), |s| row(s, "broker").contains("stopped")).await;
 
@@ -142,15 +142,18 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
 
     // `b` starts it again (after a yes) and the backlog drains.
     tmux.keys(&["b"]);
-    tmux.wait_for("the confirmation", Duration::from_secs(5), |s| s.contains("Start `broker`?")).await;
+    tmux.wait_for("the confirmation", Duration::from_secs(15), |s| s.contains("Start `broker`?")).await;
     tmux.keys(&["y"]);
     tmux.wait_for("the backlog drained", Duration::from_secs(120), |s| outbox_value(s, "pending") == Some(0.0) && row(s, "broker").contains("healthy")).await;
 
     // `?` lists the keys; `q` asks, then tears everything down.
     tmux.keys(&["?"]);
-    tmux.wait_for("the help", Duration::from_secs(5), |s| s.contains("level filter")).await;
-    tmux.keys(&["Escape", "q"]);
-    tmux.wait_for("the quit question", Duration::from_secs(5), |s| s.contains("Quit and stop the stack?")).await;
+    tmux.wait_for("the help", Duration::from_secs(15), |s| s.contains("level filter")).await;
+    // Escape and q in one read would be Alt+q: let the help close first.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the help closed", Duration::from_secs(15), |s| !s.contains("level filter")).await;
+    tmux.keys(&["q"]);
+    tmux.wait_for("the quit question", Duration::from_secs(15), |s| s.contains("Quit and stop the stack?")).await;
     tmux.keys(&["y"]);
     let screen = tmux.wait_for("apphost to exit", Duration::from_secs(120), |s| s.contains("apphost exited:")).await;
     assert!(screen.contains("apphost exited: 0"), "{screen}");
@@ -213,7 +216,7 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
     let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
     tmux.wait_for("the attached dashboard", Duration::from_secs(30), |s| names.iter().all(|n| row(s, n).contains("● healthy"))).await;
     tmux.keys(&["q"]);
-    tmux.wait_for("the detach question", Duration::from_secs(5), |s| s.contains("Detach?")).await;
+    tmux.wait_for("the detach question", Duration::from_secs(15), |s| s.contains("Detach?")).await;
     tmux.keys(&["y"]);
     let screen = tmux.wait_for("the dashboard to exit", Duration::from_secs(10), |s| s.contains("dashboard exited:")).await;
     assert!(screen.contains("keeps running") && screen.contains("dashboard exited: 0"), "{screen}");
