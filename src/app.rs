@@ -561,6 +561,14 @@ pub async fn test(
         let env = |k: &str| broker.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         roles.broker_url = format!("amqp://{}:{}@127.0.0.1:{}", env("ARTEMIS_USER"), env("ARTEMIS_PASSWORD"), broker.port("amqp").unwrap_or_default());
     }
+    // The receiver's effects are counted in its own database, reached as it reaches it.
+    let receiver_db = topology
+        .resource(&roles.receiver)
+        .and_then(|r| r.references.iter().find(|x| topology.resource(&x.name).is_some_and(|d| d.kind == Kind::Postgres)))
+        .map(|r| format!("ConnectionStrings__{}", r.name));
+    if let (Some(receiver), Some(key)) = (app.instances.iter().find(|i| i.resource.name == roles.receiver), receiver_db) {
+        roles.receiver_db_url = receiver.env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+    }
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut reports = Vec::new();
     let mut interrupted = false;
@@ -657,5 +665,5 @@ fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
         .resource(&receiver)
         .and_then(|r| r.env.iter().find(|(k, _)| k == "RECEIVER_ADDRESS").map(|(_, v)| v.clone()))
         .unwrap_or_else(|| "entity-items".to_owned());
-    Ok(crate::scenario::Roles { sender, receiver, broker, sender_db, broker_url: String::new(), queue })
+    Ok(crate::scenario::Roles { sender, receiver, broker, sender_db, broker_url: String::new(), queue, receiver_db_url: String::new() })
 }

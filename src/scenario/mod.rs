@@ -48,6 +48,8 @@ pub struct Roles {
     pub broker_url: String,
     /// The queue the receiver consumes.
     pub queue: String,
+    /// `postgres://…` of the receiver's database, where its effects are counted.
+    pub receiver_db_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,29 @@ pub struct Ctx {
     pub roles: Roles,
     pub settings: Settings,
     client: reqwest::Client,
+    effects: Mutex<Effects>,
+    receiver_db: Option<sqlx::PgPool>,
+}
+
+/// The receiver's effects counted two ways over one lifetime of its process:
+/// its own `receiver_processed_total`, and the inbox rows its database
+/// committed since the lifetime began. A message taking effect twice counts
+/// as processed twice but can have only one row, so the counter runs ahead.
+/// The counter starts again with each process; a kill, stop or restart of
+/// the receiver closes one lifetime (its count is kept) and opens the next.
+#[derive(Debug, Clone, Copy)]
+struct Effects {
+    /// Since when the current lifetime is watched (PostgreSQL stamps rows
+    /// with this machine's clock too).
+    since: chrono::DateTime<chrono::Utc>,
+    /// The counter's value at `since`: 0 for a process started after it.
+    base: f64,
+    /// `receiver_duplicates_total` at `since`, likewise.
+    absorbed_base: f64,
+    /// Duplicate effects found in lifetimes already closed.
+    found: u64,
+    /// The current lifetime is already counted (into `found`): it is about to end.
+    closed: bool,
 }
 
 /// A steady stream of POSTs until stopped; remembers what was acknowledged.
@@ -116,7 +141,49 @@ impl Load {
 impl Ctx {
     pub fn new(supervisor: Arc<Supervisor>, roles: Roles, settings: Settings) -> Self {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
-        Self { supervisor, roles, settings, client }
+        let receiver_db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(&roles.receiver_db_url)
+            .ok();
+        let effects = Mutex::new(Effects { since: chrono::Utc::now(), base: 0.0, absorbed_base: 0.0, found: 0, closed: false });
+        Self { supervisor, roles, settings, client, effects, receiver_db }
+    }
+
+    /// Starts counting the receiver's effects afresh (nothing is in flight).
+    async fn watch_effects(&self) {
+        let scrape = self.scrape(&self.roles.receiver).await;
+        let (base, absorbed_base) = (scrape.get("receiver_processed_total").unwrap_or(0.0), scrape.get("receiver_duplicates_total").unwrap_or(0.0));
+        *self.effects.lock().expect("lock") = Effects { since: chrono::Utc::now(), base, absorbed_base, found: 0, closed: false };
+    }
+
+    /// Counts the live receiver's lifetime into `found` ahead of a fault that
+    /// ends it, so that the fault itself can strike without delay.
+    async fn close_lifetime(&self) -> Result<(), String> {
+        let found = self.duplicate_effects().await?;
+        let mut effects = self.effects.lock().expect("lock");
+        effects.found = found;
+        effects.closed = true;
+        Ok(())
+    }
+
+    /// Duplicate effects so far: those of closed lifetimes, and how far the
+    /// live receiver's counter runs ahead of the rows it committed. The
+    /// counter is read before the rows, so a commit in between can only
+    /// hide a duplicate, never invent one.
+    async fn duplicate_effects(&self) -> Result<u64, String> {
+        let Effects { since, base, found, closed, .. } = *self.effects.lock().expect("lock");
+        if closed {
+            return Ok(found);
+        }
+        let processed = self.receiver_metric("receiver_processed_total").await - base;
+        let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE received_at >= $1")
+            .bind(since)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| format!("could not count the receiver's inbox rows: {e}"))?;
+        Ok(found + (processed - rows as f64).max(0.0) as u64)
     }
 
     fn url(&self, resource: &str) -> Result<String, String> {
@@ -170,6 +237,11 @@ impl Ctx {
     }
 
     async fn act(&self, resource: &str, control: Control) -> Result<(), String> {
+        if resource == self.roles.receiver && matches!(control, Control::Kill | Control::Stop | Control::Restart) {
+            // This receiver's counter ends here: keep what it showed, watch the next one from 0.
+            let found = self.duplicate_effects().await?;
+            *self.effects.lock().expect("lock") = Effects { since: chrono::Utc::now(), base: 0.0, absorbed_base: 0.0, found, closed: false };
+        }
         self.supervisor.record(resource, format!("test: {control:?}"));
         self.supervisor.control(resource, control).await.map(|_| ())
     }
@@ -266,7 +338,7 @@ impl Ctx {
     }
 
     async fn drive(&self, name: &str, steps: &[Step], report: &mut Report) -> Result<(), String> {
-        let processed_before = self.receiver_metric("receiver_processed_total").await;
+        self.watch_effects().await;
         let rejected_before = self.receiver_metric("receiver_rejected_total").await;
         let mut load: Option<Load> = None;
         let mut acknowledged = Vec::new();
@@ -290,9 +362,13 @@ impl Ctx {
                 }
                 Step::Chaos(chaos) => {
                     if chaos.when == When::BatchInFlight {
-                        let (pending, burst) = self.batch_in_flight().await?;
+                        if chaos.resource == self.roles.receiver {
+                            self.close_lifetime().await?;
+                        }
+                        let (in_flight, burst) = self.batch_in_flight(&chaos.resource).await?;
                         acknowledged.extend(burst);
-                        report.notes.push(format!("{} `{}` with {pending} outbox rows in flight", steps::Action::NAMES[chaos.action as usize], chaos.resource));
+                        let what = if chaos.resource == self.roles.receiver { "messages published but not yet processed" } else { "outbox rows in flight" };
+                        report.notes.push(format!("{} `{}` with {in_flight} {what}", steps::Action::NAMES[chaos.action as usize], chaos.resource));
                     }
                     self.act(&chaos.resource, chaos.action.control()).await?;
                     fault_end = Some(Instant::now());
@@ -328,7 +404,7 @@ impl Ctx {
         if acknowledged.is_empty() {
             return Err("no request was acknowledged".into());
         }
-        self.verify(&acknowledged, fault_end.unwrap_or_else(Instant::now), processed_before, report).await?;
+        self.verify(&acknowledged, fault_end.unwrap_or_else(Instant::now), report).await?;
         let rejected = (self.receiver_metric("receiver_rejected_total").await - rejected_before).max(0.0) as u64;
         for e in expectations {
             check(&e, report, rejected)?;
@@ -344,17 +420,26 @@ impl Ctx {
         report.unavailable += unavailable;
     }
 
-    /// Waits until the sender's outbox has rows taken by the relay but not
-    /// yet accepted (pending, and published moving): a batch in flight.
-    /// Bursts writes to make one if the steady load leaves none.
-    /// Returns the rows pending at that moment and the burst's acknowledged ids.
-    async fn batch_in_flight(&self) -> Result<(u64, Vec<String>), String> {
+    /// Waits until `target` is in the middle of a batch, bursting writes to
+    /// make one if the steady load leaves none:
+    /// - the sender: its outbox has rows pending while `outbox_published_total`
+    ///   moves (the relay has taken rows the broker has not yet accepted);
+    /// - the receiver: messages published since the burst are not all
+    ///   processed while `receiver_processed_total` moves (it holds
+    ///   deliveries it has not yet settled).
+    ///
+    /// Returns how many were in flight at that moment and the burst's
+    /// acknowledged ids.
+    async fn batch_in_flight(&self, target: &str) -> Result<(u64, Vec<String>), String> {
+        let on_receiver = target == self.roles.receiver;
         let sender = self.url(&self.roles.sender)?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut published = self.metric(&self.roles.sender, "outbox_published_total").await;
+        let published_0 = self.metric(&self.roles.sender, "outbox_published_total").await;
+        let processed_0 = self.receiver_metric("receiver_processed_total").await;
+        let (mut published, mut processed) = (published_0, processed_0);
         let mut acknowledged = Vec::new();
         loop {
-            // A burst: more rows than one relay batch, committed at once.
+            // A burst: more rows than one relay (or receiver) batch, committed at once.
             let burst = (0..200).map(|i| {
                 let body = serde_json::json!({ "name": format!("burst {i}"), "value": i });
                 self.client.post(format!("{sender}/api/EntityItems")).json(&body).send()
@@ -369,22 +454,31 @@ impl Ctx {
             }
             for _ in 0..50 {
                 let scrape = self.scrape(&self.roles.sender).await;
-                let pending = scrape.get("outbox_pending").unwrap_or(0.0);
-                let now = scrape.get("outbox_published_total").unwrap_or(0.0);
-                if pending >= 1.0 && now > published {
-                    return Ok((pending as u64, acknowledged));
+                let now_published = scrape.get("outbox_published_total").unwrap_or(0.0);
+                if on_receiver {
+                    let now_processed = self.receiver_metric("receiver_processed_total").await;
+                    let unprocessed = (now_published - published_0) - (now_processed - processed_0);
+                    if unprocessed >= 1.0 && now_processed > processed {
+                        return Ok((unprocessed as u64, acknowledged));
+                    }
+                    processed = now_processed;
+                } else {
+                    let pending = scrape.get("outbox_pending").unwrap_or(0.0);
+                    if pending >= 1.0 && now_published > published {
+                        return Ok((pending as u64, acknowledged));
+                    }
                 }
-                published = now;
+                published = now_published;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             if Instant::now() > deadline {
-                return Err("the relay never had a batch in flight to crash into".into());
+                return Err(format!("`{target}` never had a batch in flight to crash into"));
             }
         }
     }
 
     /// Every acknowledged id stored within `settle`, none counted twice.
-    async fn verify(&self, acknowledged: &[String], fault_end: Instant, processed_before: f64, report: &mut Report) -> Result<(), String> {
+    async fn verify(&self, acknowledged: &[String], fault_end: Instant, report: &mut Report) -> Result<(), String> {
         let deadline = Instant::now() + self.settings.settle;
         let missing = loop {
             let stored = self.stored().await.unwrap_or_default();
@@ -400,11 +494,20 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         report.lost = missing;
-        // A message taking effect twice would count as processed twice.
-        let processed = self.receiver_metric("receiver_processed_total").await - processed_before;
-        report.duplicate_effects = (processed - report.delivered as f64).max(0.0) as u64;
+        report.duplicate_effects = self.duplicate_effects().await?;
+        let absorbed_base = self.effects.lock().expect("lock").absorbed_base;
+        let absorbed = self.receiver_metric("receiver_duplicates_total").await - absorbed_base;
+        if absorbed >= 1.0 {
+            report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered messages"));
+        }
         if report.lost > 0 {
             return Err(format!("{} acknowledged items never reached the receiver within {:?}", report.lost, self.settings.settle));
+        }
+        if report.duplicate_effects > 0 {
+            return Err(format!(
+                "the receiver counted {} more effects than it committed inbox rows: messages took effect twice",
+                report.duplicate_effects
+            ));
         }
         Ok(())
     }

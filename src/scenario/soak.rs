@@ -26,7 +26,7 @@ struct Fault {
 pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let started = Instant::now();
     let mut report = Report { scenario: "soak".into(), ..Default::default() };
-    let processed_before = ctx.receiver_metric("receiver_processed_total").await;
+    ctx.watch_effects().await;
     let mut faults: Vec<Fault> = Vec::new();
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
@@ -52,7 +52,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
         }
         let mut acknowledged = burst;
         ctx.collect(load, &mut acknowledged, &mut report).await;
-        ctx.verify(&acknowledged, Instant::now(), processed_before, &mut report).await
+        ctx.verify(&acknowledged, Instant::now(), &mut report).await
     }
     .await;
     if let Err(e) = outcome {
@@ -100,7 +100,7 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
             format!("`{target}` SIGKILLed")
         }
         "kill-sender" => {
-            let (pending, burst) = ctx.batch_in_flight().await?;
+            let (pending, burst) = ctx.batch_in_flight(&r.sender).await?;
             extra = burst;
             ctx.act(&r.sender, Control::Kill).await?;
             format!("`{}` SIGKILLed with {pending} outbox rows in flight", r.sender)
@@ -146,6 +146,20 @@ fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, re
         rejected,
         faults.len(),
     );
+    text.push_str(
+        "How it is counted:\n\
+         - *acknowledged*: POSTs answered 201 (a refusal promised nothing);\n\
+         - *lost*: acknowledged ids missing from the receiver's `GET /api/EntityItems` once the load stopped;\n\
+         - *duplicate effects*: for each life of the receiver's process, how far its `receiver_processed_total` \
+           ran ahead of the inbox rows its database committed in that life (read before every kill or stop of the \
+           receiver, and at the end).\n\n",
+    );
+    for note in &report.notes {
+        text.push_str(&format!("- {note}\n"));
+    }
+    if !report.notes.is_empty() {
+        text.push('\n');
+    }
     if let Some(why) = &report.failure {
         text.push_str(&format!("Failure: {why}\n\n"));
     }

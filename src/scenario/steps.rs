@@ -86,8 +86,9 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     Now,
-    /// While the sender's relay has rows taken but not yet accepted by the
-    /// broker: the outbox shows rows pending and the relay is publishing.
+    /// While the resource is in the middle of a batch: for the sender, its
+    /// relay has rows taken but not yet accepted by the broker; for the
+    /// receiver, it holds deliveries not yet committed and settled.
     BatchInFlight,
 }
 
@@ -130,7 +131,13 @@ pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Ve
             ],
             None,
         ),
-        "receiver-crash" => under_load(vec![chaos(Action::Kill, &roles.receiver, None), WaitHealthy(roles.receiver.clone())], None),
+        "receiver-crash" => under_load(
+            vec![
+                Chaos(self::Chaos { action: Action::Kill, resource: roles.receiver.clone(), lasting: None, when: When::BatchInFlight }),
+                WaitHealthy(roles.receiver.clone()),
+            ],
+            None,
+        ),
         // While the database is down the API says so (503) instead of promising.
         "db-restart" => under_load(
             vec![chaos(Action::Stop, &roles.sender_db, Some(outage)), WaitHealthy(roles.sender_db.clone())],
