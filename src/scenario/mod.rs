@@ -96,25 +96,32 @@ pub struct Ctx {
     receiver_db: Option<sqlx::PgPool>,
 }
 
-/// The receiver's effects counted two ways over one lifetime of its process:
+/// The receiver's effects counted two ways over one life of its process:
 /// its own `receiver_processed_total`, and the inbox rows its database
-/// committed since the lifetime began. A message taking effect twice counts
-/// as processed twice but can have only one row, so the counter runs ahead.
-/// The counter starts again with each process; a kill, stop or restart of
-/// the receiver closes one lifetime (its count is kept) and opens the next.
+/// committed since the life began. A message taking effect twice counts as
+/// processed twice but can have only one row, so the counter runs ahead.
+/// The counters start again with each process; a kill, stop or restart of
+/// the receiver closes one life (what it showed is kept) and opens the next.
 #[derive(Debug, Clone, Copy)]
 struct Effects {
-    /// Since when the current lifetime is watched (PostgreSQL stamps rows
-    /// with this machine's clock too).
+    /// Since when the current life is watched (PostgreSQL stamps rows with
+    /// this machine's clock too).
     since: chrono::DateTime<chrono::Utc>,
-    /// The counter's value at `since`: 0 for a process started after it.
-    base: f64,
-    /// `receiver_duplicates_total` at `since`, likewise.
+    /// `receiver_processed_total` and `receiver_duplicates_total` at
+    /// `since`: 0 for a process started after it.
+    processed_base: f64,
     absorbed_base: f64,
-    /// Duplicate effects found in lifetimes already closed.
+    /// Duplicate effects found and redeliveries absorbed in closed lives.
     found: u64,
-    /// The current lifetime is already counted (into `found`): it is about to end.
+    absorbed: f64,
+    /// The current life is already counted into the totals: it is about to end.
     closed: bool,
+}
+
+impl Effects {
+    fn from(since: chrono::DateTime<chrono::Utc>, processed_base: f64, absorbed_base: f64) -> Self {
+        Self { since, processed_base, absorbed_base, found: 0, absorbed: 0.0, closed: false }
+    }
 }
 
 /// A steady stream of POSTs until stopped; remembers what was acknowledged.
@@ -146,37 +153,45 @@ impl Ctx {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&roles.receiver_db_url)
             .ok();
-        let effects = Mutex::new(Effects { since: chrono::Utc::now(), base: 0.0, absorbed_base: 0.0, found: 0, closed: false });
+        let effects = Mutex::new(Effects::from(chrono::Utc::now(), 0.0, 0.0));
         Self { supervisor, roles, settings, client, effects, receiver_db }
     }
 
     /// Starts counting the receiver's effects afresh (nothing is in flight).
     async fn watch_effects(&self) {
         let scrape = self.scrape(&self.roles.receiver).await;
-        let (base, absorbed_base) = (scrape.get("receiver_processed_total").unwrap_or(0.0), scrape.get("receiver_duplicates_total").unwrap_or(0.0));
-        *self.effects.lock().expect("lock") = Effects { since: chrono::Utc::now(), base, absorbed_base, found: 0, closed: false };
+        let (processed, absorbed) = (scrape.get("receiver_processed_total").unwrap_or(0.0), scrape.get("receiver_duplicates_total").unwrap_or(0.0));
+        *self.effects.lock().expect("lock") = Effects::from(chrono::Utc::now(), processed, absorbed);
     }
 
-    /// Counts the live receiver's lifetime into `found` ahead of a fault that
-    /// ends it, so that the fault itself can strike without delay.
-    async fn close_lifetime(&self) -> Result<(), String> {
-        let found = self.duplicate_effects().await?;
+    /// Counts the live receiver's life into the totals ahead of a fault that
+    /// ends it (once; a second call does nothing).
+    async fn close_life(&self) -> Result<(), String> {
+        if self.effects.lock().expect("lock").closed {
+            return Ok(());
+        }
+        let (found, absorbed) = (self.duplicate_effects().await?, self.absorbed().await);
         let mut effects = self.effects.lock().expect("lock");
-        effects.found = found;
-        effects.closed = true;
+        (effects.found, effects.absorbed, effects.closed) = (found, absorbed, true);
         Ok(())
     }
 
-    /// Duplicate effects so far: those of closed lifetimes, and how far the
-    /// live receiver's counter runs ahead of the rows it committed. The
-    /// counter is read before the rows, so a commit in between can only
-    /// hide a duplicate, never invent one.
+    /// A new receiver process is about to begin: its counters start at 0.
+    fn open_life(&self) {
+        let mut effects = self.effects.lock().expect("lock");
+        *effects = Effects { found: effects.found, absorbed: effects.absorbed, ..Effects::from(chrono::Utc::now(), 0.0, 0.0) };
+    }
+
+    /// Duplicate effects so far: those of closed lives, and how far the live
+    /// receiver's counter runs ahead of the rows it committed. The counter is
+    /// read before the rows, so a commit in between can only hide a
+    /// duplicate, never invent one.
     async fn duplicate_effects(&self) -> Result<u64, String> {
-        let Effects { since, base, found, closed, .. } = *self.effects.lock().expect("lock");
+        let Effects { since, processed_base, found, closed, .. } = *self.effects.lock().expect("lock");
         if closed {
             return Ok(found);
         }
-        let processed = self.receiver_metric("receiver_processed_total").await - base;
+        let processed = self.receiver_metric("receiver_processed_total").await - processed_base;
         let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE received_at >= $1")
             .bind(since)
@@ -184,6 +199,15 @@ impl Ctx {
             .await
             .map_err(|e| format!("could not count the receiver's inbox rows: {e}"))?;
         Ok(found + (processed - rows as f64).max(0.0) as u64)
+    }
+
+    /// Redeliveries the receiver's inbox absorbed so far, over all its lives.
+    async fn absorbed(&self) -> f64 {
+        let Effects { absorbed_base, absorbed, closed, .. } = *self.effects.lock().expect("lock");
+        if closed {
+            return absorbed;
+        }
+        absorbed + (self.receiver_metric("receiver_duplicates_total").await - absorbed_base).max(0.0)
     }
 
     fn url(&self, resource: &str) -> Result<String, String> {
@@ -238,9 +262,9 @@ impl Ctx {
 
     async fn act(&self, resource: &str, control: Control) -> Result<(), String> {
         if resource == self.roles.receiver && matches!(control, Control::Kill | Control::Stop | Control::Restart) {
-            // This receiver's counter ends here: keep what it showed, watch the next one from 0.
-            let found = self.duplicate_effects().await?;
-            *self.effects.lock().expect("lock") = Effects { since: chrono::Utc::now(), base: 0.0, absorbed_base: 0.0, found, closed: false };
+            // This receiver's counters end here: keep what they showed, watch the next ones from 0.
+            self.close_life().await?;
+            self.open_life();
         }
         self.supervisor.record(resource, format!("test: {control:?}"));
         self.supervisor.control(resource, control).await.map(|_| ())
@@ -363,7 +387,8 @@ impl Ctx {
                 Step::Chaos(chaos) => {
                     if chaos.when == When::BatchInFlight {
                         if chaos.resource == self.roles.receiver {
-                            self.close_lifetime().await?;
+                            // Counted now, so that the kill strikes the moment the batch is seen.
+                            self.close_life().await?;
                         }
                         let (in_flight, burst) = self.batch_in_flight(&chaos.resource).await?;
                         acknowledged.extend(burst);
@@ -495,8 +520,7 @@ impl Ctx {
         };
         report.lost = missing;
         report.duplicate_effects = self.duplicate_effects().await?;
-        let absorbed_base = self.effects.lock().expect("lock").absorbed_base;
-        let absorbed = self.receiver_metric("receiver_duplicates_total").await - absorbed_base;
+        let absorbed = self.absorbed().await;
         if absorbed >= 1.0 {
             report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered messages"));
         }

@@ -222,6 +222,70 @@ async fn every_built_in_scenario_passes_on_the_docker_runtime() {
     assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
     assert!(xml.contains(r#"tests="8" failures="0""#), "{xml}");
     assert!(stdout.contains("outbox rows in flight"), "sender-crash strikes with a batch in flight:\n{stdout}");
+    assert!(stdout.contains("kill `receiver` with"), "receiver-crash strikes mid-batch:\n{stdout}");
     assert!(stdout.contains("scenario apphost-killed: passed"), "{stdout}");
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
+}
+
+/// The duplicate-effect check has teeth, also after the receiver restarted
+/// (its counters start again at 0): when the receiver counted an effect whose
+/// inbox row is not there (as when a message is applied without its record),
+/// the scenario fails and says so. The test kills the receiver in the
+/// scenario, then takes one row of its new life away with `psql`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_without_its_inbox_row_fails_the_scenario() {
+    let _one = ONE_STACK.lock().await;
+    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let file = state.with_extension("yaml");
+    std::fs::write(&file, "name: watched\nsteps:\n  - load: { rate: 20 }\n  - wait: 3s\n  - chaos: { action: kill, resource: receiver }\n  - wait: { healthy: receiver }\n  - wait: 20s\n  - stop-load\n").unwrap();
+    let run = apphost(&state)
+        .args(["test", "--runtime", "process", "--no-build", "--settle", "5s", "--scenario"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Once the restarted receiver has stored a few items, remove the newest one and its inbox row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let removed = loop {
+        assert!(tokio::time::Instant::now() < deadline, "the receiver never stored anything");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(ps) = apphost(&state).args(["ps", "--json"]).output().await else { continue };
+        let Ok(ps) = serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout) else { continue };
+        let restarted = ps.iter().any(|s| s["name"] == "receiver" && s["restarts"].as_u64() >= Some(1) && s["state"] == "healthy");
+        if !restarted {
+            continue;
+        }
+        let Some(port) = ps
+            .iter()
+            .find(|s| s["name"] == "receiver-db")
+            .and_then(|s| s["endpoints"].as_array()?.iter().filter_map(|e| e.as_str()).find_map(|e| e.rsplit(':').next()?.parse::<u16>().ok()))
+        else {
+            continue;
+        };
+        let secrets: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("secrets.json")).unwrap()).unwrap();
+        let password = secrets["passwords"]["receiver-db"].as_str().unwrap().to_owned();
+        let sql = "WITH gone AS (DELETE FROM entity_items WHERE id = (SELECT id FROM entity_items ORDER BY received_at DESC LIMIT 1) \
+                   AND (SELECT count(*) FROM entity_items WHERE received_at > now() - interval '2 seconds') >= 5 RETURNING message_id) \
+                   DELETE FROM inbox WHERE message_id IN (SELECT message_id FROM gone) RETURNING message_id";
+        let out = tokio::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "apphost", "-d", "receiver", "-Atc", sql])
+            .env("PGPASSWORD", &password)
+            .output()
+            .await
+            .unwrap();
+        // The id returned, if a row went (then psql's "DELETE 1").
+        let removed = String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("DELETE")).unwrap_or("").to_owned();
+        if out.status.success() && !removed.is_empty() {
+            break removed;
+        }
+    };
+
+    let out = tokio::time::timeout(Duration::from_secs(300), run.wait_with_output()).await.expect("apphost test ends").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "message {removed} was taken away, yet:\n{stdout}");
+    assert!(stdout.contains("lost 1, duplicate effects 1"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+    let _ = std::fs::remove_file(&file);
 }
