@@ -522,7 +522,8 @@ impl Ctx {
         report.duplicate_effects = self.duplicate_effects().await?;
         let absorbed = self.absorbed().await;
         if absorbed >= 1.0 {
-            report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered messages"));
+            let s = if absorbed == 1.0 { "" } else { "s" };
+            report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered message{s}"));
         }
         if report.lost > 0 {
             return Err(format!("{} acknowledged items never reached the receiver within {:?}", report.lost, self.settings.settle));

@@ -1,14 +1,14 @@
 //! `apphost test --scenario soak --duration 10m`: steady load for the whole
-//! duration and a random fault every 20–40 s (each of the built-in kinds),
-//! then full delivery is checked once; the report, with the timeline of
-//! faults, goes to a Markdown file.
+//! duration and a random fault every 20–40 s (every kind in a random order,
+//! then again), then full delivery is checked once; the report, with the
+//! timeline of faults, goes to a Markdown file.
 
 use std::{
     path::Path,
     time::{Duration, Instant},
 };
 
-use rand::Rng;
+use rand::{Rng, seq::SliceRandom};
 
 use super::{Ctx, Report};
 use crate::supervisor::{Control, State};
@@ -31,6 +31,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
         let mut burst = Vec::new();
+        let mut deck: Vec<&'static str> = Vec::new();
         loop {
             let pause = Duration::from_secs(rand::rng().random_range(20..=40));
             if started.elapsed() + pause >= duration {
@@ -38,7 +39,12 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
                 break;
             }
             tokio::time::sleep(pause).await;
-            let kind = FAULTS[rand::rng().random_range(0..FAULTS.len())];
+            // Drawn from a shuffled deck of every kind, so that each kind strikes before any repeats.
+            if deck.is_empty() {
+                deck = FAULTS.to_vec();
+                deck.shuffle(&mut rand::rng());
+            }
+            let kind = deck.pop().expect("a full deck");
             let at = started.elapsed().as_secs_f64();
             ctx.supervisor.record("apphost", format!("soak: {kind}"));
             let struck = Instant::now();

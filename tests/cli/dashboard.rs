@@ -218,7 +218,7 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
     tmux.keys(&["q"]);
     tmux.wait_for("the detach question", Duration::from_secs(15), |s| s.contains("Detach?")).await;
     tmux.keys(&["y"]);
-    let screen = tmux.wait_for("the dashboard to exit", Duration::from_secs(10), |s| s.contains("dashboard exited:")).await;
+    let screen = tmux.wait_for("the dashboard to exit", Duration::from_secs(30), |s| s.contains("dashboard exited:")).await;
     assert!(screen.contains("keeps running") && screen.contains("dashboard exited: 0"), "{screen}");
 
     // Still running after the dashboard left; `down` stops it.
