@@ -81,7 +81,8 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
 async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
     let r = &ctx.roles;
     let outage = ctx.settings.outage;
-    let gone = |s: &State| !s.is_up();
+    // Not running and not on its way back.
+    let gone = |s: &State| matches!(s, State::Exited(_) | State::Failed(_) | State::Stopped);
     let mut extra = Vec::new();
     let note = match kind {
         "stop-broker" | "stop-receiver" | "restart-sender-db" => {
@@ -95,21 +96,37 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
             ctx.act(target, Control::Start).await?;
             format!("`{target}` stopped for {outage:?}")
         }
-        "kill-broker" | "kill-receiver" => {
-            let target = if kind == "kill-broker" { &r.broker } else { &r.receiver };
+        "kill-broker" | "kill-receiver" | "kill-sender" => {
+            let target = match kind {
+                "kill-broker" => &r.broker,
+                "kill-receiver" => &r.receiver,
+                _ => &r.sender,
+            };
+            let mut note = format!("`{target}` SIGKILLed");
+            if kind == "kill-sender" {
+                let (pending, burst) = ctx.batch_in_flight(&r.sender).await?;
+                extra = burst;
+                note = format!("`{target}` SIGKILLed with {pending} outbox rows in flight");
+            }
+            let started_at = || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
+            let before = started_at();
+            let killed = Instant::now();
             ctx.act(target, Control::Kill).await?;
-            // The restart policy brings it back; when it does not (policy `no`), start it.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            if ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state)) {
+            // The fault lasts (and its recovery is timed) from here until the stack is healthy
+            // again; wait until the supervisor has seen the kill, so that is not measured too early.
+            while started_at() == before && killed.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The restart policy brings it back; when it does not within 2 s (policy `no`), start it.
+            let all_gone = || ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state));
+            let seen = Instant::now();
+            while all_gone() && seen.elapsed() < Duration::from_secs(2) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if all_gone() {
                 ctx.act(target, Control::Start).await?;
             }
-            format!("`{target}` SIGKILLed")
-        }
-        "kill-sender" => {
-            let (pending, burst) = ctx.batch_in_flight(&r.sender).await?;
-            extra = burst;
-            ctx.act(&r.sender, Control::Kill).await?;
-            format!("`{}` SIGKILLed with {pending} outbox rows in flight", r.sender)
+            note
         }
         _ => {
             // Counted at the receiver while it lives: a later crash resets its counters.
