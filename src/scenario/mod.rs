@@ -98,17 +98,20 @@ pub struct Ctx {
 
 /// The receiver's effects counted two ways over one life of its process:
 /// its own `receiver_processed_total`, and the inbox rows its database
-/// committed since the life began. A message taking effect twice counts as
+/// committed during that life. A message taking effect twice counts as
 /// processed twice but can have only one row, so the counter runs ahead.
-/// The counters start again with each process; a kill, stop or restart of
-/// the receiver closes one life (what it showed is kept) and opens the next.
+/// The counters start again with each process: a kill, stop or restart of
+/// the receiver closes one life (what it showed is kept), and the next life
+/// is the process launched after it, whose rows are those stamped after its
+/// launch (PostgreSQL stamps them with this machine's clock too).
 #[derive(Debug, Clone, Copy)]
 struct Effects {
-    /// Since when the current life is watched (PostgreSQL stamps rows with
-    /// this machine's clock too).
+    /// The watched process, by its launch time; `None` for "the next one".
+    life: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rows stamped from here on are the watched life's.
     since: chrono::DateTime<chrono::Utc>,
     /// `receiver_processed_total` and `receiver_duplicates_total` at
-    /// `since`: 0 for a process started after it.
+    /// `since`: 0 for a life watched from its launch.
     processed_base: f64,
     absorbed_base: f64,
     /// Duplicate effects found and redeliveries absorbed in closed lives.
@@ -119,8 +122,8 @@ struct Effects {
 }
 
 impl Effects {
-    fn from(since: chrono::DateTime<chrono::Utc>, processed_base: f64, absorbed_base: f64) -> Self {
-        Self { since, processed_base, absorbed_base, found: 0, absorbed: 0.0, closed: false }
+    fn next_life(found: u64, absorbed: f64) -> Self {
+        Self { life: None, since: chrono::Utc::now(), processed_base: 0.0, absorbed_base: 0.0, found, absorbed, closed: false }
     }
 }
 
@@ -153,15 +156,25 @@ impl Ctx {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&roles.receiver_db_url)
             .ok();
-        let effects = Mutex::new(Effects::from(chrono::Utc::now(), 0.0, 0.0));
+        let effects = Mutex::new(Effects::next_life(0, 0.0));
         Self { supervisor, roles, settings, client, effects, receiver_db }
+    }
+
+    /// The launch time of the receiver's running process.
+    fn receiver_life(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.supervisor.snapshot().into_iter().find(|s| s.resource == self.roles.receiver && s.state.is_up())?.started_at
     }
 
     /// Starts counting the receiver's effects afresh (nothing is in flight).
     async fn watch_effects(&self) {
         let scrape = self.scrape(&self.roles.receiver).await;
-        let (processed, absorbed) = (scrape.get("receiver_processed_total").unwrap_or(0.0), scrape.get("receiver_duplicates_total").unwrap_or(0.0));
-        *self.effects.lock().expect("lock") = Effects::from(chrono::Utc::now(), processed, absorbed);
+        *self.effects.lock().expect("lock") = Effects {
+            life: self.receiver_life(),
+            since: chrono::Utc::now(),
+            processed_base: scrape.get("receiver_processed_total").unwrap_or(0.0),
+            absorbed_base: scrape.get("receiver_duplicates_total").unwrap_or(0.0),
+            ..Effects::next_life(0, 0.0)
+        };
     }
 
     /// Counts the live receiver's life into the totals ahead of a fault that
@@ -176,10 +189,23 @@ impl Ctx {
         Ok(())
     }
 
-    /// A new receiver process is about to begin: its counters start at 0.
+    /// The receiver's process is about to end: watch the next one from its launch.
     fn open_life(&self) {
         let mut effects = self.effects.lock().expect("lock");
-        *effects = Effects { found: effects.found, absorbed: effects.absorbed, ..Effects::from(chrono::Utc::now(), 0.0, 0.0) };
+        *effects = Effects::next_life(effects.found, effects.absorbed);
+    }
+
+    /// The life to count now: (since, processed base, absorbed base), or
+    /// `None` while no receiver runs. A process other than the watched one
+    /// (launched after a fault, or restarted on its own) is counted from
+    /// its launch.
+    fn current_life(&self) -> Option<(chrono::DateTime<chrono::Utc>, f64, f64)> {
+        let launched = self.receiver_life()?;
+        let mut effects = self.effects.lock().expect("lock");
+        if effects.life != Some(launched) {
+            (effects.life, effects.since, effects.processed_base, effects.absorbed_base) = (Some(launched), launched, 0.0, 0.0);
+        }
+        Some((effects.since, effects.processed_base, effects.absorbed_base))
     }
 
     /// Duplicate effects so far: those of closed lives, and how far the live
@@ -187,10 +213,10 @@ impl Ctx {
     /// read before the rows, so a commit in between can only hide a
     /// duplicate, never invent one.
     async fn duplicate_effects(&self) -> Result<u64, String> {
-        let Effects { since, processed_base, found, closed, .. } = *self.effects.lock().expect("lock");
-        if closed {
+        let Effects { found, closed, .. } = *self.effects.lock().expect("lock");
+        let Some((since, processed_base, _)) = self.current_life().filter(|_| !closed) else {
             return Ok(found);
-        }
+        };
         let processed = self.receiver_metric("receiver_processed_total").await - processed_base;
         let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE received_at >= $1")
@@ -203,10 +229,10 @@ impl Ctx {
 
     /// Redeliveries the receiver's inbox absorbed so far, over all its lives.
     async fn absorbed(&self) -> f64 {
-        let Effects { absorbed_base, absorbed, closed, .. } = *self.effects.lock().expect("lock");
-        if closed {
+        let Effects { absorbed, closed, .. } = *self.effects.lock().expect("lock");
+        let Some((_, _, absorbed_base)) = self.current_life().filter(|_| !closed) else {
             return absorbed;
-        }
+        };
         absorbed + (self.receiver_metric("receiver_duplicates_total").await - absorbed_base).max(0.0)
     }
 

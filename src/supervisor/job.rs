@@ -80,6 +80,8 @@ impl Job {
 
             self.set(State::Starting);
             let first_line = self.logs.next_seq();
+            // Taken before the launch: whatever the new process does happens after it.
+            let launched = Utc::now();
             let running = match self.runtime.start(&self.instance, self.out.clone()).await {
                 Ok(running) => running,
                 Err(err) => {
@@ -96,7 +98,7 @@ impl Job {
             self.shared.running.lock().expect("running lock").insert(name.clone(), running.clone());
             let id = running.id();
             self.shared.update(&name, |s| {
-                s.started_at = Some(Utc::now());
+                s.started_at = Some(launched);
                 s.id = Some(id);
             });
             self.set(State::Running);
