@@ -108,6 +108,8 @@ pub struct Ctx {
 struct Effects {
     /// The watched process, by its launch time; `None` for "the next one".
     life: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last closed life's process, not to be counted again while it dies.
+    ended: Option<chrono::DateTime<chrono::Utc>>,
     /// Rows stamped from here on are the watched life's.
     since: chrono::DateTime<chrono::Utc>,
     /// `receiver_processed_total` and `receiver_duplicates_total` at
@@ -122,8 +124,8 @@ struct Effects {
 }
 
 impl Effects {
-    fn next_life(found: u64, absorbed: f64) -> Self {
-        Self { life: None, since: chrono::Utc::now(), processed_base: 0.0, absorbed_base: 0.0, found, absorbed, closed: false }
+    fn next_life(ended: Option<chrono::DateTime<chrono::Utc>>, found: u64, absorbed: f64) -> Self {
+        Self { life: None, ended, since: chrono::Utc::now(), processed_base: 0.0, absorbed_base: 0.0, found, absorbed, closed: false }
     }
 }
 
@@ -156,7 +158,7 @@ impl Ctx {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&roles.receiver_db_url)
             .ok();
-        let effects = Mutex::new(Effects::next_life(0, 0.0));
+        let effects = Mutex::new(Effects::next_life(None, 0, 0.0));
         Self { supervisor, roles, settings, client, effects, receiver_db }
     }
 
@@ -173,7 +175,7 @@ impl Ctx {
             since: chrono::Utc::now(),
             processed_base: scrape.get("receiver_processed_total").unwrap_or(0.0),
             absorbed_base: scrape.get("receiver_duplicates_total").unwrap_or(0.0),
-            ..Effects::next_life(0, 0.0)
+            ..Effects::next_life(None, 0, 0.0)
         };
     }
 
@@ -192,7 +194,7 @@ impl Ctx {
     /// The receiver's process is about to end: watch the next one from its launch.
     fn open_life(&self) {
         let mut effects = self.effects.lock().expect("lock");
-        *effects = Effects::next_life(effects.found, effects.absorbed);
+        *effects = Effects::next_life(effects.life, effects.found, effects.absorbed);
     }
 
     /// The life to count now: (since, processed base, absorbed base), or
@@ -202,6 +204,9 @@ impl Ctx {
     fn current_life(&self) -> Option<(chrono::DateTime<chrono::Utc>, f64, f64)> {
         let launched = self.receiver_life()?;
         let mut effects = self.effects.lock().expect("lock");
+        if effects.ended == Some(launched) {
+            return None;
+        }
         if effects.life != Some(launched) {
             (effects.life, effects.since, effects.processed_base, effects.absorbed_base) = (Some(launched), launched, 0.0, 0.0);
         }
