@@ -80,3 +80,60 @@ pub(super) async fn watch(
         tokio::time::sleep(probe.interval.max(Duration::from_millis(100))).await;
     }
 }
+
+/// Lines a resource prints when it is in trouble that its health probe does
+/// not show: `(pattern, what it means and what to do)`. The first match of
+/// each becomes an event (the dashboard's timeline, `apphost logs --events`)
+/// and a marked line in the resource's log.
+fn troubles(kind: crate::topology::Kind) -> &'static [(&'static str, &'static str)] {
+    use crate::topology::Kind;
+    match kind {
+        Kind::Artemis => &[(
+            "AMQ222212",
+            "disk full: Artemis blocks producers (more than its max-disk-usage of the disk is used); free disk space or raise <max-disk-usage> in broker.xml",
+        )],
+        Kind::Postgres => &[("No space left on device", "disk full: PostgreSQL cannot write; free disk space")],
+        _ => &[],
+    }
+}
+
+/// What a line of a `kind` resource says is wrong, if it is one of the known troubles.
+pub(super) fn trouble(kind: crate::topology::Kind, line: &str) -> Option<&'static str> {
+    troubles(kind).iter().find(|(pattern, _)| line.contains(pattern)).map(|(_, what)| *what)
+}
+
+/// Watches `instance`'s output (from `next_seq` on) for the known troubles.
+pub(super) async fn watch_troubles(instance: Instance, shared: Arc<Shared>, logs: LogStore, out: Output, mut next_seq: u64) {
+    let name = instance.name.clone();
+    if troubles(instance.resource.kind).is_empty() {
+        return;
+    }
+    let mut told = std::collections::HashSet::new();
+    loop {
+        for line in logs.since(&name, next_seq) {
+            next_seq = line.seq + 1;
+            if let Some(what) = trouble(instance.resource.kind, &line.text)
+                && told.insert(what)
+            {
+                shared.event(&name, what);
+                out.system(what);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Kind;
+
+    #[test]
+    fn a_broker_blocking_producers_on_a_full_disk_is_told() {
+        // As Artemis 2.40.0 printed it on this machine with the disk 90.2 % used.
+        let line = "2026-11-27 10:53:35,205 WARN  [org.apache.activemq.artemis.core.server] AMQ222212: Disk Full! Blocking message production on address 'entity-items'. Clients will report blocked.";
+        assert!(trouble(Kind::Artemis, line).is_some_and(|w| w.contains("max-disk-usage")));
+        assert_eq!(trouble(Kind::Artemis, "AMQ221007: Server is now active"), None);
+        assert_eq!(trouble(Kind::Project, line), None);
+    }
+}

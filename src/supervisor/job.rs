@@ -111,8 +111,17 @@ impl Job {
                 first_line,
             ));
 
+            let troubles = tokio::spawn(health::watch_troubles(
+                self.instance.clone(),
+                self.shared.clone(),
+                self.logs.clone(),
+                self.out.clone(),
+                first_line,
+            ));
+
             let ended = self.supervise(&running).await;
             probe.abort();
+            troubles.abort();
             self.shared.running.lock().expect("running lock").remove(&name);
             self.shared.update(&name, |s| s.id = None);
 
