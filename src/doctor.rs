@@ -82,6 +82,12 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
             }
         }
     }
+    // Artemis blocks producers when its disk is used beyond max-disk-usage (90 % by default),
+    // counting as used what an unprivileged writer cannot have.
+    if let Some(used) = disk_used(&std::env::current_dir().unwrap_or_else(|_| ".".into())) {
+        let detail = format!("{:.1} % of this folder's file system is not available (1 - available / size, as Artemis counts)", used * 100.0);
+        report.line(used < 0.9, "disk", &detail, "free disk space: above 90 % Artemis blocks producers (its default max-disk-usage) and the outbox backs up");
+    }
     let process_ok = java_ok && pg_ok && artemis_ok;
     let runnable = (docker_ok && images_ok) || process_ok;
     println!();
@@ -92,4 +98,17 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
         println!("apphost cannot run this app here yet; see the fixes above.");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The share of `path`'s file system not available to an unprivileged
+/// writer, as Artemis computes it (1 - usable / total).
+fn disk_used(path: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `stat` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 || stat.f_blocks == 0 {
+        return None;
+    }
+    Some(1.0 - stat.f_bavail as f64 / stat.f_blocks as f64)
 }
