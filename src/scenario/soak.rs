@@ -32,6 +32,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
         let load = ctx.load("soak", None)?;
         let mut burst = Vec::new();
         let mut deck: Vec<&'static str> = Vec::new();
+        let mut stopped = None;
         loop {
             let pause = Duration::from_secs(rand::rng().random_range(20..=40));
             if started.elapsed() + pause >= duration {
@@ -48,17 +49,29 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
             let at = started.elapsed().as_secs_f64();
             ctx.supervisor.record("apphost", format!("soak: {kind}"));
             let struck = Instant::now();
-            let (note, extra) = fault(ctx, kind).await?;
+            let (note, extra) = match fault(ctx, kind).await {
+                Ok(done) => done,
+                Err(e) => {
+                    stopped = Some(format!("`{kind}`: {e}"));
+                    break;
+                }
+            };
             burst.extend(extra);
             let recovered = ctx.wait_all_healthy(Duration::from_secs(180)).await;
             faults.push(Fault { at, kind, recovered_after: recovered.then(|| struck.elapsed().as_secs_f64()), note });
             if !recovered {
-                return Err(format!("the stack was not healthy 180s after `{kind}`"));
+                stopped = Some(format!("the stack was not healthy 180s after `{kind}`"));
+                break;
             }
         }
+        // Even when a fault went wrong, what was acknowledged until then is checked.
         let mut acknowledged = burst;
         ctx.collect(load, &mut acknowledged, &mut report).await;
-        ctx.verify(&acknowledged, Instant::now(), &mut report).await
+        let delivery = ctx.verify(&acknowledged, Instant::now(), &mut report).await;
+        match stopped {
+            Some(why) => Err(format!("the soak stopped early at {why}")),
+            None => delivery,
+        }
     }
     .await;
     if let Err(e) = outcome {
