@@ -108,7 +108,8 @@ pub struct Ctx {
 struct Effects {
     /// The watched process, by its launch time; `None` for "the next one".
     life: Option<chrono::DateTime<chrono::Utc>>,
-    /// The last closed life's process, not to be counted again while it dies.
+    /// The process whose life is already counted into the totals (it is
+    /// ending): not counted again while it dies.
     ended: Option<chrono::DateTime<chrono::Utc>>,
     /// Rows stamped from here on are the watched life's.
     since: chrono::DateTime<chrono::Utc>,
@@ -119,13 +120,11 @@ struct Effects {
     /// Duplicate effects found and redeliveries absorbed in closed lives.
     found: u64,
     absorbed: f64,
-    /// The current life is already counted into the totals: it is about to end.
-    closed: bool,
 }
 
 impl Effects {
     fn next_life(ended: Option<chrono::DateTime<chrono::Utc>>, found: u64, absorbed: f64) -> Self {
-        Self { life: None, ended, since: chrono::Utc::now(), processed_base: 0.0, absorbed_base: 0.0, found, absorbed, closed: false }
+        Self { life: None, ended, since: chrono::Utc::now(), processed_base: 0.0, absorbed_base: 0.0, found, absorbed }
     }
 }
 
@@ -180,27 +179,24 @@ impl Ctx {
     }
 
     /// Counts the live receiver's life into the totals ahead of a fault that
-    /// ends it (once; a second call does nothing).
+    /// ends it (once: a life already counted adds nothing).
     async fn close_life(&self) -> Result<(), String> {
-        if self.effects.lock().expect("lock").closed {
-            return Ok(());
-        }
-        let (found, absorbed) = (self.duplicate_effects().await?, self.absorbed().await);
+        let (found, absorbed) = self.tally().await?;
         let mut effects = self.effects.lock().expect("lock");
-        (effects.found, effects.absorbed, effects.closed) = (found, absorbed, true);
+        (effects.found, effects.absorbed, effects.ended) = (found, absorbed, effects.life);
         Ok(())
     }
 
     /// The receiver's process is about to end: watch the next one from its launch.
     fn open_life(&self) {
         let mut effects = self.effects.lock().expect("lock");
-        *effects = Effects::next_life(effects.life, effects.found, effects.absorbed);
+        *effects = Effects::next_life(effects.ended, effects.found, effects.absorbed);
     }
 
     /// The life to count now: (since, processed base, absorbed base), or
-    /// `None` while no receiver runs. A process other than the watched one
-    /// (launched after a fault, or restarted on its own) is counted from
-    /// its launch.
+    /// `None` while no receiver runs or the running one is already counted.
+    /// A process other than the watched one (launched after a fault, or
+    /// restarted on its own) is counted from its launch.
     fn current_life(&self) -> Option<(chrono::DateTime<chrono::Utc>, f64, f64)> {
         let launched = self.receiver_life()?;
         let mut effects = self.effects.lock().expect("lock");
@@ -213,32 +209,43 @@ impl Ctx {
         Some((effects.since, effects.processed_base, effects.absorbed_base))
     }
 
-    /// Duplicate effects so far: those of closed lives, and how far the live
-    /// receiver's counter runs ahead of the rows it committed. The counter is
-    /// read before the rows, so a commit in between can only hide a
-    /// duplicate, never invent one.
-    async fn duplicate_effects(&self) -> Result<u64, String> {
-        let Effects { found, closed, .. } = *self.effects.lock().expect("lock");
-        let Some((since, processed_base, _)) = self.current_life().filter(|_| !closed) else {
-            return Ok(found);
+    /// Duplicate effects and redeliveries absorbed so far: the closed lives'
+    /// and the live receiver's (one scrape, one count). Its counter runs
+    /// ahead of the rows it committed by its duplicate effects; it is read
+    /// before the rows, so a commit in between can only hide a duplicate,
+    /// never invent one.
+    async fn tally(&self) -> Result<(u64, f64), String> {
+        let live = match self.current_life() {
+            None => (0, 0.0),
+            Some((since, processed_base, absorbed_base)) => {
+                let scrape = self.scrape(&self.roles.receiver).await;
+                let processed = scrape.get("receiver_processed_total").unwrap_or(0.0) - processed_base;
+                let absorbed = (scrape.get("receiver_duplicates_total").unwrap_or(0.0) - absorbed_base).max(0.0);
+                let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
+                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE received_at >= $1")
+                    .bind(since)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| format!("could not count the receiver's inbox rows: {e}"))?;
+                ((processed - rows as f64).max(0.0) as u64, absorbed)
+            }
         };
-        let processed = self.receiver_metric("receiver_processed_total").await - processed_base;
-        let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE received_at >= $1")
-            .bind(since)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| format!("could not count the receiver's inbox rows: {e}"))?;
-        Ok(found + (processed - rows as f64).max(0.0) as u64)
+        let effects = self.effects.lock().expect("lock");
+        Ok((effects.found + live.0, effects.absorbed + live.1))
     }
 
-    /// Redeliveries the receiver's inbox absorbed so far, over all its lives.
-    async fn absorbed(&self) -> f64 {
-        let Effects { absorbed, closed, .. } = *self.effects.lock().expect("lock");
-        let Some((_, _, absorbed_base)) = self.current_life().filter(|_| !closed) else {
-            return absorbed;
-        };
-        absorbed + (self.receiver_metric("receiver_duplicates_total").await - absorbed_base).max(0.0)
+    /// Brings `target` to the middle of a batch (see [`Self::batch_in_flight`])
+    /// and says how it was caught, with the burst's acknowledged ids. The
+    /// receiver's life is counted first, so that a kill can follow the moment
+    /// the batch is seen.
+    async fn mid_batch(&self, target: &str) -> Result<(String, Vec<String>), String> {
+        let on_receiver = target == self.roles.receiver;
+        if on_receiver {
+            self.close_life().await?;
+        }
+        let (in_flight, burst) = self.batch_in_flight(target).await?;
+        let what = if on_receiver { "messages published but not yet processed" } else { "outbox rows in flight" };
+        Ok((format!("with {in_flight} {what}"), burst))
     }
 
     fn url(&self, resource: &str) -> Result<String, String> {
@@ -417,14 +424,9 @@ impl Ctx {
                 }
                 Step::Chaos(chaos) => {
                     if chaos.when == When::BatchInFlight {
-                        if chaos.resource == self.roles.receiver {
-                            // Counted now, so that the kill strikes the moment the batch is seen.
-                            self.close_life().await?;
-                        }
-                        let (in_flight, burst) = self.batch_in_flight(&chaos.resource).await?;
+                        let (how, burst) = self.mid_batch(&chaos.resource).await?;
                         acknowledged.extend(burst);
-                        let what = if chaos.resource == self.roles.receiver { "messages published but not yet processed" } else { "outbox rows in flight" };
-                        report.notes.push(format!("{} `{}` with {in_flight} {what}", steps::Action::NAMES[chaos.action as usize], chaos.resource));
+                        report.notes.push(format!("{} `{}` {how}", steps::Action::NAMES[chaos.action as usize], chaos.resource));
                     }
                     self.act(&chaos.resource, chaos.action.control()).await?;
                     fault_end = Some(Instant::now());
@@ -550,8 +552,8 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         report.lost = missing;
-        report.duplicate_effects = self.duplicate_effects().await?;
-        let absorbed = self.absorbed().await;
+        let absorbed;
+        (report.duplicate_effects, absorbed) = self.tally().await?;
         if absorbed >= 1.0 {
             let s = if absorbed == 1.0 { "" } else { "s" };
             report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered message{s}"));

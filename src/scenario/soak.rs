@@ -117,16 +117,10 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
             };
             let mut note = format!("`{target}` SIGKILLed");
             // The services are struck mid-batch: the relay publishing, the receiver processing.
-            if kind == "kill-sender" {
-                let (pending, burst) = ctx.batch_in_flight(target).await?;
+            if kind != "kill-broker" {
+                let (how, burst) = ctx.mid_batch(target).await?;
                 extra = burst;
-                note = format!("`{target}` SIGKILLed with {pending} outbox rows in flight");
-            } else if kind == "kill-receiver" {
-                // Counted now, so that the kill strikes the moment the batch is seen.
-                ctx.close_life().await?;
-                let (unprocessed, burst) = ctx.batch_in_flight(target).await?;
-                extra = burst;
-                note = format!("`{target}` SIGKILLed with {unprocessed} messages published but not yet processed");
+                note = format!("`{target}` SIGKILLed {how}");
             }
             let started_at = || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
             let before = started_at();
