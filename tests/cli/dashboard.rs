@@ -103,9 +103,9 @@ fn row<'a>(screen: &'a str, name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     let _one = ONE_STACK.lock().await;
-    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let state = crate::helpers::StateDir::new();
     let command = shell_line(&state, &workspace().join("apphost.yaml"), "up --no-build --runtime docker", "apphost");
-    let tmux = Tmux::start(100, 30, &command, state.clone());
+    let tmux = Tmux::start(100, 30, &command, state.to_path_buf());
     let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
     let screen = tmux
         .wait_for("every resource healthy", Duration::from_secs(240), |s| names.iter().all(|n| row(s, n).contains("● healthy")))
@@ -173,10 +173,10 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_output_is_bounded_counted_and_shown() {
     let _one = ONE_STACK.lock().await;
-    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let state = crate::helpers::StateDir::new();
     let file = workspace().join("dashboard/bench/flood.yaml");
     let command = shell_line(&state, &file, "up --log-lines 2000", "apphost");
-    let tmux = Tmux::start(100, 30, &command, state.clone()).topology(file);
+    let tmux = Tmux::start(100, 30, &command, state.to_path_buf()).topology(file);
     let screen = tmux.wait_for("the flood to end", Duration::from_secs(120), |s| s.contains("flood done: wrote")).await;
     let written: u64 = screen.split("flood done: wrote ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("the count");
     let dropped: u64 = screen
@@ -199,7 +199,7 @@ async fn a_flood_of_output_is_bounded_counted_and_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
     let _one = ONE_STACK.lock().await;
-    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let state = crate::helpers::StateDir::new();
     let up = tokio::time::timeout(
         Duration::from_secs(300),
         crate::helpers::apphost(&state).args(["up", "--detach", "--no-build", "--runtime", "docker"]).output(),
@@ -212,7 +212,7 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
     assert!(stdout.contains("every resource is healthy"), "{stdout}");
 
     let command = shell_line(&state, &workspace().join("apphost.yaml"), "dashboard", "dashboard");
-    let tmux = Tmux::start(100, 30, &command, state.clone());
+    let tmux = Tmux::start(100, 30, &command, state.to_path_buf());
     let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
     tmux.wait_for("the attached dashboard", Duration::from_secs(30), |s| names.iter().all(|n| row(s, n).contains("● healthy"))).await;
     tmux.keys(&["q"]);
@@ -242,9 +242,9 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_terminal_tears_down_and_exits() {
     let _one = ONE_STACK.lock().await;
-    let state: PathBuf = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
+    let state = crate::helpers::StateDir::new();
     let file = workspace().join("dashboard/bench/flood.yaml");
-    let tmux = Tmux::start(100, 30, &shell_line(&state, &file, "up", "apphost"), state.clone()).topology(file);
+    let tmux = Tmux::start(100, 30, &shell_line(&state, &file, "up", "apphost"), state.to_path_buf()).topology(file);
     tmux.wait_for("the flood running", Duration::from_secs(60), |s| row(s, "flood").contains("running")).await;
     let session: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
     let apphost_pid = session["pid"].as_u64().unwrap() as u32;

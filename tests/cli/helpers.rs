@@ -26,34 +26,61 @@ pub fn apphost(state: &Path) -> tokio::process::Command {
     c
 }
 
-/// A running `apphost up --headless`, its output collected.
-pub struct Stack {
-    pub state: PathBuf,
-    pub child: Child,
-    pub output: Arc<Mutex<String>>,
+/// A test's own apphost state folder under the temp dir. When the test ends,
+/// passing or not, a session still recorded there is taken down (so no
+/// container or process outlives the test) and the folder goes.
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    pub fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple())))
+    }
 }
 
-impl Stack {
-    pub async fn up(runtime: &str) -> Self {
-        Self::up_with(runtime, &[]).await
+impl std::ops::Deref for StateDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
     }
+}
 
-    /// `apphost up` with extra environment for apphost (and what it passes on).
-    pub async fn up_with(runtime: &str, env: &[(&str, &str)]) -> Self {
-        let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
-        let mut child = apphost(&state)
-            .envs(env.iter().copied())
-            .args(["up", "--headless", "--no-build", "--runtime", runtime, "--teardown", "60s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting apphost up");
+impl AsRef<Path> for StateDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if self.0.join("session.json").exists() {
+            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_apphost"))
+                .env("APPHOST_STATE_DIR", &self.0)
+                .arg("-f")
+                .arg(workspace().join("apphost.yaml"))
+                .arg("down")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process whose stdout and stderr are collected as they come.
+pub struct Running {
+    pub child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Running {
+    /// Takes the child's piped stdout and stderr and collects them.
+    pub fn collect(mut child: Child) -> Self {
         let output = Arc::new(Mutex::new(String::new()));
-        for mut pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
+        let pipes = [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ];
+        for mut pipe in pipes.into_iter().flatten() {
             let output = output.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 8192];
@@ -65,11 +92,56 @@ impl Stack {
                 }
             });
         }
-        Self { state, child, output }
+        Self { child, output }
+    }
+
+    /// What the child printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the child to exit; panics with its output if it does not within `limit`.
+    /// The output is complete once this returns.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => {
+                // The pipes close with the child; give the collectors a moment to drain them.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                status.unwrap()
+            }
+            Err(_) => panic!("the child did not exit within {limit:?}:\n{}", self.output()),
+        }
+    }
+}
+
+/// A running `apphost up --headless`, its output collected.
+pub struct Stack {
+    // Dropped first: a stack still up when the test ends is taken down.
+    pub state: StateDir,
+    pub run: Running,
+}
+
+impl Stack {
+    pub async fn up(runtime: &str) -> Self {
+        Self::up_with(runtime, &[]).await
+    }
+
+    /// `apphost up` with extra environment for apphost (and what it passes on).
+    pub async fn up_with(runtime: &str, env: &[(&str, &str)]) -> Self {
+        let state = StateDir::new();
+        let child = apphost(&state)
+            .envs(env.iter().copied())
+            .args(["up", "--headless", "--no-build", "--runtime", runtime, "--teardown", "60s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting apphost up");
+        Self { state, run: Running::collect(child) }
     }
 
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.run.output()
     }
 
     pub async fn ps(&self) -> Option<Vec<Value>> {
@@ -87,7 +159,7 @@ impl Stack {
             {
                 return ps;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.run.child.try_wait() {
                 panic!("apphost up exited early ({status}):\n{}", self.output());
             }
             if tokio::time::Instant::now() > deadline {
@@ -98,14 +170,11 @@ impl Stack {
     }
 
     pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("apphost up did not exit within {limit:?}:\n{}", self.output()),
-        }
+        self.run.wait_exit(limit).await
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
+        self.run.child.id().expect("running")
     }
 }
 

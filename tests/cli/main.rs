@@ -9,7 +9,7 @@ mod tracing;
 
 use std::time::Duration;
 
-use helpers::{ONE_STACK, Stack, alive, apphost, docker_leftovers, item_goes_through, pids};
+use helpers::{ONE_STACK, Running, Stack, alive, apphost, docker_leftovers, item_goes_through, pids};
 
 const HEALTHY_WITHIN: Duration = Duration::from_secs(240);
 
@@ -176,9 +176,10 @@ async fn the_control_api_refuses_requests_without_the_token() {
 }
 
 /// Runs `apphost test ARGS --junit FILE`; returns its stdout and the report.
-async fn apphost_test(args: &[&str]) -> (std::path::PathBuf, String, String) {
-    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
-    let junit = state.with_extension("xml");
+async fn apphost_test(args: &[&str]) -> (helpers::StateDir, String, String) {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let junit = state.join("junit.xml");
     let out = apphost(&state).arg("test").args(args).arg("--junit").arg(&junit).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -235,8 +236,9 @@ async fn every_built_in_scenario_passes_on_the_docker_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_effect_without_its_inbox_row_fails_the_scenario() {
     let _one = ONE_STACK.lock().await;
-    let state = std::env::temp_dir().join(format!("apphost-test-{}", uuid::Uuid::new_v4().simple()));
-    let file = state.with_extension("yaml");
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("watched.yaml");
     std::fs::write(&file, "name: watched\nsteps:\n  - load: { rate: 20 }\n  - wait: 3s\n  - chaos: { action: kill, resource: receiver }\n  - wait: { healthy: receiver }\n  - wait: 20s\n  - stop-load\n").unwrap();
     let run = apphost(&state)
         .args(["test", "--runtime", "process", "--no-build", "--settle", "5s", "--scenario"])
@@ -245,18 +247,28 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut run = Running::collect(run);
 
     // Once the restarted receiver has stored a few items, remove the newest one and its inbox row.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let removed = loop {
-        assert!(tokio::time::Instant::now() < deadline, "the receiver never stored anything");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(ps) = apphost(&state).args(["ps", "--json"]).output().await else { continue };
-        let Ok(ps) = serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout) else { continue };
-        let restarted = ps.iter().any(|s| s["name"] == "receiver" && s["restarts"].as_u64() >= Some(1) && s["state"] == "healthy");
-        if !restarted {
-            continue;
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!("the scenario ended ({status}) before a row of the new receiver could be taken away:\n{}", run.output());
         }
+        assert!(tokio::time::Instant::now() < deadline, "the receiver stored nothing after its restart:\n{}", run.output());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let limit = Duration::from_secs(10);
+        let Ok(Ok(ps)) = tokio::time::timeout(limit, apphost(&state).args(["ps", "--json"]).output()).await else { continue };
+        let Ok(ps) = serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout) else { continue };
+        // The restarted receiver, by its launch time: rows stamped since are its own.
+        let Some(launched) = ps
+            .iter()
+            .find(|s| s["name"] == "receiver" && s["restarts"].as_u64() >= Some(1) && s["state"] == "healthy")
+            .and_then(|s| s["started_at"].as_str())
+            .filter(|t| t.chars().all(|c| c.is_ascii_digit() || "-:.TZ+".contains(c)))
+        else {
+            continue;
+        };
         let Some(port) = ps
             .iter()
             .find(|s| s["name"] == "receiver-db")
@@ -266,15 +278,19 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         };
         let secrets: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("secrets.json")).unwrap()).unwrap();
         let password = secrets["passwords"]["receiver-db"].as_str().unwrap().to_owned();
-        let sql = "WITH gone AS (DELETE FROM entity_items WHERE id = (SELECT id FROM entity_items ORDER BY received_at DESC LIMIT 1) \
-                   AND (SELECT count(*) FROM entity_items WHERE received_at > now() - interval '2 seconds') >= 5 RETURNING message_id) \
-                   DELETE FROM inbox WHERE message_id IN (SELECT message_id FROM gone) RETURNING message_id";
-        let out = tokio::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "apphost", "-d", "receiver", "-Atc", sql])
+        let sql = format!(
+            "WITH newest AS (SELECT message_id FROM inbox WHERE received_at >= '{launched}' ORDER BY received_at DESC LIMIT 1), \
+             gone AS (DELETE FROM entity_items WHERE message_id IN (SELECT message_id FROM newest) RETURNING message_id) \
+             DELETE FROM inbox WHERE message_id IN (SELECT message_id FROM gone) RETURNING message_id"
+        );
+        let psql = tokio::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "apphost", "-d", "receiver", "-Atc", &sql])
             .env("PGPASSWORD", &password)
-            .output()
-            .await
-            .unwrap();
+            .env("PGCONNECT_TIMEOUT", "5")
+            .kill_on_drop(true)
+            .output();
+        let Ok(out) = tokio::time::timeout(limit, psql).await else { continue };
+        let out = out.expect("psql (Debian's postgresql-client)");
         // The id returned, if a row went (then psql's "DELETE 1").
         let removed = String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("DELETE")).unwrap_or("").to_owned();
         if out.status.success() && !removed.is_empty() {
@@ -282,10 +298,9 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         }
     };
 
-    let out = tokio::time::timeout(Duration::from_secs(300), run.wait_with_output()).await.expect("apphost test ends").unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "message {removed} was taken away, yet:\n{stdout}");
+    let status = run.wait_exit(Duration::from_secs(300)).await;
+    let stdout = run.output();
+    assert!(!status.success(), "message {removed} was taken away, yet:\n{stdout}");
     assert!(stdout.contains("lost 1, duplicate effects 1"), "{stdout}");
     assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
-    let _ = std::fs::remove_file(&file);
 }
