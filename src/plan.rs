@@ -238,17 +238,26 @@ mod tests {
     use super::*;
     use crate::topology;
 
-    fn demo() -> Topology {
+    /// A port free on this machine now, for a resource with a fixed port
+    /// (a fixed number such as 8080 may be taken by something else here).
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// The demo topology; `web` has the fixed port `web_port`.
+    fn demo(web_port: u16) -> Topology {
         topology::parse_str(
             Path::new("apphost.yaml"),
-            r#"
+            &format!(
+                r#"
 name: demo
 resources:
-  sender-db: { kind: postgres, database: sender }
-  broker: { kind: artemis }
-  api: { kind: project, package: sender, references: [sender-db, broker], env: { RUST_LOG: debug } }
-  web: { kind: executable, command: web, ports: [8080], references: [api] }
-"#,
+  sender-db: {{ kind: postgres, database: sender }}
+  broker: {{ kind: artemis }}
+  api: {{ kind: project, package: sender, references: [sender-db, broker], env: {{ RUST_LOG: debug }} }}
+  web: {{ kind: executable, command: web, ports: [{web_port}], references: [api] }}
+"#
+            ),
         )
         .unwrap()
     }
@@ -259,7 +268,8 @@ resources:
 
     #[test]
     fn references_inject_connection_strings_and_service_urls() {
-        let t = demo();
+        let web_port = free_port();
+        let t = demo(web_port);
         let instances = plan(&t, Err("no engine".into()), "s1", |r| Ok(format!("pw-{r}")), &[]).unwrap();
         assert!(instances.iter().all(|i| i.runtime == RuntimeKind::Process));
         let db = instances.iter().find(|i| i.name == "sender-db").unwrap();
@@ -280,7 +290,7 @@ resources:
 
         let web = env_of(&instances, "web");
         assert_eq!(web["services__api__http__0"], format!("http://127.0.0.1:{}", api.port("http").unwrap()));
-        assert_eq!(web["PORT"], "8080", "a fixed port is kept");
+        assert_eq!(web["PORT"], web_port.to_string(), "a fixed port is kept");
 
         let db_env = env_of(&instances, "sender-db");
         assert_eq!(db_env["POSTGRES_USER"], "apphost");
@@ -290,7 +300,7 @@ resources:
 
     #[test]
     fn docker_when_an_engine_answers_for_service_kinds_only() {
-        let t = demo();
+        let t = demo(free_port());
         let instances = plan(&t, Ok(()), "s1", |r| Ok(r.to_owned()), &[]).unwrap();
         let runtime = |n: &str| instances.iter().find(|i| i.name == n).unwrap().runtime;
         assert_eq!(runtime("sender-db"), RuntimeKind::Docker);

@@ -54,6 +54,18 @@ async fn amqp_answers(port: u16) -> bool {
     tokio::time::timeout(Duration::from_secs(3), attempt).await.ok().flatten().unwrap_or(false)
 }
 
+/// Whether the peer on `port` answers within `limit` (asked again every second).
+async fn amqp_answers_within(port: u16, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !amqp_answers(port).await {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    true
+}
+
 async fn chaos(stack: &Stack, args: &[&str]) -> std::process::Output {
     apphost(&stack.state).arg("chaos").args(args).output().await.unwrap()
 }
@@ -93,13 +105,13 @@ async fn partition_and_kill_lose_nothing_on_the_docker_runtime() {
     let (sender, receiver) = (endpoint(&ps, "sender", "http"), endpoint(&ps, "receiver", "http"));
 
     let amqp: u16 = endpoint(&ps, "broker", "amqp").rsplit(':').next().unwrap().parse().unwrap();
-    assert!(amqp_answers(amqp).await, "the broker answers before the partition");
+    assert!(amqp_answers_within(amqp, Duration::from_secs(30)).await, "the broker answers before the partition");
     let out = chaos(&stack, &["partition", "broker", "--for", "8s"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!amqp_answers(amqp).await, "a partitioned broker is unreachable through its published port");
     let ids = post_items(&sender, 20, "during partition").await;
     all_delivered(&receiver, &ids, Duration::from_secs(120)).await;
-    assert!(amqp_answers(amqp).await, "the broker is reachable again after the partition");
+    assert!(amqp_answers_within(amqp, Duration::from_secs(30)).await, "the broker is reachable again after the partition");
 
     let out = chaos(&stack, &["kill", "receiver"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
