@@ -43,6 +43,8 @@ enum Ending {
     Terminated,
     /// The terminal went away.
     HungUp,
+    /// The dashboard panicked: the stack is taken down and apphost fails.
+    DashboardCrashed,
 }
 
 /// Removes what a killed apphost left of this app: processes (by pid and
@@ -411,11 +413,16 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
         ended = ui_ended => {
             ui_task = None;
             match ended {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => say(&format!("the dashboard lost the terminal: {e}")),
-                Err(e) => say(&format!("the dashboard crashed: {e}")),
+                Ok(Ok(_)) => Ending::Down,
+                Ok(Err(e)) => {
+                    say(&format!("the dashboard lost the terminal: {e}"));
+                    Ending::Down
+                }
+                Err(e) => {
+                    say(&format!("the dashboard crashed ({e}); taking the stack down"));
+                    Ending::DashboardCrashed
+                }
             }
-            Ending::Down
         }
     };
     // The screen is the terminal's again; the teardown is told in plain lines.
@@ -445,11 +452,15 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
         stop_printing.cancel();
         let _ = printer.await;
     }
+    if matches!(ending, Ending::DashboardCrashed) {
+        eprintln!("apphost: the dashboard crashed (its panic is above); the stack was taken down");
+    }
     Ok(match ending {
         Ending::Down => ExitCode::SUCCESS,
         Ending::Interrupted => ExitCode::from(130),
         Ending::Terminated => ExitCode::from(143),
         Ending::HungUp => ExitCode::from(129),
+        Ending::DashboardCrashed => ExitCode::FAILURE,
     })
 }
 

@@ -51,7 +51,15 @@ pub enum Exit {
     Stopped,
 }
 
+/// Whether the dashboard holds the terminal (raw mode, alternate screen).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Gives the terminal back, once: leaving the alternate screen a second time
+/// would move the cursor back over what was printed since (a panic's message).
 fn restore() {
+    if !TAKEN.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = disable_raw_mode();
     let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen, ratatui::crossterm::cursor::Show);
 }
@@ -78,10 +86,25 @@ fn hook_panics() {
     });
 }
 
+/// Debug builds only, for the tests: the key named by
+/// `APPHOST_DASHBOARD_PANIC_KEY` makes the dashboard panic, to show that the
+/// terminal comes back and the stack is taken down.
+#[cfg(debug_assertions)]
+fn panic_if_asked(key: &ratatui::crossterm::event::KeyEvent) {
+    use ratatui::crossterm::event::KeyCode;
+    if let Ok(wanted) = std::env::var("APPHOST_DASHBOARD_PANIC_KEY")
+        && let Some(c) = wanted.chars().next()
+        && key.code == KeyCode::Char(c)
+    {
+        panic!("the dashboard panics on `{c}`, as APPHOST_DASHBOARD_PANIC_KEY asks");
+    }
+}
+
 fn take_terminal() -> io::Result<(Guard, Terminal<CrosstermBackend<Stdout>>)> {
     hook_panics();
-    enable_raw_mode()?;
+    TAKEN.store(true, Ordering::SeqCst);
     let guard = Guard;
+    enable_raw_mode()?;
     execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
     let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     Ok((guard, terminal))
@@ -121,6 +144,8 @@ pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Option
             _ = stop.cancelled() => break Exit::Stopped,
             ev = input.recv() => match ev {
                 Some(Input::Key(key)) => {
+                    #[cfg(debug_assertions)]
+                    panic_if_asked(&key);
                     match app.on_key(key) {
                         Some(Effect::Quit) => break Exit::Quit,
                         Some(Effect::Command { resource, command }) => {

@@ -40,6 +40,16 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Whether the terminal is as the shell wants it: line mode (the shell
+    /// line's stty printed `icanon`), the main screen, no mouse reporting.
+    fn given_back(&self, screen: &str) -> bool {
+        let flag = |name: &str| {
+            let out = Command::new("tmux").args(["-L", &self.socket, "display-message", "-p", "-t", "t", &format!("#{{{name}}}")]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        screen.lines().any(|l| l.trim() == "icanon") && flag("alternate_on") == "0" && flag("mouse_any_flag") == "0"
+    }
+
     fn keys(&self, keys: &[&str]) {
         for key in keys {
             Command::new("tmux").args(["-L", &self.socket, "send-keys", "-t", "t", key]).status().unwrap();
@@ -62,10 +72,12 @@ impl Tmux {
 }
 
 /// A shell line for tmux: apphost with `args` on `file`, then its exit code
-/// as `<what> exited: N`, then a pause so the screen stays readable.
+/// as `<what> exited: N`, then the terminal's line mode as stty names it
+/// (`icanon` when it was given back, `-icanon` when left raw), then a pause
+/// so the screen stays readable.
 fn shell_line(state: &std::path::Path, file: &std::path::Path, args: &str, what: &str) -> String {
     format!(
-        "APPHOST_STATE_DIR={} {} -f {} {args}; echo \"{what} exited: $?\"; sleep 300",
+        "APPHOST_STATE_DIR={} {} -f {} {args}; echo \"{what} exited: $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 300",
         state.display(),
         env!("CARGO_BIN_EXE_apphost"),
         file.display()
@@ -158,6 +170,7 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     let screen = tmux.wait_for("apphost to exit", Duration::from_secs(120), |s| s.contains("apphost exited:")).await;
     assert!(screen.contains("apphost exited: 0"), "{screen}");
     assert!(screen.contains("is down"), "the teardown is told in plain lines:\n{screen}");
+    assert!(tmux.given_back(&screen), "the terminal is given back:\n{screen}");
     for pid in pids {
         assert!(!alive(pid), "process {pid} outlived apphost");
     }
@@ -262,4 +275,36 @@ async fn closing_the_terminal_tears_down_and_exits() {
     }
     let own = std::fs::read_to_string(state.join("apphost.log")).unwrap();
     assert!(own.contains("`flood` is down"), "a clean teardown:\n{own}");
+}
+
+/// A panic inside the dashboard (forced with a debug build's
+/// `APPHOST_DASHBOARD_PANIC_KEY`) gives the terminal back before the panic
+/// is printed, takes the stack down and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_dashboard_gives_the_terminal_back_and_takes_the_stack_down() {
+    let _one = ONE_STACK.lock().await;
+    let state = crate::helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("calm.yaml");
+    std::fs::write(&file, "name: calm\nresources:\n  idle:\n    kind: executable\n    command: sleep\n    args: [\"300\"]\n").unwrap();
+    // (Without a backtrace, the panic's message stays on the 30 lines.)
+    let command = format!("APPHOST_DASHBOARD_PANIC_KEY=! RUST_BACKTRACE=0 {}", shell_line(&state, &file, "up", "apphost"));
+    let tmux = Tmux::start(100, 30, &command, state.to_path_buf()).topology(file.clone());
+    tmux.wait_for("the dashboard", Duration::from_secs(60), |s| row(s, "idle").contains("running")).await;
+    let ps = crate::helpers::apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();
+    let children = pids(&serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout).unwrap_or_default());
+    assert!(!children.is_empty(), "{}", String::from_utf8_lossy(&ps.stderr));
+
+    tmux.keys(&["!"]);
+    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), |s| s.contains("apphost exited:")).await;
+    assert!(screen.contains("apphost exited: 1"), "a crashed dashboard fails apphost:\n{screen}");
+    assert!(screen.contains("as APPHOST_DASHBOARD_PANIC_KEY asks"), "the panic is readable:\n{screen}");
+    assert!(screen.contains("the dashboard crashed (its panic is above); the stack was taken down"), "{screen}");
+    assert!(tmux.given_back(&screen), "the terminal is given back:\n{screen}");
+    for pid in children {
+        assert!(!alive(pid), "process {pid} outlived apphost");
+    }
+    assert!(!state.join("session.json").exists(), "the session ended");
+    let own = std::fs::read_to_string(state.join("apphost.log")).unwrap();
+    assert!(own.contains("the dashboard crashed") && own.contains("`calm` is down"), "{own}");
 }
