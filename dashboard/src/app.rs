@@ -120,6 +120,8 @@ pub struct LogView {
     pub min_level: Option<Level>,
     pub search: Search,
     pub dropped: u64,
+    /// Long lines continue on the next rows instead of being cut at the edge.
+    pub wrap: bool,
 }
 
 #[derive(Debug, Default)]
@@ -330,6 +332,7 @@ impl App {
                 self.notice = None;
             }
             KeyCode::Char('l') => self.cycle_level(),
+            KeyCode::Char('w') => self.logs.wrap = !self.logs.wrap,
             KeyCode::Char('s') => return self.ask(Command::Start),
             KeyCode::Char('x') => return self.ask(Command::Stop),
             KeyCode::Char('r') => return self.ask(Command::Restart),

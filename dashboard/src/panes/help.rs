@@ -25,6 +25,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("/", "search the logs; Enter finds"),
     ("n  N", "older / newer match"),
     ("l", "level filter: all, ≥info, ≥warn, ≥error"),
+    ("w", "wrap long log lines (again: cut at the edge)"),
     ("Esc", "clear the search"),
     ("z", "zoom the focused pane"),
     ("mouse", "click selects, wheel scrolls"),

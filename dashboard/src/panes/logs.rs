@@ -10,6 +10,8 @@ use ratatui::{
     widgets::Paragraph,
 };
 
+use unicode_width::UnicodeWidthChar;
+
 use super::{colour_of, dim, frame};
 use crate::{
     app::{App, Focus},
@@ -26,6 +28,9 @@ fn title(app: &App) -> Line<'static> {
     }
     if let Some(level) = logs.min_level {
         spans.push(Span::raw(format!(" · ≥{}", level.name())));
+    }
+    if logs.wrap {
+        spans.push(dim(" · wrapped"));
     }
     if logs.dropped > 0 {
         spans.push(Span::styled(format!(" · {} dropped", logs.dropped), Style::new().fg(Color::Red)));
@@ -80,6 +85,37 @@ pub fn without_timestamp(text: &str) -> &str {
     rest.trim_start()
 }
 
+/// `line` cut into rows of `width` columns. The rows after the first start
+/// `indent` columns in, under the text, so the resource column stays clear.
+fn wrapped(line: Line<'static>, width: usize, indent: usize) -> Vec<Line<'static>> {
+    let indent = if indent * 2 > width { 0 } else { indent };
+    let mut rows = Vec::new();
+    let mut row: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for span in line.spans {
+        let mut piece = String::new();
+        for c in span.content.chars() {
+            let w = c.width().unwrap_or(0);
+            // At least one character per row, however narrow the pane.
+            if used + w > width && used > indent {
+                if !piece.is_empty() {
+                    row.push(Span::styled(std::mem::take(&mut piece), span.style));
+                }
+                rows.push(Line::from(std::mem::take(&mut row)));
+                row.push(Span::raw(" ".repeat(indent)));
+                used = indent;
+            }
+            piece.push(c);
+            used += w;
+        }
+        if !piece.is_empty() {
+            row.push(Span::styled(piece, span.style));
+        }
+    }
+    rows.push(Line::from(row));
+    rows
+}
+
 fn line(app: &App, l: &LogLine, name_width: usize, current: bool, width: usize) -> Line<'static> {
     let mut spans = Vec::with_capacity(6);
     if current {
@@ -106,9 +142,9 @@ fn line(app: &App, l: &LogLine, name_width: usize, current: bool, width: usize) 
     spans.push(Span::raw(" "));
     let query = app.logs.search.query.as_str();
     let mut text = without_timestamp(&l.text);
-    // The current match stays in sight even far into a long line.
+    // The current match stays in sight even far into a long line (wrapped, it is).
     let prefix: usize = spans.iter().map(|s| s.width()).sum();
-    if current && let Some(at) = text.to_lowercase().find(&query.to_lowercase()) {
+    if current && !app.logs.wrap && let Some(at) = text.to_lowercase().find(&query.to_lowercase()) {
         let room = width.saturating_sub(prefix);
         if at + query.len() > room && text.is_char_boundary(at) {
             let from = text[..at].char_indices().rev().nth(room.saturating_sub(query.len() + 2) / 2).map_or(at, |(i, _)| i);
@@ -137,8 +173,25 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let lines: Vec<Line> = match logs.bottom() {
         None => vec![Line::from(dim(if logs.lines.is_empty() { "no output yet" } else { "no line passes the level filter (l changes it)" }))],
         Some(bottom) => {
-            let top = (bottom + 1).saturating_sub(rows);
-            (top..=bottom).map(|p| line(app, &logs.lines[logs.shown[p]], name_width, current == Some(p), body.width as usize)).collect()
+            let width = body.width as usize;
+            let at = |p: usize| line(app, &logs.lines[logs.shown[p]], name_width, current == Some(p), width);
+            if logs.wrap {
+                // From the bottom up until the pane is full; the top line may show only its end.
+                let indent = if logs.source.is_none() { name_width + 1 } else { 0 } + 2;
+                let mut filled: Vec<Line> = Vec::with_capacity(rows);
+                for p in (0..=bottom).rev() {
+                    filled.extend(wrapped(at(p), width, indent).into_iter().rev());
+                    if filled.len() >= rows {
+                        break;
+                    }
+                }
+                filled.truncate(rows);
+                filled.reverse();
+                filled
+            } else {
+                let top = (bottom + 1).saturating_sub(rows);
+                (top..=bottom).map(at).collect()
+            }
         }
     };
     f.render_widget(Paragraph::new(lines), body);

@@ -125,6 +125,26 @@ fn a_search_highlights_its_matches_and_walks_them() {
 }
 
 #[test]
+fn w_wraps_long_lines_under_their_text() {
+    let mut logs = demo_logs();
+    let long = "2026-11-27T08:58:11.000Z ERROR receiver::consumer: message 0192a7c4 rejected to the DLQ: the body is not an EntityItemCreated event (missing field `id` at line 1 column 42); the queue keeps flowing";
+    logs.push(line(50, "receiver", Stream::Stderr, long));
+    let (mut app, _) = app(Fixed { resources: demo(), logs, ..Fixed::default() });
+    app.focus = dashboard::app::Focus::Logs;
+    app.zoom = true;
+    let cut = format!("{}", screen(&app, 80, 24).backend());
+    assert!(!cut.contains("the queue keeps flowing"), "cut at the edge by default:\n{cut}");
+    app.on_key(key(KeyCode::Char('w')));
+    assert!(app.logs.wrap);
+    let terminal = screen(&app, 80, 24);
+    insta::assert_snapshot!(terminal.backend());
+    let text = format!("{}", terminal.backend());
+    assert!(text.contains("the queue keeps flowing") && text.contains("wrapped"), "{text}");
+    app.on_key(key(KeyCode::Char('w')));
+    assert!(!app.logs.wrap, "w again cuts at the edge");
+}
+
+#[test]
 fn the_level_filter_keeps_warnings_and_unstructured_lines() {
     let (mut app, _) = app(Fixed { resources: demo(), logs: demo_logs(), ..Fixed::default() });
     let all = app.logs.shown.len();
