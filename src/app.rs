@@ -573,10 +573,7 @@ pub async fn test(
         roles.broker_url = format!("amqp://{}:{}@127.0.0.1:{}", env("ARTEMIS_USER"), env("ARTEMIS_PASSWORD"), broker.port("amqp").unwrap_or_default());
     }
     // The receiver's effects are counted in its own database, reached as it reaches it.
-    let receiver_db = topology
-        .resource(&roles.receiver)
-        .and_then(|r| r.references.iter().find(|x| topology.resource(&x.name).is_some_and(|d| d.kind == Kind::Postgres)))
-        .map(|r| format!("ConnectionStrings__{}", r.name));
+    let receiver_db = database_of(&topology, &roles.receiver).map(|db| format!("ConnectionStrings__{db}"));
     if let (Some(receiver), Some(key)) = (app.instances.iter().find(|i| i.resource.name == roles.receiver), receiver_db) {
         roles.receiver_db_url = receiver.env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default();
     }
@@ -660,6 +657,11 @@ pub async fn test(
     })
 }
 
+/// The postgres resource that `service` references: its database.
+fn database_of(t: &Topology, service: &str) -> Option<String> {
+    t.resource(service)?.references.iter().find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres)).map(|r| r.name.clone())
+}
+
 /// The demo's parts by name: `sender`, `receiver`, the artemis resource, and
 /// the postgres resource the sender references.
 fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
@@ -667,11 +669,7 @@ fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
     let sender = named("sender")?;
     let receiver = named("receiver")?;
     let broker = t.resources.iter().find(|r| r.kind == Kind::Artemis).map(|r| r.name.clone()).ok_or_else(|| miette!("no artemis resource to break"))?;
-    let sender_db = t
-        .resource(&sender)
-        .and_then(|s| s.references.iter().find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres)))
-        .map(|r| r.name.clone())
-        .ok_or_else(|| miette!("`sender` references no postgres resource"))?;
+    let sender_db = database_of(t, &sender).ok_or_else(|| miette!("`sender` references no postgres resource"))?;
     let queue = t
         .resource(&receiver)
         .and_then(|r| r.env.iter().find(|(k, _)| k == "RECEIVER_ADDRESS").map(|(_, v)| v.clone()))
