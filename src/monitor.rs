@@ -245,7 +245,7 @@ impl Monitor {
 }
 
 /// Every source's `/metrics` summed; `None` when none answered.
-async fn scrape(client: &reqwest::Client, urls: &[String]) -> Option<Scrape> {
+pub(crate) async fn scrape(client: &reqwest::Client, urls: &[String]) -> Option<Scrape> {
     let texts = futures::future::join_all(urls.iter().map(|url| async move {
         let response = client.get(url).send().await.ok()?.error_for_status().ok()?;
         response.text().await.ok()

@@ -238,13 +238,8 @@ mod tests {
     use super::*;
     use crate::topology;
 
-    /// A port free on this machine now, for a resource with a fixed port
-    /// (a fixed number such as 8080 may be taken by something else here).
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-
-    /// The demo topology; `web` has the fixed port `web_port`.
+    /// The demo topology; `web` has the fixed port `web_port` (a port free
+    /// now: a fixed number such as 8080 may be taken by something else here).
     fn demo(web_port: u16) -> Topology {
         topology::parse_str(
             Path::new("apphost.yaml"),
@@ -268,7 +263,7 @@ resources:
 
     #[test]
     fn references_inject_connection_strings_and_service_urls() {
-        let web_port = free_port();
+        let web_port = testkit::free_port();
         let t = demo(web_port);
         let instances = plan(&t, Err("no engine".into()), "s1", |r| Ok(format!("pw-{r}")), &[]).unwrap();
         assert!(instances.iter().all(|i| i.runtime == RuntimeKind::Process));
@@ -300,7 +295,7 @@ resources:
 
     #[test]
     fn docker_when_an_engine_answers_for_service_kinds_only() {
-        let t = demo(free_port());
+        let t = demo(testkit::free_port());
         let instances = plan(&t, Ok(()), "s1", |r| Ok(r.to_owned()), &[]).unwrap();
         let runtime = |n: &str| instances.iter().find(|i| i.name == n).unwrap().runtime;
         assert_eq!(runtime("sender-db"), RuntimeKind::Docker);

@@ -97,11 +97,10 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
     }
     report.lost = ids.len() - report.delivered;
     // A fresh receiver that never restarted: its counter against what it delivered.
-    let mut scrape = crate::monitor::Scrape::default();
-    if let Ok(r) = client.get(format!("{receiver}/metrics")).send().await {
-        scrape.add(&r.text().await.unwrap_or_default());
-    }
-    let processed = scrape.get("receiver_processed_total").ok_or("the second receiver's /metrics did not answer")?;
+    let processed = crate::monitor::scrape(&client, &[format!("{receiver}/metrics")])
+        .await
+        .and_then(|scrape| scrape.get("receiver_processed_total"))
+        .ok_or("the second receiver's /metrics did not answer")?;
     report.duplicate_effects = (processed - report.delivered as f64).max(0.0) as u64;
     let pids: Vec<u32> = PidFile::new(&dir).read().into_iter().map(|r| r.pid).collect();
 

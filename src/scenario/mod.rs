@@ -343,13 +343,8 @@ impl Ctx {
 
     /// `resource`'s `/metrics`, read as the dashboard's monitor reads them (empty when it does not answer).
     async fn scrape(&self, resource: &str) -> crate::monitor::Scrape {
-        let mut scrape = crate::monitor::Scrape::default();
-        if let Ok(url) = self.url(resource)
-            && let Ok(r) = self.client.get(format!("{url}/metrics")).send().await
-        {
-            scrape.add(&r.text().await.unwrap_or_default());
-        }
-        scrape
+        let Ok(url) = self.url(resource) else { return Default::default() };
+        crate::monitor::scrape(&self.client, &[format!("{url}/metrics")]).await.unwrap_or_default()
     }
 
     /// Ids the receiver has stored, read page by page.

@@ -90,10 +90,7 @@ impl Drop for Tmux {
             let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
             return;
         }
-        let _ = Command::new(env!("CARGO_BIN_EXE_apphost"))
-            .env("APPHOST_STATE_DIR", &self.state)
-            .args(["-f", &self.topology.display().to_string(), "down"])
-            .output();
+        crate::helpers::down_now(&self.state, &self.topology);
         let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
     }
 }

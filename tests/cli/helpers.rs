@@ -53,17 +53,29 @@ impl AsRef<Path> for StateDir {
 impl Drop for StateDir {
     fn drop(&mut self) {
         if self.0.join("session.json").exists() {
-            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_apphost"))
-                .env("APPHOST_STATE_DIR", &self.0)
-                .arg("-f")
-                .arg(workspace().join("apphost.yaml"))
-                .arg("down")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            down_now(&self.0, &workspace().join("apphost.yaml"));
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `apphost down` for the app of `topology` whose state is in `state`,
+/// waited for (from a `Drop`, where nothing async runs).
+pub fn down_now(state: &Path, topology: &Path) {
+    let _ = std::process::Command::new(env!("CARGO_BIN_EXE_apphost"))
+        .env("APPHOST_STATE_DIR", state)
+        .arg("-f")
+        .arg(topology)
+        .arg("down")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// `apphost ps --json` for the session in `state`; `None` when none answers within 10 s.
+pub async fn ps(state: &Path) -> Option<Vec<Value>> {
+    let out = tokio::time::timeout(Duration::from_secs(10), apphost(state).args(["ps", "--json"]).output()).await.ok()?.ok()?;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
 }
 
 /// A child process whose stdout and stderr are collected as they come.
@@ -145,8 +157,7 @@ impl Stack {
     }
 
     pub async fn ps(&self) -> Option<Vec<Value>> {
-        let out = apphost(&self.state).args(["ps", "--json"]).output().await.ok()?;
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+        ps(&self.state).await
     }
 
     /// Waits until every resource is healthy; panics with apphost's output if not.

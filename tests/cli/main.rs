@@ -257,9 +257,7 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         }
         assert!(tokio::time::Instant::now() < deadline, "the receiver stored nothing after its restart:\n{}", run.output());
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let limit = Duration::from_secs(10);
-        let Ok(Ok(ps)) = tokio::time::timeout(limit, apphost(&state).args(["ps", "--json"]).output()).await else { continue };
-        let Ok(ps) = serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout) else { continue };
+        let Some(ps) = helpers::ps(&state).await else { continue };
         // The restarted receiver, by its launch time: rows stamped since are its own.
         let Some(launched) = ps
             .iter()
@@ -289,7 +287,7 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
             .env("PGCONNECT_TIMEOUT", "5")
             .kill_on_drop(true)
             .output();
-        let Ok(out) = tokio::time::timeout(limit, psql).await else { continue };
+        let Ok(out) = tokio::time::timeout(Duration::from_secs(10), psql).await else { continue };
         let out = out.expect("psql (Debian's postgresql-client)");
         // The id returned, if a row went (then psql's "DELETE 1").
         let removed = String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("DELETE")).unwrap_or("").to_owned();

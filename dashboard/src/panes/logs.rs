@@ -86,7 +86,8 @@ pub fn without_timestamp(text: &str) -> &str {
 }
 
 /// `line` cut into rows of `width` columns. The rows after the first start
-/// `indent` columns in, under the text, so the resource column stays clear.
+/// `indent` columns in (under the text, past the prefix), so the resource
+/// column stays clear.
 fn wrapped(line: Line<'static>, width: usize, indent: usize) -> Vec<Line<'static>> {
     let indent = if indent * 2 > width { 0 } else { indent };
     let mut rows = Vec::new();
@@ -116,7 +117,8 @@ fn wrapped(line: Line<'static>, width: usize, indent: usize) -> Vec<Line<'static
     rows
 }
 
-fn line(app: &App, l: &LogLine, name_width: usize, current: bool, width: usize) -> Line<'static> {
+/// One log line as drawn, with the width of its prefix (marker, resource, stream).
+fn line(app: &App, l: &LogLine, name_width: usize, current: bool, width: usize) -> (Line<'static>, usize) {
     let mut spans = Vec::with_capacity(6);
     if current {
         spans.push(Span::styled("▶", Style::new().fg(Color::Yellow)));
@@ -153,7 +155,7 @@ fn line(app: &App, l: &LogLine, name_width: usize, current: bool, width: usize) 
         }
     }
     spans.extend(highlighted(text, query, base));
-    Line::from(spans)
+    (Line::from(spans), prefix)
 }
 
 pub fn draw(app: &App, f: &mut Frame, area: Rect) {
@@ -177,10 +179,10 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             let at = |p: usize| line(app, &logs.lines[logs.shown[p]], name_width, current == Some(p), width);
             if logs.wrap {
                 // From the bottom up until the pane is full; the top line may show only its end.
-                let indent = if logs.source.is_none() { name_width + 1 } else { 0 } + 2;
                 let mut filled: Vec<Line> = Vec::with_capacity(rows);
                 for p in (0..=bottom).rev() {
-                    filled.extend(wrapped(at(p), width, indent).into_iter().rev());
+                    let (line, prefix) = at(p);
+                    filled.extend(wrapped(line, width, prefix).into_iter().rev());
                     if filled.len() >= rows {
                         break;
                     }
@@ -190,7 +192,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 filled
             } else {
                 let top = (bottom + 1).saturating_sub(rows);
-                (top..=bottom).map(at).collect()
+                (top..=bottom).map(|p| at(p).0).collect()
             }
         }
     };
