@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     build,
     headless::Printer,
-    monitor::Monitor,
-    view::LiveStack,
     logs::{LogStore, Stream},
+    monitor::Monitor,
     plan::{self, RuntimeKind},
     runtime::{
         Runtime,
@@ -22,6 +21,7 @@ use crate::{
     state::{PidFile, Secrets, Session, StateDir},
     supervisor::Supervisor,
     topology::{self, Kind, RuntimeChoice, Topology},
+    view::LiveStack,
 };
 
 pub struct UpOptions {
@@ -50,11 +50,8 @@ enum Ending {
 /// Removes what a killed apphost left of this app: processes (by pid and
 /// start time) and containers and networks (by label). Returns what it removed.
 pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String> {
-    let mut removed: Vec<String> = PidFile::new(state)
-        .reap()
-        .into_iter()
-        .map(|r| format!("process {} ({})", r.pid, r.resource))
-        .collect();
+    let mut removed: Vec<String> =
+        PidFile::new(state).reap().into_iter().map(|r| format!("process {} ({})", r.pid, r.resource)).collect();
     if let Ok(engine) = docker::connect().await
         && let Ok(runtime) = DockerRuntime::new(engine, &topology.name, "reaper").await
     {
@@ -63,7 +60,11 @@ pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String
     removed
 }
 
-async fn choose_runtime(topology: &Topology, choice: RuntimeChoice, say: &impl Fn(&str)) -> miette::Result<Result<bollard::Docker, String>> {
+async fn choose_runtime(
+    topology: &Topology,
+    choice: RuntimeChoice,
+    say: &impl Fn(&str),
+) -> miette::Result<Result<bollard::Docker, String>> {
     let needs_docker = topology.resources.iter().any(|r| r.kind == Kind::Container);
     let engine = match choice {
         RuntimeChoice::Process => {
@@ -103,7 +104,10 @@ async fn choose_runtime(topology: &Topology, choice: RuntimeChoice, say: &impl F
         if let Some(why) = failed {
             let reason = format!("image `{image}` is missing and cannot be pulled: {why}");
             if choice == RuntimeChoice::Docker || needs_docker {
-                return Err(miette!(help = "build the images locally (`.ci/images`) or run with `--runtime process`", "{reason}"));
+                return Err(miette!(
+                    help = "build the images locally (`.ci/images`) or run with `--runtime process`",
+                    "{reason}"
+                ));
             }
             say(&format!("runtime: process ({reason}; `.ci/images` builds it locally)"));
             return Ok(Err(reason));
@@ -161,14 +165,23 @@ pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCod
     let state = StateDir::for_topology(file);
     state.ensure().into_diagnostic()?;
     if let Some(session) = Session::load_live(&state) {
-        return Err(miette!(help = "`apphost dashboard` shows it; `apphost down` stops it", "apphost is already running `{}` here (pid {})", session.app, session.pid));
+        return Err(miette!(
+            help = "`apphost dashboard` shows it; `apphost down` stops it",
+            "apphost is already running `{}` here (pid {})",
+            session.app,
+            session.pid
+        ));
     }
     let log_path = state.root.join("apphost.log");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).into_diagnostic()?;
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut command = tokio::process::Command::new(exe);
     command.arg("-f").arg(file).arg("up").arg("--headless").args(args);
-    command.stdin(std::process::Stdio::null()).stdout(log.try_clone().into_diagnostic()?).stderr(log).env("NO_COLOR", "1");
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().into_diagnostic()?)
+        .stderr(log)
+        .env("NO_COLOR", "1");
     // SAFETY: setsid(2) is async-signal-safe; it detaches the child from this terminal.
     unsafe {
         command.pre_exec(|| {
@@ -199,10 +212,16 @@ pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCod
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");
             }
-            return Err(miette!(help = format!("the whole output is in {}", log_path.display()), "apphost exited while starting ({status})"));
+            return Err(miette!(
+                help = format!("the whole output is in {}", log_path.display()),
+                "apphost exited while starting ({status})"
+            ));
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(miette!(help = "`apphost ps` shows where it stands; `apphost down` stops it", "not every resource is healthy after 15 minutes"));
+            return Err(miette!(
+                help = "`apphost ps` shows where it stands; `apphost down` stops it",
+                "not every resource is healthy after 15 minutes"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -226,7 +245,13 @@ fn write_own_lines(logs: &LogStore, path: &Path) -> std::io::Result<tokio::task:
         loop {
             match rx.recv().await {
                 Ok(line) if &*line.resource == "apphost" || line.stream == Stream::System => {
-                    let _ = writeln!(file, "{} {:<12} {}", line.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), line.resource, line.text);
+                    let _ = writeln!(
+                        file,
+                        "{} {:<12} {}",
+                        line.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                        line.resource,
+                        line.text
+                    );
                     if rx.is_empty() {
                         let _ = file.flush();
                     }
@@ -281,7 +306,8 @@ pub async fn start(
     let session_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
 
     let mut secrets = Secrets::load(state).into_diagnostic()?;
-    let telemetry: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP_")).collect();
+    let telemetry: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP_")).collect();
     let instances = plan::plan(
         topology,
         engine.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -319,7 +345,9 @@ pub async fn start(
     runtimes.insert("process", Arc::new(ProcessRuntime::new(state.clone(), binaries, topology.root().to_path_buf())));
     let docker = match engine {
         Ok(engine) => {
-            let rt = Arc::new(DockerRuntime::new(engine, &topology.name, &session_id).await.map_err(|e| miette!("{}", e.message))?);
+            let rt = Arc::new(
+                DockerRuntime::new(engine, &topology.name, &session_id).await.map_err(|e| miette!("{}", e.message))?,
+            );
             runtimes.insert("docker", rt.clone());
             Some(rt)
         }
@@ -333,7 +361,10 @@ pub async fn start(
     let sources = instances.iter().filter(|i| topology.metrics_from.contains(&i.resource.name)).cloned().collect();
     let monitor = Monitor::spawn(supervisor.clone(), sources, stop_api.clone());
     view.started(supervisor.clone(), monitor.clone());
-    let (port, api) = crate::control::serve(supervisor.clone(), view.clone(), token.clone(), down.clone(), stop_api.clone()).await.into_diagnostic()?;
+    let (port, api) =
+        crate::control::serve(supervisor.clone(), view.clone(), token.clone(), down.clone(), stop_api.clone())
+            .await
+            .into_diagnostic()?;
     let api = tokio::spawn(api);
     Session {
         id: session_id,
@@ -346,8 +377,22 @@ pub async fn start(
     }
     .save(state)
     .into_diagnostic()?;
-    say(&format!("`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them", topology.name, instances.len()));
-    Ok(RunningApp { supervisor, instances, down, state: state.clone(), runtimes, docker, stop_api, api, name: topology.name.clone() })
+    say(&format!(
+        "`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them",
+        topology.name,
+        instances.len()
+    ));
+    Ok(RunningApp {
+        supervisor,
+        instances,
+        down,
+        state: state.clone(),
+        runtimes,
+        docker,
+        stop_api,
+        api,
+        name: topology.name.clone(),
+    })
 }
 
 impl RunningApp {
@@ -387,7 +432,14 @@ impl RunningApp {
     }
 }
 
-async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &LogStore, say: &impl Fn(&str), ui: Option<Ui>) -> miette::Result<ExitCode> {
+async fn run(
+    topology: &Topology,
+    state: &StateDir,
+    options: UpOptions,
+    logs: &LogStore,
+    say: &impl Fn(&str),
+    ui: Option<Ui>,
+) -> miette::Result<ExitCode> {
     // One view of the app: the dashboard (shown from before the build) and the control API read it.
     let view = ui.as_ref().map_or_else(|| LiveStack::new(logs.clone()), |ui| ui.stack.clone());
     let app = start(topology, state, &options, logs, &view, say).await?;
@@ -447,7 +499,14 @@ async fn run(topology: &Topology, state: &StateDir, options: UpOptions, logs: &L
         // Let the dashboard give the screen back before the first line is printed.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    app.teardown(options.teardown, async move { interrupt.recv().await; }, say).await;
+    app.teardown(
+        options.teardown,
+        async move {
+            interrupt.recv().await;
+        },
+        say,
+    )
+    .await;
     if let Some((stop_printing, printer)) = printing {
         stop_printing.cancel();
         let _ = printer.await;
@@ -496,7 +555,10 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
     let state = StateDir::for_topology(file);
     if let Some(session) = Session::load_live(&state) {
         let client = crate::control::Client::new(&session);
-        client.post("/v1/down").await.map_err(|e| miette!("the running apphost (pid {}) did not answer: {e}", session.pid))?;
+        client
+            .post("/v1/down")
+            .await
+            .map_err(|e| miette!("the running apphost (pid {}) did not answer: {e}", session.pid))?;
         // Done when the session is gone: its file removed, or the process dead
         // (a zombie counts: its parent may simply not have reaped it yet).
         for _ in 0..1200 {
@@ -536,7 +598,12 @@ pub async fn test(
     let state = StateDir::for_topology(file);
     state.ensure().into_diagnostic()?;
     if let Some(session) = Session::load_live(&state) {
-        return Err(miette!(help = "`apphost down` stops it", "apphost is already running `{}` here (pid {})", session.app, session.pid));
+        return Err(miette!(
+            help = "`apphost down` stops it",
+            "apphost is already running `{}` here (pid {})",
+            session.app,
+            session.pid
+        ));
     }
     let roles = roles(&topology)?;
     // Scenario files are read (and their mistakes shown) before anything starts.
@@ -570,12 +637,19 @@ pub async fn test(
     let mut roles = roles;
     if let Some(broker) = app.instances.iter().find(|i| i.resource.name == roles.broker) {
         let env = |k: &str| broker.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
-        roles.broker_url = format!("amqp://{}:{}@127.0.0.1:{}", env("ARTEMIS_USER"), env("ARTEMIS_PASSWORD"), broker.port("amqp").unwrap_or_default());
+        roles.broker_url = format!(
+            "amqp://{}:{}@127.0.0.1:{}",
+            env("ARTEMIS_USER"),
+            env("ARTEMIS_PASSWORD"),
+            broker.port("amqp").unwrap_or_default()
+        );
     }
     // The receiver's effects are counted in its own database, reached as it reaches it.
     let receiver_db = database_of(&topology, &roles.receiver).map(|db| format!("ConnectionStrings__{db}"));
-    if let (Some(receiver), Some(key)) = (app.instances.iter().find(|i| i.resource.name == roles.receiver), receiver_db) {
-        roles.receiver_db_url = receiver.env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+    if let (Some(receiver), Some(key)) = (app.instances.iter().find(|i| i.resource.name == roles.receiver), receiver_db)
+    {
+        roles.receiver_db_url =
+            receiver.env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default();
     }
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut reports = Vec::new();
@@ -594,7 +668,8 @@ pub async fn test(
     };
     if ready {
         let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings);
-        let runtime = app.instances.iter().find(|i| i.resource.kind == Kind::Artemis).map_or("process", |i| i.runtime.as_str());
+        let runtime =
+            app.instances.iter().find(|i| i.resource.kind == Kind::Artemis).map_or("process", |i| i.runtime.as_str());
         for pick in &scenarios {
             use crate::scenario::Pick;
             let name = match pick {
@@ -605,7 +680,9 @@ pub async fn test(
             say(&format!("scenario {name}: running"));
             let run = async {
                 match pick {
-                    Pick::BuiltIn(name) if name == "apphost-killed" => crate::scenario::apphost_killed(file, runtime, &topology.name).await,
+                    Pick::BuiltIn(name) if name == "apphost-killed" => {
+                        crate::scenario::apphost_killed(file, runtime, &topology.name).await
+                    }
                     Pick::BuiltIn(name) => ctx.run(name).await,
                     Pick::File(path) => ctx.run_steps(&name, &files[path].steps).await,
                     Pick::Soak { duration, report } => crate::scenario::soak(&ctx, *duration, report).await,
@@ -637,9 +714,23 @@ pub async fn test(
         for s in app.supervisor.snapshot().iter().filter(|s| s.state != crate::supervisor::State::Healthy) {
             say(&format!("not healthy after {healthy_within:?}: {} is {}", s.name, s.state.label()));
         }
-        reports.push(crate::scenario::Report { scenario: "startup".into(), failure: Some(format!("the stack was not healthy within {healthy_within:?}; see {}", output_path.display())), ..Default::default() });
+        reports.push(crate::scenario::Report {
+            scenario: "startup".into(),
+            failure: Some(format!(
+                "the stack was not healthy within {healthy_within:?}; see {}",
+                output_path.display()
+            )),
+            ..Default::default()
+        });
     }
-    app.teardown(options.teardown, async move { interrupt.recv().await; }, &say).await;
+    app.teardown(
+        options.teardown,
+        async move {
+            interrupt.recv().await;
+        },
+        &say,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     writer.abort();
     if let Some(path) = junit {
@@ -659,20 +750,41 @@ pub async fn test(
 
 /// The postgres resource that `service` references: its database.
 fn database_of(t: &Topology, service: &str) -> Option<String> {
-    t.resource(service)?.references.iter().find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres)).map(|r| r.name.clone())
+    t.resource(service)?
+        .references
+        .iter()
+        .find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres))
+        .map(|r| r.name.clone())
 }
 
 /// The demo's parts by name: `sender`, `receiver`, the artemis resource, and
 /// the postgres resource the sender references.
 fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
-    let named = |n: &str| t.resource(n).map(|r| r.name.clone()).ok_or_else(|| miette!("`apphost test` drives a resource called `{n}`, and {} has none", t.file.display()));
+    let named = |n: &str| {
+        t.resource(n)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| miette!("`apphost test` drives a resource called `{n}`, and {} has none", t.file.display()))
+    };
     let sender = named("sender")?;
     let receiver = named("receiver")?;
-    let broker = t.resources.iter().find(|r| r.kind == Kind::Artemis).map(|r| r.name.clone()).ok_or_else(|| miette!("no artemis resource to break"))?;
+    let broker = t
+        .resources
+        .iter()
+        .find(|r| r.kind == Kind::Artemis)
+        .map(|r| r.name.clone())
+        .ok_or_else(|| miette!("no artemis resource to break"))?;
     let sender_db = database_of(t, &sender).ok_or_else(|| miette!("`sender` references no postgres resource"))?;
     let queue = t
         .resource(&receiver)
         .and_then(|r| r.env.iter().find(|(k, _)| k == "RECEIVER_ADDRESS").map(|(_, v)| v.clone()))
         .unwrap_or_else(|| "entity-items".to_owned());
-    Ok(crate::scenario::Roles { sender, receiver, broker, sender_db, broker_url: String::new(), queue, receiver_db_url: String::new() })
+    Ok(crate::scenario::Roles {
+        sender,
+        receiver,
+        broker,
+        sender_db,
+        broker_url: String::new(),
+        queue,
+        receiver_db_url: String::new(),
+    })
 }

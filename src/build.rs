@@ -73,14 +73,21 @@ pub async fn build(
             };
             return Err(BuildError::NoPackage { package: package.clone(), root: root.display().to_string(), hint });
         };
-        let bin = found.targets.iter().find(|t| t.kind.iter().any(|k| k == "bin")).map_or(package.clone(), |t| t.name.clone());
+        let bin = found
+            .targets
+            .iter()
+            .find(|t| t.kind.iter().any(|k| k == "bin"))
+            .map_or(package.clone(), |t| t.name.clone());
         let profile = if release { "release" } else { "debug" };
         binaries.insert(package.clone(), metadata.target_directory.join(profile).join(bin));
     }
 
     if skip {
         if let Some((package, missing)) = binaries.iter().find(|(_, b)| !b.exists()) {
-            return Err(BuildError::Cargo(format!("`--no-build`, but `{}` (package `{package}`) is not built", missing.display())));
+            return Err(BuildError::Cargo(format!(
+                "`--no-build`, but `{}` (package `{package}`) is not built",
+                missing.display()
+            )));
         }
         return Ok(binaries);
     }

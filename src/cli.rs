@@ -254,7 +254,12 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Up { at, headless: _, detach: true, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
-            let mut args: Vec<String> = vec!["--teardown".into(), format!("{}s", teardown.as_secs()), "--log-lines".into(), log_lines.to_string()];
+            let mut args: Vec<String> = vec![
+                "--teardown".into(),
+                format!("{}s", teardown.as_secs()),
+                "--log-lines".into(),
+                log_lines.to_string(),
+            ];
             if let Some(r) = runtime {
                 args.extend(["--runtime".into(), format!("{r:?}").to_lowercase()]);
             }
@@ -266,17 +271,33 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Up { at, headless, detach: false, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
             let runtime = runtime.map(RuntimeArg::choice);
-            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                && std::io::IsTerminal::is_terminal(&std::io::stdin());
             let dashboard = !headless && terminal && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
-            app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines, dashboard }).await
+            app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines, dashboard })
+                .await
         }
         Command::Down { at } => app::down(&file_of(global, at.file)).await,
         Command::Ps { at, json } => ps(&file_of(global, at.file), json).await,
-        Command::Logs { file, resource, follow, tail, events } => logs(&file_of(global, file), resource, follow, tail, events).await,
+        Command::Logs { file, resource, follow, tail, events } => {
+            logs(&file_of(global, file), resource, follow, tail, events).await
+        }
         Command::Stop { resource, at } => act(&file_of(global, at.file), &resource, "stop").await,
         Command::Start { resource, at } => act(&file_of(global, at.file), &resource, "start").await,
         Command::Restart { resource, at } => act(&file_of(global, at.file), &resource, "restart").await,
-        Command::Test { at, scenarios, duration, report, junit, runtime, no_build, outage, rate, settle, healthy_within } => {
+        Command::Test {
+            at,
+            scenarios,
+            duration,
+            report,
+            junit,
+            runtime,
+            no_build,
+            outage,
+            rate,
+            settle,
+            healthy_within,
+        } => {
             let options = app::UpOptions {
                 runtime: runtime.map(RuntimeArg::choice),
                 release: false,
@@ -285,7 +306,11 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 log_capacity: crate::logs::DEFAULT_CAPACITY,
                 dashboard: false,
             };
-            let names = if scenarios.is_empty() { crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect() } else { scenarios };
+            let names = if scenarios.is_empty() {
+                crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect()
+            } else {
+                scenarios
+            };
             let mut scenarios = Vec::new();
             for name in names {
                 use crate::scenario::Pick;
@@ -298,7 +323,10 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                     Pick::File(path)
                 } else {
                     return Err(miette!(
-                        help = format!("built in: {}, soak; or a scenario file (`.yaml`)", crate::scenario::BUILT_IN.join(", ")),
+                        help = format!(
+                            "built in: {}, soak; or a scenario file (`.yaml`)",
+                            crate::scenario::BUILT_IN.join(", ")
+                        ),
                         "no scenario is called `{name}`"
                     ));
                 });
@@ -330,8 +358,9 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
 
 /// The running session of the app at `file`, or a clear error.
 pub fn session(file: &std::path::Path) -> miette::Result<Session> {
-    Session::load_live(&StateDir::for_topology(file))
-        .ok_or_else(|| miette!(help = "start it with `apphost up`", "no apphost is running the app of {}", file.display()))
+    Session::load_live(&StateDir::for_topology(file)).ok_or_else(|| {
+        miette!(help = "start it with `apphost up`", "no apphost is running the app of {}", file.display())
+    })
 }
 
 async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
@@ -346,7 +375,10 @@ async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
     // The table shows what the dashboard shows, from the same view.
     let response = client.get("/v1/view?limit=0").await.map_err(|e| miette!("{e}"))?;
     let view: dashboard::view::Snapshot = response.json().await.into_diagnostic()?;
-    println!("{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  ENDPOINTS", "NAME", "KIND", "RUNTIME", "STATE", "HEALTH", "RST", "UPTIME", "CPU", "MEM");
+    println!(
+        "{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  ENDPOINTS",
+        "NAME", "KIND", "RUNTIME", "STATE", "HEALTH", "RST", "UPTIME", "CPU", "MEM"
+    );
     let now = chrono::Utc::now();
     for r in view.resources {
         let uptime = r.up_since.map_or("-".into(), |t| dashboard::panes::duration((now - t).num_seconds()));
@@ -360,7 +392,16 @@ async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
         let mem = r.memory_bytes.map_or("-".into(), dashboard::panes::bytes);
         println!(
             "{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  {}",
-            r.name, r.kind, r.runtime, r.state, health, r.restarts, uptime, cpu, mem, r.endpoints.join(" ")
+            r.name,
+            r.kind,
+            r.runtime,
+            r.state,
+            health,
+            r.restarts,
+            uptime,
+            cpu,
+            mem,
+            r.endpoints.join(" ")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -370,11 +411,16 @@ async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
 async fn attach(file: &std::path::Path) -> miette::Result<ExitCode> {
     let session = session(file)?;
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        return Err(miette!(help = "run it in a terminal; `apphost ps` and `apphost logs -f` work anywhere", "the dashboard needs a terminal"));
+        return Err(miette!(
+            help = "run it in a terminal; `apphost ps` and `apphost logs -f` work anywhere",
+            "the dashboard needs a terminal"
+        ));
     }
     let stop = tokio_util::sync::CancellationToken::new();
     let stack = crate::view::RemoteStack::connect(Client::new(&session), stop.clone(), stop.clone());
-    let exit = dashboard::run(stack, stop.clone(), dashboard::Options { attached: true, ..Default::default() }).await.into_diagnostic()?;
+    let exit = dashboard::run(stack, stop.clone(), dashboard::Options { attached: true, ..Default::default() })
+        .await
+        .into_diagnostic()?;
     stop.cancel();
     match exit {
         dashboard::Exit::Quit => println!("detached; `{}` keeps running (`apphost down` stops it)", session.app),
@@ -383,7 +429,13 @@ async fn attach(file: &std::path::Path) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn logs(file: &std::path::Path, resource: Option<String>, follow: bool, tail: usize, events: bool) -> miette::Result<ExitCode> {
+async fn logs(
+    file: &std::path::Path,
+    resource: Option<String>,
+    follow: bool,
+    tail: usize,
+    events: bool,
+) -> miette::Result<ExitCode> {
     let session = session(file)?;
     let client = Client::new(&session);
     if events {
@@ -422,7 +474,8 @@ async fn logs(file: &std::path::Path, resource: Option<String>, follow: bool, ta
 
 async fn act(file: &std::path::Path, resource: &str, action: &str) -> miette::Result<ExitCode> {
     let session = session(file)?;
-    let answer = Client::new(&session).post(&format!("/v1/resources/{resource}/{action}")).await.map_err(|e| miette!("{e}"))?;
+    let answer =
+        Client::new(&session).post(&format!("/v1/resources/{resource}/{action}")).await.map_err(|e| miette!("{e}"))?;
     println!("{}", answer["ok"].as_str().unwrap_or("done"));
     Ok(ExitCode::SUCCESS)
 }

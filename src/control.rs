@@ -63,11 +63,17 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time enough for a loopback token: compare every byte.
-    let ok = presented.is_some_and(|p| p.len() == api.token.len() && p.bytes().zip(api.token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0);
+    let ok = presented.is_some_and(|p| {
+        p.len() == api.token.len() && p.bytes().zip(api.token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
     if ok {
         next.run(request).await
     } else {
-        (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "missing or wrong token; the CLI reads it from .apphost/session.json" }))).into_response()
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "missing or wrong token; the CLI reads it from .apphost/session.json" })),
+        )
+            .into_response()
     }
 }
 
@@ -98,7 +104,12 @@ async fn snapshot(State(api): State<Api>, Query(q): Query<ViewQuery>) -> Respons
     if q.since.is_some_and(|v| v == api.view.version()) {
         return StatusCode::NO_CONTENT.into_response();
     }
-    let snapshot = dashboard::view::Snapshot::of(api.view.as_ref(), q.source.as_deref(), q.limit.min(50_000), dashboard::app::EVENTS_KEPT);
+    let snapshot = dashboard::view::Snapshot::of(
+        api.view.as_ref(),
+        q.source.as_deref(),
+        q.limit.min(50_000),
+        dashboard::app::EVENTS_KEPT,
+    );
     Json(snapshot).into_response()
 }
 
@@ -121,7 +132,11 @@ async fn logs(State(api): State<Api>, Query(q): Query<LogQuery>) -> Response {
         Some(r) => {
             let names = api.supervisor.resolve(r);
             if names.is_empty() {
-                return (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no resource is called `{r}`") }))).into_response();
+                return (
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({ "error": format!("no resource is called `{r}`") })),
+                )
+                    .into_response();
             }
             Some(names)
         }
@@ -137,7 +152,8 @@ async fn logs(State(api): State<Api>, Query(q): Query<LogQuery>) -> Response {
     let head = futures::stream::iter(backlog.into_iter().map(Ok::<_, std::io::Error>));
     let body = if q.follow {
         let live = tokio_stream_from(store.subscribe()).filter(move |l| {
-            let keep = names.as_ref().is_none_or(|n| n.iter().any(|n| **n == *l.resource)) && last.is_none_or(|s| l.seq > s);
+            let keep =
+                names.as_ref().is_none_or(|n| n.iter().any(|n| **n == *l.resource)) && last.is_none_or(|s| l.seq > s);
             async move { keep }
         });
         Body::from_stream(head.chain(live.map(Ok)).map(|l| l.map(to_ndjson)))
@@ -153,7 +169,9 @@ fn to_ndjson(line: crate::logs::LogLine) -> String {
     text
 }
 
-fn tokio_stream_from(mut rx: tokio::sync::broadcast::Receiver<crate::logs::LogLine>) -> impl futures::Stream<Item = crate::logs::LogLine> {
+fn tokio_stream_from(
+    mut rx: tokio::sync::broadcast::Receiver<crate::logs::LogLine>,
+) -> impl futures::Stream<Item = crate::logs::LogLine> {
     async_stream(move |tx| async move {
         loop {
             match rx.recv().await {
@@ -205,7 +223,11 @@ fn control_of(action: &str) -> Option<(Control, Option<Control>)> {
     })
 }
 
-async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)>, Query(q): Query<ActQuery>) -> Response {
+async fn act(
+    State(api): State<Api>,
+    Path((name, action)): Path<(String, String)>,
+    Query(q): Query<ActQuery>,
+) -> Response {
     let refuse = |status, error: String| (status, Json(serde_json::json!({ "error": error }))).into_response();
     let Some((control, undo)) = control_of(&action) else {
         return refuse(StatusCode::NOT_FOUND, format!("unknown action `{action}`"));
@@ -213,8 +235,18 @@ async fn act(State(api): State<Api>, Path((name, action)): Path<(String, String)
     let duration = match q.duration.as_deref().map(crate::topology::parse_duration) {
         None => None,
         Some(Some(d)) if undo.is_some() => Some(d),
-        Some(Some(_)) => return refuse(StatusCode::BAD_REQUEST, format!("`{action}` cannot be undone after a while; `--for` applies to stop, pause and partition")),
-        Some(None) => return refuse(StatusCode::BAD_REQUEST, format!("`{}` is not a duration such as `30s`", q.duration.unwrap_or_default())),
+        Some(Some(_)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("`{action}` cannot be undone after a while; `--for` applies to stop, pause and partition"),
+            );
+        }
+        Some(None) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("`{}` is not a duration such as `30s`", q.duration.unwrap_or_default()),
+            );
+        }
     };
     let prefix = if q.chaos { "chaos: " } else { "" };
     let lasting = duration.map(|d| format!(" for {d:?}")).unwrap_or_default();
@@ -263,7 +295,13 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str) -> Result<serde_json::Value, String> {
-        let response = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         let ok = response.status().is_success();
         let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
         if ok { Ok(body) } else { Err(body["error"].as_str().unwrap_or("request refused").to_owned()) }

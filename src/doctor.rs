@@ -28,11 +28,21 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
     println!("apphost doctor");
     let topology = match topology::load(file) {
         Ok(t) => {
-            report.line(true, "topology", &format!("{} is valid ({} resources)", file.display(), t.resources.len()), "");
+            report.line(
+                true,
+                "topology",
+                &format!("{} is valid ({} resources)", file.display(), t.resources.len()),
+                "",
+            );
             Some(t)
         }
         Err(e) => {
-            report.line(false, "topology", &format!("{} cannot be used", file.display()), "run `apphost check` to see the problems");
+            report.line(
+                false,
+                "topology",
+                &format!("{} cannot be used", file.display()),
+                "run `apphost check` to see the problems",
+            );
             eprintln!("{:?}", miette::Report::new(e));
             report.ok = false;
             None
@@ -58,41 +68,85 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
         images.dedup();
         for image in images {
             let here = engine.inspect_image(&image).await.is_ok();
-            images_ok &= report.line(here, "image", &format!("{image} ({})", if here { "present" } else { "missing; pulled at `up` if a registry answers" }), "`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0 locally");
+            images_ok &= report.line(
+                here,
+                "image",
+                &format!(
+                    "{image} ({})",
+                    if here { "present" } else { "missing; pulled at `up` if a registry answers" }
+                ),
+                "`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0 locally",
+            );
         }
     }
 
     let java = process::which("java");
-    let java_ok = report.line(java.is_some(), "Java", &java.map_or("not found".into(), |p| p.display().to_string()), "apt-get install openjdk-17-jre-headless");
+    let java_ok = report.line(
+        java.is_some(),
+        "Java",
+        &java.map_or("not found".into(), |p| p.display().to_string()),
+        "apt-get install openjdk-17-jre-headless",
+    );
     let pg = process::pg_bin_dir();
-    let pg_ok = report.line(pg.is_ok(), "PostgreSQL server", &pg.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()), "apt-get install postgresql-15 (or set PG_BIN)");
+    let pg_ok = report.line(
+        pg.is_ok(),
+        "PostgreSQL server",
+        &pg.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()),
+        "apt-get install postgresql-15 (or set PG_BIN)",
+    );
     let artemis = process::artemis_home();
-    let artemis_ok = report.line(artemis.is_ok(), "Artemis distribution", &artemis.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()), "run `.ci/setup` (fetches Artemis 2.40.0 from Maven Central) or set ARTEMIS_HOME");
+    let artemis_ok = report.line(
+        artemis.is_ok(),
+        "Artemis distribution",
+        &artemis.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()),
+        "run `.ci/setup` (fetches Artemis 2.40.0 from Maven Central) or set ARTEMIS_HOME",
+    );
     let cargo = process::which("cargo");
     let has_projects = topology.as_ref().is_some_and(|t| t.resources.iter().any(|r| r.kind == Kind::Project));
     if has_projects {
-        report.ok &= report.line(cargo.is_some(), "cargo", &cargo.map_or("not found".into(), |p| p.display().to_string()), "install Rust from https://rustup.rs");
+        report.ok &= report.line(
+            cargo.is_some(),
+            "cargo",
+            &cargo.map_or("not found".into(), |p| p.display().to_string()),
+            "install Rust from https://rustup.rs",
+        );
     }
     if let Some(t) = &topology {
         for r in &t.resources {
             for p in r.ports.iter().filter(|p| p.host.is_some_and(|h| h != 0)) {
                 let port = p.host.unwrap_or_default();
                 let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-                report.ok &= report.line(free, "port", &format!("{port} for `{}` ({}) is {}", r.name, p.name, if free { "free" } else { "in use" }), &format!("stop what listens on {port}, or drop `host: {port}` to pick a free port"));
+                report.ok &= report.line(
+                    free,
+                    "port",
+                    &format!("{port} for `{}` ({}) is {}", r.name, p.name, if free { "free" } else { "in use" }),
+                    &format!("stop what listens on {port}, or drop `host: {port}` to pick a free port"),
+                );
             }
         }
     }
     // Artemis blocks producers when its disk is used beyond max-disk-usage (90 % by default),
     // counting as used what an unprivileged writer cannot have.
     if let Some(used) = disk_used(&std::env::current_dir().unwrap_or_else(|_| ".".into())) {
-        let detail = format!("{:.1} % of this folder's file system is not available (1 - available / size, as Artemis counts)", used * 100.0);
-        report.line(used < 0.9, "disk", &detail, "free disk space: above 90 % Artemis blocks producers (its default max-disk-usage) and the outbox backs up");
+        let detail = format!(
+            "{:.1} % of this folder's file system is not available (1 - available / size, as Artemis counts)",
+            used * 100.0
+        );
+        report.line(
+            used < 0.9,
+            "disk",
+            &detail,
+            "free disk space: above 90 % Artemis blocks producers (its default max-disk-usage) and the outbox backs up",
+        );
     }
     let process_ok = java_ok && pg_ok && artemis_ok;
     let runnable = (docker_ok && images_ok) || process_ok;
     println!();
     if runnable && report.ok {
-        println!("apphost can run this app on the {} runtime.", if docker_ok && images_ok { "docker" } else { "process" });
+        println!(
+            "apphost can run this app on the {} runtime.",
+            if docker_ok && images_ok { "docker" } else { "process" }
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!("apphost cannot run this app here yet; see the fixes above.");

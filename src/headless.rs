@@ -65,7 +65,12 @@ impl Printer {
                     let _ = writeln!(out, "{}", self.format(&line));
                 }
                 Err(RecvError::Lagged(n)) => {
-                    let _ = writeln!(out, "{:<width$} | ● {n} lines not shown: output faster than the terminal", "apphost", width = self.width);
+                    let _ = writeln!(
+                        out,
+                        "{:<width$} | ● {n} lines not shown: output faster than the terminal",
+                        "apphost",
+                        width = self.width
+                    );
                 }
                 Err(RecvError::Closed) => break,
             }

@@ -51,7 +51,10 @@ impl Scrape {
             let Ok(value) = value.parse::<f64>() else { continue };
             let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             if let Some(histogram) = name.strip_suffix("_bucket") {
-                let le = labels.split(',').find_map(|l| l.trim().strip_prefix("le=\"")).and_then(|v| v.trim_end_matches(['"', '}']).parse::<f64>().ok());
+                let le = labels
+                    .split(',')
+                    .find_map(|l| l.trim().strip_prefix("le=\""))
+                    .and_then(|v| v.trim_end_matches(['"', '}']).parse::<f64>().ok());
                 if let Some(le) = le {
                     *self.buckets.entry(histogram.to_owned()).or_default().entry(Bound(le)).or_default() += value;
                 }
@@ -70,7 +73,8 @@ impl Scrape {
 /// histogram, interpolated inside its bucket as Prometheus does; `None`
 /// without observations.
 fn quantile(q: f64, now: &BTreeMap<Bound, f64>, before: Option<&BTreeMap<Bound, f64>>) -> Option<f64> {
-    let delta: Vec<(f64, f64)> = now.iter().map(|(b, c)| (b.0, c - before.and_then(|p| p.get(b)).copied().unwrap_or(0.0))).collect();
+    let delta: Vec<(f64, f64)> =
+        now.iter().map(|(b, c)| (b.0, c - before.and_then(|p| p.get(b)).copied().unwrap_or(0.0))).collect();
     let total = delta.last()?.1;
     if total <= 0.0 {
         return None;
@@ -127,11 +131,17 @@ impl Monitor {
     /// Starts sampling `supervisor`'s instances until `stop`; `sources` are
     /// the instances whose `/metrics` feed the outbox series.
     pub fn spawn(supervisor: Arc<Supervisor>, sources: Vec<Instance>, stop: CancellationToken) -> Arc<Self> {
-        let monitor = Arc::new(Self { samples: Mutex::default(), version: AtomicU64::new(0), has_sources: !sources.is_empty() });
+        let monitor =
+            Arc::new(Self { samples: Mutex::default(), version: AtomicU64::new(0), has_sources: !sources.is_empty() });
         let this = monitor.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().expect("an HTTP client");
-            let urls: Vec<String> = sources.iter().filter_map(|i| i.port("http")).map(|p| format!("http://127.0.0.1:{p}/metrics")).collect();
+            let client =
+                reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().expect("an HTTP client");
+            let urls: Vec<String> = sources
+                .iter()
+                .filter_map(|i| i.port("http"))
+                .map(|p| format!("http://127.0.0.1:{p}/metrics"))
+                .collect();
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -176,7 +186,8 @@ impl Monitor {
                         // A counter that went down belongs to a restarted service.
                         Some(if delta >= 0.0 { delta } else { now_value } / elapsed.max(0.001))
                     };
-                    let window_start = s.scrapes.iter().find(|(at, _)| now.duration_since(*at) <= WINDOW).map(|(_, sc)| sc);
+                    let window_start =
+                        s.scrapes.iter().find(|(at, _)| now.duration_since(*at) <= WINDOW).map(|(_, sc)| sc);
                     let latency = |q| {
                         let hist = scrape.buckets.get("receiver_end_to_end_seconds")?;
                         quantile(q, hist, window_start.and_then(|w| w.buckets.get("receiver_end_to_end_seconds")))
@@ -225,7 +236,11 @@ impl Monitor {
             return None;
         }
         let s = self.samples.lock().expect("monitor lock");
-        let series = |label: &str, unit, f: fn(&Point) -> Option<f64>| Series { label: label.into(), unit, points: s.points.iter().map(f).collect() };
+        let series = |label: &str, unit, f: fn(&Point) -> Option<f64>| Series {
+            label: label.into(),
+            unit,
+            points: s.points.iter().map(f).collect(),
+        };
         Some(Outbox {
             interval_seconds: INTERVAL.as_secs_f64(),
             series: vec![
@@ -296,8 +311,20 @@ mod tests {
         let mut now = Scrape::default();
         now.add(&TEXT.replace("} 100\n", "} 200\n"));
         // The only new observations are the 100 in (0.1, 1.0].
-        let q = quantile(0.5, &now.buckets["receiver_end_to_end_seconds"], Some(&before.buckets["receiver_end_to_end_seconds"])).unwrap();
+        let q = quantile(
+            0.5,
+            &now.buckets["receiver_end_to_end_seconds"],
+            Some(&before.buckets["receiver_end_to_end_seconds"]),
+        )
+        .unwrap();
         assert!((q - 0.55).abs() < 1e-9, "{q}");
-        assert_eq!(quantile(0.5, &before.buckets["receiver_end_to_end_seconds"], Some(&before.buckets["receiver_end_to_end_seconds"])), None);
+        assert_eq!(
+            quantile(
+                0.5,
+                &before.buckets["receiver_end_to_end_seconds"],
+                Some(&before.buckets["receiver_end_to_end_seconds"])
+            ),
+            None
+        );
     }
 }

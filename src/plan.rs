@@ -65,7 +65,9 @@ impl Instance {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
     #[error("port {port} wanted by `{resource}` ({name}) is already in use")]
-    #[diagnostic(help("stop what listens on {port}, or leave the host port out of `{resource}`'s ports in apphost.yaml so a free one is picked"))]
+    #[diagnostic(help(
+        "stop what listens on {port}, or leave the host port out of `{resource}`'s ports in apphost.yaml so a free one is picked"
+    ))]
     PortInUse { resource: String, name: String, port: u16 },
     #[error("`{resource}` is a container, which needs the Docker engine, but {why}")]
     #[diagnostic(help("start Docker (or set DOCKER_HOST), or remove the container resource"))]
@@ -120,7 +122,11 @@ pub fn plan(
                 Err(why) => return Err(PlanError::NeedsDocker { resource: r.name.clone(), why: why.clone() }),
             },
             Kind::Postgres | Kind::Artemis => {
-                if docker.is_ok() { RuntimeKind::Docker } else { RuntimeKind::Process }
+                if docker.is_ok() {
+                    RuntimeKind::Docker
+                } else {
+                    RuntimeKind::Process
+                }
             }
         };
         let password = match r.kind {
@@ -133,7 +139,9 @@ pub fn plan(
             for p in &r.ports {
                 let host = match p.host.filter(|h| *h != 0) {
                     Some(h) if picked.take(h) => h,
-                    Some(h) => return Err(PlanError::PortInUse { resource: r.name.clone(), name: p.name.clone(), port: h }),
+                    Some(h) => {
+                        return Err(PlanError::PortInUse { resource: r.name.clone(), name: p.name.clone(), port: h });
+                    }
                     None => picked.free(),
                 };
                 ports.insert(p.name.clone(), Binding { host, target: p.target });
@@ -318,11 +326,8 @@ resources:
 
     #[test]
     fn replicas_get_their_own_names_and_ports() {
-        let t = topology::parse_str(
-            Path::new("apphost.yaml"),
-            "resources:\n  api: { kind: project, replicas: 2 }\n",
-        )
-        .unwrap();
+        let t = topology::parse_str(Path::new("apphost.yaml"), "resources:\n  api: { kind: project, replicas: 2 }\n")
+            .unwrap();
         let instances = plan(&t, Err(String::new()), "s", |_| Ok(String::new()), &[]).unwrap();
         let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["api-1", "api-2"]);

@@ -144,8 +144,13 @@ pub struct RemoteStack {
 
 impl RemoteStack {
     /// Polls the session until `stop`; cancels `gone` when the session ends.
-    pub fn connect(client: crate::control::Client, stop: tokio_util::sync::CancellationToken, gone: tokio_util::sync::CancellationToken) -> Arc<Self> {
-        let this = Arc::new(Self { client, cache: Mutex::default(), wanted: Mutex::default(), fetched: AtomicU64::new(0) });
+    pub fn connect(
+        client: crate::control::Client,
+        stop: tokio_util::sync::CancellationToken,
+        gone: tokio_util::sync::CancellationToken,
+    ) -> Arc<Self> {
+        let this =
+            Arc::new(Self { client, cache: Mutex::default(), wanted: Mutex::default(), fetched: AtomicU64::new(0) });
         let poller = this.clone();
         tokio::spawn(async move {
             let mut failures = 0;

@@ -41,14 +41,20 @@ impl Focus {
 pub enum Effect {
     /// Tear the stack down and leave.
     Quit,
-    Command { resource: String, command: Command },
+    Command {
+        resource: String,
+        command: Command,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dialog {
     Help,
     /// A command that needs a yes first (stopping a broker).
-    Confirm { resource: String, command: Command },
+    Confirm {
+        resource: String,
+        command: Command,
+    },
     Quit,
 }
 
@@ -88,7 +94,14 @@ pub fn level_of(text: &str) -> Option<Level> {
         }
     }
     // PostgreSQL: `… [1234] LOG:  checkpoint starting`
-    for (tag, level) in [("ERROR:", Level::Error), ("FATAL:", Level::Error), ("PANIC:", Level::Error), ("WARNING:", Level::Warn), ("LOG:", Level::Info), ("DEBUG", Level::Debug)] {
+    for (tag, level) in [
+        ("ERROR:", Level::Error),
+        ("FATAL:", Level::Error),
+        ("PANIC:", Level::Error),
+        ("WARNING:", Level::Warn),
+        ("LOG:", Level::Info),
+        ("DEBUG", Level::Debug),
+    ] {
         if head.contains(tag) {
             return Some(level);
         }
@@ -99,10 +112,16 @@ pub fn level_of(text: &str) -> Option<Level> {
 fn word_level(word: &str) -> Option<Level> {
     let word = word.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
     let upper = |p: &str| word.len() >= p.len() && word[..p.len()].eq_ignore_ascii_case(p);
-    [("ERROR", Level::Error), ("WARN", Level::Warn), ("INFO", Level::Info), ("DEBUG", Level::Debug), ("TRACE", Level::Trace)]
-        .into_iter()
-        .find(|(p, _)| upper(p) && word[p.len()..].chars().next().is_none_or(|c| !c.is_ascii_alphabetic() || p == &"WARN"))
-        .map(|(_, l)| l)
+    [
+        ("ERROR", Level::Error),
+        ("WARN", Level::Warn),
+        ("INFO", Level::Info),
+        ("DEBUG", Level::Debug),
+        ("TRACE", Level::Trace),
+    ]
+    .into_iter()
+    .find(|(p, _)| upper(p) && word[p.len()..].chars().next().is_none_or(|c| !c.is_ascii_alphabetic() || p == &"WARN"))
+    .map(|(_, l)| l)
 }
 
 /// Follow, scroll, search and filter state of the logs pane.
@@ -488,20 +507,25 @@ impl App {
             None => 0,
         }
         .min(body.height.saturating_sub(resources) / 2);
-        let [top, mid, bottom] = Layout::vertical([Constraint::Length(resources), Constraint::Length(middle), Constraint::Min(3)]).areas(body);
+        let [top, mid, bottom] =
+            Layout::vertical([Constraint::Length(resources), Constraint::Length(middle), Constraint::Min(3)])
+                .areas(body);
         areas.resources = top;
         match (&self.outbox, wide) {
             (Some(_), true) => {
-                [areas.outbox, areas.events] = Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(mid);
+                [areas.outbox, areas.events] =
+                    Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(mid);
                 areas.logs = bottom;
             }
             // Narrow: the outbox gets the width; events sit beside the logs.
             (Some(_), false) => {
                 areas.outbox = mid;
-                [areas.logs, areas.events] = Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
+                [areas.logs, areas.events] =
+                    Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
             }
             (None, _) => {
-                [areas.logs, areas.events] = Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
+                [areas.logs, areas.events] =
+                    Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
             }
         }
         areas
@@ -542,8 +566,14 @@ mod tests {
         assert_eq!(level_of(r#"{"timestamp":"…","level":"ERROR","fields":{}}"#), Some(Level::Error));
         assert_eq!(level_of("2026-11-27 06:00:00.123 UTC [42] LOG:  database system is ready"), Some(Level::Info));
         assert_eq!(level_of("2026-11-27 06:00:00.123 UTC [42] FATAL:  role \"x\" does not exist"), Some(Level::Error));
-        assert_eq!(level_of("06:00:00,123 WARN  [org.apache.activemq.artemis.core.server] AMQ222165"), Some(Level::Warn));
-        assert_eq!(level_of("06:00:00,123 INFO  [org.apache.activemq.artemis.core.server] AMQ221007"), Some(Level::Info));
+        assert_eq!(
+            level_of("06:00:00,123 WARN  [org.apache.activemq.artemis.core.server] AMQ222165"),
+            Some(Level::Warn)
+        );
+        assert_eq!(
+            level_of("06:00:00,123 INFO  [org.apache.activemq.artemis.core.server] AMQ221007"),
+            Some(Level::Info)
+        );
         assert_eq!(level_of("    at java.base/java.lang.Thread.run(Thread.java:840)"), None);
         assert_eq!(level_of("Information is power"), None);
     }

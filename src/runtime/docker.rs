@@ -17,14 +17,14 @@ use bollard::{
     },
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
-        RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+        StatsOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use tokio::sync::watch;
 
-use super::{Exit, Output, Runtime, Running, StartError, Usage, expand_ports};
+use super::{Exit, Output, Running, Runtime, StartError, Usage, expand_ports};
 use crate::{
     logs::Stream,
     plan::{Instance, RuntimeKind},
@@ -43,12 +43,15 @@ pub fn engine_address() -> String {
 
 /// Connects and pings; `Err` says why no engine answers.
 pub async fn connect() -> Result<Docker, String> {
-    let docker = Docker::connect_with_defaults().map_err(|e| format!("cannot reach the Docker engine at {}: {e}", engine_address()))?;
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| format!("cannot reach the Docker engine at {}: {e}", engine_address()))?;
     match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
         // Older engines (Debian's 20.10 speaks API 1.41) refuse newer clients: agree on a version.
         Ok(Ok(_)) => match tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version()).await {
             Ok(Ok(docker)) => Ok(docker),
-            Ok(Err(e)) => Err(format!("the Docker engine at {} answers, but no API version fits: {e}", engine_address())),
+            Ok(Err(e)) => {
+                Err(format!("the Docker engine at {} answers, but no API version fits: {e}", engine_address()))
+            }
             Err(_) => Err(format!("the Docker engine at {} did not answer within 3s", engine_address())),
         },
         Ok(Err(e)) => Err(format!("the Docker engine at {} does not answer: {e}", engine_address())),
@@ -130,7 +133,10 @@ impl DockerRuntime {
             if persistent && !include_persistent {
                 let _ = self.docker.stop_container(&id, Some(StopContainerOptionsBuilder::new().t(10).build())).await;
             } else {
-                let _ = self.docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await;
+                let _ = self
+                    .docker
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                    .await;
             }
             touched.push(name.trim_start_matches('/').to_owned());
         }
@@ -142,11 +148,22 @@ impl DockerRuntime {
 /// The containers and networks of app `app` still on the engine.
 pub async fn leftovers(docker: &Docker, app: &str) -> Vec<String> {
     let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
-    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build())).await.unwrap_or_default();
-    let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build())).await.unwrap_or_default();
+    let containers = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+        .await
+        .unwrap_or_default();
+    let networks = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
+        .await
+        .unwrap_or_default();
     containers
         .into_iter()
-        .map(|c| format!("container {}", c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/')))
+        .map(|c| {
+            format!(
+                "container {}",
+                c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/')
+            )
+        })
         .chain(networks.into_iter().map(|n| format!("network {}", n.name.unwrap_or_default())))
         .collect()
 }
@@ -186,13 +203,19 @@ impl Runtime for DockerRuntime {
             // Started before in this session (stopped on request, or crashed): start
             // the same container again, so its data survives a restart.
             if let Ok(existing) = self.docker.inspect_container(&name, None).await {
-                let session = existing.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_SESSION));
-                if session == Some(&self.session) && let Some(id) = existing.id {
+                let session =
+                    existing.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_SESSION));
+                if session == Some(&self.session)
+                    && let Some(id) = existing.id
+                {
                     return self.attach(instance, id, out).await;
                 }
                 // A leftover of an earlier run: replace it (a persistent resource
                 // keeps its data in its volume).
-                let _ = self.docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build())).await;
+                let _ = self
+                    .docker
+                    .remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+                    .await;
             }
 
             let mut port_bindings = HashMap::new();
@@ -202,7 +225,10 @@ impl Runtime for DockerRuntime {
                 exposed.push(format!("{target}/tcp"));
                 port_bindings.insert(
                     format!("{target}/tcp"),
-                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(binding.host.to_string()) }]),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(binding.host.to_string()),
+                    }]),
                 );
             }
             let binds = match (r.persistent, data_path(r.kind)) {
@@ -270,8 +296,10 @@ impl DockerRuntime {
                 bollard::errors::Error::DockerResponseServerError { status_code: 304, .. } => Ok(()),
                 e => Err(e),
             })
-            .map_err(|e| StartError::new(format!("cannot start container `{name}`: {e}"))
-                .help("a port may be taken; `apphost doctor` checks the fixed ports"))?;
+            .map_err(|e| {
+                StartError::new(format!("cannot start container `{name}`: {e}"))
+                    .help("a port may be taken; `apphost doctor` checks the fixed ports")
+            })?;
         stream_logs(self.docker.clone(), id.clone(), out);
         let (tx, rx) = watch::channel(None);
         let docker = self.docker.clone();
@@ -287,7 +315,14 @@ impl DockerRuntime {
             let _ = tx.send(Some(exit));
         });
         let ports = instance.ports.iter().map(|(n, b)| (n.clone(), b.target.unwrap_or(b.host))).collect();
-        Ok(Arc::new(Container { docker: self.docker.clone(), id, exit: rx, ports, network: self.app.clone(), alias: instance.name.clone() }))
+        Ok(Arc::new(Container {
+            docker: self.docker.clone(),
+            id,
+            exit: rx,
+            ports,
+            network: self.app.clone(),
+            alias: instance.name.clone(),
+        }))
     }
 }
 
@@ -300,9 +335,8 @@ fn stream_logs(docker: Docker, id: String, out: Output) {
         while let Some(Ok(chunk)) = logs.next().await {
             let (bytes, stream) = match chunk {
                 bollard::container::LogOutput::StdErr { message } => (message, Stream::Stderr),
-                bollard::container::LogOutput::StdOut { message } | bollard::container::LogOutput::Console { message } => {
-                    (message, Stream::Stdout)
-                }
+                bollard::container::LogOutput::StdOut { message }
+                | bollard::container::LogOutput::Console { message } => (message, Stream::Stdout),
                 bollard::container::LogOutput::StdIn { .. } => continue,
             };
             let buf = if stream == Stream::Stderr { &mut stderr } else { &mut stdout };
@@ -339,7 +373,8 @@ impl Running for Container {
     fn stop(&self, signal: i32, grace: Duration) -> BoxFuture<'_, ()> {
         async move {
             let _ = self.docker.unpause_container(&self.id).await;
-            let options = StopContainerOptionsBuilder::new().signal(signal_name(signal)).t(grace.as_secs().max(1) as i32).build();
+            let options =
+                StopContainerOptionsBuilder::new().signal(signal_name(signal)).t(grace.as_secs().max(1) as i32).build();
             let _ = self.docker.stop_container(&self.id, Some(options)).await;
             let _ = tokio::time::timeout(grace + Duration::from_secs(5), self.exited()).await;
         }
@@ -348,7 +383,10 @@ impl Running for Container {
 
     fn kill(&self) -> BoxFuture<'_, ()> {
         async move {
-            let _ = self.docker.kill_container(&self.id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
+            let _ = self
+                .docker
+                .kill_container(&self.id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()))
+                .await;
             let _ = tokio::time::timeout(Duration::from_secs(10), self.exited()).await;
         }
         .boxed()
@@ -360,10 +398,20 @@ impl Running for Container {
             let run = async {
                 let exec = self
                     .docker
-                    .create_exec(&self.id, CreateExecOptions { cmd: Some(command), attach_stdout: Some(true), attach_stderr: Some(true), ..Default::default() })
+                    .create_exec(
+                        &self.id,
+                        CreateExecOptions {
+                            cmd: Some(command),
+                            attach_stdout: Some(true),
+                            attach_stderr: Some(true),
+                            ..Default::default()
+                        },
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
-                if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await.map_err(|e| e.to_string())? {
+                if let StartExecResults::Attached { mut output, .. } =
+                    self.docker.start_exec(&exec.id, None).await.map_err(|e| e.to_string())?
+                {
                     while output.next().await.is_some() {}
                 }
                 let inspect = self.docker.inspect_exec(&exec.id).await.map_err(|e| e.to_string())?;
@@ -388,12 +436,18 @@ impl Running for Container {
         async move {
             let result = if cut {
                 self.docker
-                    .disconnect_network(&self.network, NetworkDisconnectRequest { container: self.id.clone(), force: Some(true) })
+                    .disconnect_network(
+                        &self.network,
+                        NetworkDisconnectRequest { container: self.id.clone(), force: Some(true) },
+                    )
                     .await
             } else {
                 let endpoint = EndpointSettings { aliases: Some(vec![self.alias.clone()]), ..Default::default() };
                 self.docker
-                    .connect_network(&self.network, NetworkConnectRequest { container: self.id.clone(), endpoint_config: Some(endpoint) })
+                    .connect_network(
+                        &self.network,
+                        NetworkConnectRequest { container: self.id.clone(), endpoint_config: Some(endpoint) },
+                    )
                     .await
             };
             result.map_err(|e| e.to_string())
@@ -413,7 +467,11 @@ impl Running for Container {
             let stats = self.docker.stats(&self.id, Some(options)).next().await?.ok()?;
             let cpu = stats.cpu_stats?.cpu_usage?.total_usage? as f64 / 1e9;
             let memory = stats.memory_stats?;
-            let cache = memory.stats.as_ref().and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied()).unwrap_or(0);
+            let cache = memory
+                .stats
+                .as_ref()
+                .and_then(|s| s.get("inactive_file").or_else(|| s.get("total_inactive_file")).copied())
+                .unwrap_or(0);
             Some(Usage { cpu_seconds: cpu, memory_bytes: memory.usage?.saturating_sub(cache) })
         }
         .boxed()

@@ -19,7 +19,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio::{process::Command, sync::watch};
 
-use super::{Usage, Exit, Output, Runtime, Running, StartError, expand_ports};
+use super::{Exit, Output, Running, Runtime, StartError, Usage, expand_ports};
 use crate::{
     logs::Stream,
     plan::{Instance, RuntimeKind},
@@ -58,7 +58,8 @@ impl ProcessRuntime {
         make_dir_for(&dir, &self.state.root, owner)?;
         if owner.is_some()
             && let Some(closed) = dir.ancestors().find(|a| {
-                std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0 && !a.starts_with(&self.state.root))
+                std::fs::metadata(a)
+                    .is_ok_and(|m| m.permissions().mode() & 0o001 == 0 && !a.starts_with(&self.state.root))
             })
         {
             return Err(StartError::new(format!(
@@ -78,7 +79,8 @@ impl ProcessRuntime {
             chown(&pwfile, owner);
             let mut initdb = Command::new(bin.join("initdb"));
             initdb
-                .arg("-D").arg(&data)
+                .arg("-D")
+                .arg(&data)
                 .args(["-U", &r.user_name(), "-E", "UTF8", "--auth-host=scram-sha-256", "--auth-local=trust"])
                 .arg(format!("--pwfile={}", pwfile.display()));
             let result = run_to_end(initdb, owner, None).await;
@@ -88,13 +90,20 @@ impl ProcessRuntime {
             let mut single = Command::new(bin.join("postgres"));
             single.args(["--single", "-D"]).arg(&data).args(["-F", "postgres"]);
             let create = format!("CREATE DATABASE \"{}\";\n", r.database_name().replace('"', "\"\""));
-            run_to_end(single, owner, Some(create)).await.map_err(|e| StartError::new(format!("creating the database failed: {e}")))?;
+            run_to_end(single, owner, Some(create))
+                .await
+                .map_err(|e| StartError::new(format!("creating the database failed: {e}")))?;
         }
         let port = instance.port("tcp").unwrap_or(5432);
         let mut postgres = Command::new(bin.join("postgres"));
-        postgres
-            .arg("-D").arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]);
+        postgres.arg("-D").arg(&data).args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+        ]);
         self.spawn(instance, postgres, out, owner)
     }
 
@@ -117,7 +126,9 @@ impl ProcessRuntime {
                 .args(["--user", &r.user_name(), "--password", instance.password.as_deref().unwrap_or_default()])
                 .args(["--require-login", "--silent", "--no-web", "--nio", "--no-autotune", "--java-memory", "512M"])
                 .args(["--no-hornetq-acceptor", "--no-mqtt-acceptor", "--no-stomp-acceptor"]);
-            run_to_end(create, None, None).await.map_err(|e| StartError::new(format!("`artemis create` failed: {e}")))?;
+            run_to_end(create, None, None)
+                .await
+                .map_err(|e| StartError::new(format!("`artemis create` failed: {e}")))?;
         }
         set_acceptor_ports(&broker.join("etc/broker.xml"), instance.port("core"), instance.port("amqp"))?;
         let mut run = Command::new(broker.join("bin/artemis"));
@@ -153,11 +164,13 @@ impl ProcessRuntime {
         }
         let program = command.as_std().get_program().to_string_lossy().into_owned();
         let mut child = command.spawn().map_err(|e| {
-            StartError::new(format!("cannot start `{program}`: {e}")).help(if e.kind() == std::io::ErrorKind::NotFound {
-                "check that it is installed and on PATH, or give its full path in apphost.yaml"
-            } else {
-                "check the command and its permissions"
-            })
+            StartError::new(format!("cannot start `{program}`: {e}")).help(
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "check that it is installed and on PATH, or give its full path in apphost.yaml"
+                } else {
+                    "check the command and its permissions"
+                },
+            )
         })?;
         let pid = child.id().expect("a just-spawned child has a pid");
         if let Some(start_time) = process_start_time(pid) {
@@ -203,21 +216,29 @@ impl Runtime for ProcessRuntime {
                 Kind::Artemis => self.start_artemis(instance, out).await,
                 Kind::Project => {
                     let package = r.package.clone().unwrap_or_else(|| r.name.clone());
-                    let binary = self.binaries.get(&package).ok_or_else(|| {
-                        StartError::new(format!("no binary was built for package `{package}`"))
-                    })?;
+                    let binary = self
+                        .binaries
+                        .get(&package)
+                        .ok_or_else(|| StartError::new(format!("no binary was built for package `{package}`")))?;
                     let mut command = Command::new(binary);
-                    command.args(&r.args).current_dir(r.working_dir.as_ref().map_or(self.root.clone(), |d| self.root.join(d)));
+                    command
+                        .args(&r.args)
+                        .current_dir(r.working_dir.as_ref().map_or(self.root.clone(), |d| self.root.join(d)));
                     self.spawn(instance, command, out, None)
                 }
                 Kind::Executable => {
                     let program = r.command.clone().unwrap_or_default();
-                    let resolved = if program.contains('/') { self.root.join(&program) } else { PathBuf::from(&program) };
+                    let resolved =
+                        if program.contains('/') { self.root.join(&program) } else { PathBuf::from(&program) };
                     let mut command = Command::new(resolved);
-                    command.args(&r.args).current_dir(r.working_dir.as_ref().map_or(self.root.clone(), |d| self.root.join(d)));
+                    command
+                        .args(&r.args)
+                        .current_dir(r.working_dir.as_ref().map_or(self.root.clone(), |d| self.root.join(d)));
                     self.spawn(instance, command, out, None)
                 }
-                Kind::Container => Err(StartError::new(format!("`{}` is a container; the process runtime cannot run it", r.name))),
+                Kind::Container => {
+                    Err(StartError::new(format!("`{}` is a container; the process runtime cannot run it", r.name)))
+                }
             }
         }
         .boxed()
@@ -355,7 +376,10 @@ pub fn signal_group(pid: u32, signal: i32) {
 /// Runs a setup command to its end; `Err` carries the tail of its output.
 async fn run_to_end(mut command: Command, owner: Option<(u32, u32)>, stdin: Option<String>) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some((uid, gid)) = owner {
         command.uid(uid).gid(gid);
     }
@@ -406,8 +430,10 @@ fn run_as(user: &str) -> Result<Option<(u32, u32)>, StartError> {
     // SAFETY: getpwnam returns null or a pointer to static storage, read at once.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
-        return Err(StartError::new(format!("apphost runs as root, and PostgreSQL refuses root, but there is no `{user}` user"))
-            .help("install Debian's postgresql-15 (it creates the user), or run apphost as another user"));
+        return Err(StartError::new(format!(
+            "apphost runs as root, and PostgreSQL refuses root, but there is no `{user}` user"
+        ))
+        .help("install Debian's postgresql-15 (it creates the user), or run apphost as another user"));
     }
     // SAFETY: checked non-null.
     Ok(Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) }))
@@ -417,11 +443,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Path::new(program).exists().then(|| PathBuf::from(program));
     }
-    std::env::var_os("PATH")?
-        .to_string_lossy()
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_string_lossy().split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
 }
 
 /// PostgreSQL's server binaries: `PG_BIN`, Debian's 15, or `pg_config --bindir`.
@@ -441,8 +463,9 @@ pub fn pg_bin_dir() -> Result<PathBuf, StartError> {
         .map(|s| PathBuf::from(s.trim()))
         .filter(|p| p.join("postgres").exists())
         .ok_or_else(|| {
-            StartError::new("the PostgreSQL server binaries are not installed")
-                .help("install them (`apt-get install postgresql-15`), set PG_BIN to their folder, or use the docker runtime")
+            StartError::new("the PostgreSQL server binaries are not installed").help(
+                "install them (`apt-get install postgresql-15`), set PG_BIN to their folder, or use the docker runtime",
+            )
         })
 }
 
@@ -465,7 +488,8 @@ pub fn artemis_home() -> Result<PathBuf, StartError> {
 
 /// Points the `artemis` (CORE) and `amqp` acceptors at loopback ports.
 fn set_acceptor_ports(broker_xml: &Path, core: Option<u16>, amqp: Option<u16>) -> Result<(), StartError> {
-    let xml = std::fs::read_to_string(broker_xml).map_err(|e| StartError::new(format!("cannot read {}: {e}", broker_xml.display())))?;
+    let xml = std::fs::read_to_string(broker_xml)
+        .map_err(|e| StartError::new(format!("cannot read {}: {e}", broker_xml.display())))?;
     let mut xml = xml;
     for (name, port) in [("artemis", core), ("amqp", amqp)] {
         let Some(port) = port else { continue };
@@ -501,8 +525,12 @@ mod tests {
     #[test]
     fn acceptors_move_to_loopback_ports() {
         let file = std::env::temp_dir().join(format!("broker-{}.xml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&file, r#"<acceptor name="artemis">tcp://0.0.0.0:61616?protocols=CORE</acceptor>
-<acceptor name="amqp">tcp://0.0.0.0:5672?protocols=AMQP</acceptor>"#).unwrap();
+        std::fs::write(
+            &file,
+            r#"<acceptor name="artemis">tcp://0.0.0.0:61616?protocols=CORE</acceptor>
+<acceptor name="amqp">tcp://0.0.0.0:5672?protocols=AMQP</acceptor>"#,
+        )
+        .unwrap();
         set_acceptor_ports(&file, Some(1111), Some(2222)).unwrap();
         let xml = std::fs::read_to_string(&file).unwrap();
         assert!(xml.contains("tcp://127.0.0.1:1111?protocols=CORE"), "{xml}");

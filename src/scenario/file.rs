@@ -35,7 +35,10 @@ const STEPS: [&str; 7] = ["load", "stop-load", "wait", "chaos", "poison", "asser
 /// A scenario file with a mistake, rendered against its source.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("scenario file {file} has a problem")]
-#[diagnostic(code(apphost::scenario), help("steps are load, stop-load, wait, chaos, poison and assert; see `apphost test --help`"))]
+#[diagnostic(
+    code(apphost::scenario),
+    help("steps are load, stop-load, wait, chaos, poison and assert; see `apphost test --help`")
+)]
 pub struct InvalidScenario {
     pub file: String,
     #[source_code]
@@ -46,10 +49,16 @@ pub struct InvalidScenario {
 
 /// Reads the scenario at `path`; `resources` are the names chaos may act on.
 pub fn load(path: &Path, resources: &[String]) -> miette::Result<ScenarioFile> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { file: path.display().to_string(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { file: path.display().to_string(), source })?;
     parse(path, &text, resources).map_err(|problem| {
         let file = path.display().to_string();
-        InvalidScenario { source_code: NamedSource::new(&file, text.clone()).with_language("yaml"), file, problems: vec![problem] }.into()
+        InvalidScenario {
+            source_code: NamedSource::new(&file, text.clone()).with_language("yaml"),
+            file,
+            problems: vec![problem],
+        }
+        .into()
     })
 }
 
@@ -67,19 +76,29 @@ pub fn parse(path: &Path, text: &str, resources: &[String]) -> Result<ScenarioFi
     for (key, _, value) in &entries {
         match key.as_str() {
             "name" => name = value.string()?,
-            _ => steps = Some(value.sequence(&src)?.iter().map(|s| step(&src, *s, resources)).collect::<Result<Vec<_>, _>>()?),
+            _ => {
+                steps = Some(
+                    value.sequence(&src)?.iter().map(|s| step(&src, *s, resources)).collect::<Result<Vec<_>, _>>()?,
+                )
+            }
         }
     }
-    let steps = steps.ok_or_else(|| Diag::new("the scenario has no `steps`", root.span, "here").help("add `steps:` with a list of load, wait, chaos, poison, stop-load and assert"))?;
+    let steps = steps.ok_or_else(|| {
+        Diag::new("the scenario has no `steps`", root.span, "here")
+            .help("add `steps:` with a list of load, wait, chaos, poison, stop-load and assert")
+    })?;
     if !steps.iter().any(|s| matches!(s, Step::Load { .. })) {
-        return Err(Diag::new("the scenario never starts load", root.span, "no `load` step").help("add `- load` before the fault: a scenario checks what the sender acknowledged"));
+        return Err(Diag::new("the scenario never starts load", root.span, "no `load` step")
+            .help("add `- load` before the fault: a scenario checks what the sender acknowledged"));
     }
     Ok(ScenarioFile { name, steps })
 }
 
 fn duration(node: Node<'_>) -> Result<Duration, Diag> {
     let text = node.scalar_text().ok_or_else(|| node.wrong_type("a duration like `10s`"))?;
-    parse_duration(&text).ok_or_else(|| Diag::new(format!("`{text}` is not a duration"), node.span, "expected e.g. `500ms`, `10s`, `2m`"))
+    parse_duration(&text).ok_or_else(|| {
+        Diag::new(format!("`{text}` is not a duration"), node.span, "expected e.g. `500ms`, `10s`, `2m`")
+    })
 }
 
 fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, Diag> {
@@ -101,7 +120,8 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
     }
     let entries = node.mapping(src)?;
     let [(kind, key, value)] = entries.as_slice() else {
-        return Err(Diag::new("a step has exactly one key", node.span, "here").help("write each step as its own list item: `- wait: 2s`"));
+        return Err(Diag::new("a step has exactly one key", node.span, "here")
+            .help("write each step as its own list item: `- wait: 2s`"));
     };
     let resource = |n: Node<'_>| -> Result<String, Diag> {
         let name = n.string()?;
@@ -145,7 +165,8 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
                     "action" => {
                         let name = v.string()?;
                         action = Some(Action::parse(&name).ok_or_else(|| {
-                            Diag::new(format!("unknown action `{name}`"), v.span, "unknown action").help(format!("actions: {}", Action::NAMES.join(", ")))
+                            Diag::new(format!("unknown action `{name}`"), v.span, "unknown action")
+                                .help(format!("actions: {}", Action::NAMES.join(", ")))
                         })?);
                     }
                     "resource" => target = Some(resource(*v)?),
@@ -154,15 +175,29 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
                         when = match v.string()?.as_str() {
                             "now" => When::Now,
                             "batch-in-flight" => When::BatchInFlight,
-                            other => return Err(Diag::new(format!("unknown moment `{other}`"), v.span, "expected `now` or `batch-in-flight`")),
+                            other => {
+                                return Err(Diag::new(
+                                    format!("unknown moment `{other}`"),
+                                    v.span,
+                                    "expected `now` or `batch-in-flight`",
+                                ));
+                            }
                         }
                     }
                 }
             }
-            let action = action.ok_or_else(|| Diag::new("`chaos` needs an `action`", value.span, "here").help(format!("actions: {}", Action::NAMES.join(", "))))?;
+            let action = action.ok_or_else(|| {
+                Diag::new("`chaos` needs an `action`", value.span, "here")
+                    .help(format!("actions: {}", Action::NAMES.join(", ")))
+            })?;
             let resource = target.ok_or_else(|| Diag::new("`chaos` needs a `resource`", value.span, "here"))?;
             if lasting.is_some() && action.undo().is_none() {
-                return Err(Diag::new(format!("`for` cannot undo `{}`", Action::NAMES[action as usize]), value.span, "here").help("`for` goes with stop, pause and partition"));
+                return Err(Diag::new(
+                    format!("`for` cannot undo `{}`", Action::NAMES[action as usize]),
+                    value.span,
+                    "here",
+                )
+                .help("`for` goes with stop, pause and partition"));
             }
             Ok(Step::Chaos(Chaos { action, resource, lasting, when }))
         }
@@ -204,19 +239,42 @@ mod tests {
         assert_eq!(s.name, "blip");
         assert_eq!(s.steps.len(), 8);
         assert_eq!(s.steps[0], Step::Load { rate: Some(50) });
-        assert_eq!(s.steps[2], Step::Chaos(Chaos { action: Action::Stop, resource: "broker".into(), lasting: Some(Duration::from_secs(10)), when: When::Now }));
+        assert_eq!(
+            s.steps[2],
+            Step::Chaos(Chaos {
+                action: Action::Stop,
+                resource: "broker".into(),
+                lasting: Some(Duration::from_secs(10)),
+                when: When::Now
+            })
+        );
         assert_eq!(s.steps[3], Step::WaitHealthy("broker".into()));
         assert!(matches!(&s.steps[4], Step::Chaos(c) if c.when == When::BatchInFlight));
-        assert_eq!(s.steps[7], Step::Assert(Expect { refused_at_most: Some(0), rejected_at_least: Some(1), ..Expect::default() }));
+        assert_eq!(
+            s.steps[7],
+            Step::Assert(Expect { refused_at_most: Some(0), rejected_at_least: Some(1), ..Expect::default() })
+        );
     }
 
     #[test]
     fn mistakes_are_named_with_a_fix() {
         assert_eq!(problem("steps:\n  - lod\n"), "unknown step `lod`: unknown step (did you mean `load`?)");
-        assert_eq!(problem("steps:\n  - load\n  - chaos: { action: stop, resource: brokr }\n"), "no resource is called `brokr`: unknown resource (did you mean `broker`?)");
-        assert_eq!(problem("steps:\n  - load\n  - chaos: { action: explode, resource: broker }\n"), "unknown action `explode`: unknown action (actions: stop, start, kill, pause, resume, restart, partition, heal)");
-        assert_eq!(problem("steps:\n  - load\n  - wait: soon\n"), "`soon` is not a duration: expected e.g. `500ms`, `10s`, `2m` ()");
-        assert_eq!(problem("steps:\n  - load\n  - chaos: { action: kill, resource: sender, for: 5s }\n"), "`for` cannot undo `kill`: here (`for` goes with stop, pause and partition)");
+        assert_eq!(
+            problem("steps:\n  - load\n  - chaos: { action: stop, resource: brokr }\n"),
+            "no resource is called `brokr`: unknown resource (did you mean `broker`?)"
+        );
+        assert_eq!(
+            problem("steps:\n  - load\n  - chaos: { action: explode, resource: broker }\n"),
+            "unknown action `explode`: unknown action (actions: stop, start, kill, pause, resume, restart, partition, heal)"
+        );
+        assert_eq!(
+            problem("steps:\n  - load\n  - wait: soon\n"),
+            "`soon` is not a duration: expected e.g. `500ms`, `10s`, `2m` ()"
+        );
+        assert_eq!(
+            problem("steps:\n  - load\n  - chaos: { action: kill, resource: sender, for: 5s }\n"),
+            "`for` cannot undo `kill`: here (`for` goes with stop, pause and partition)"
+        );
         assert!(problem("steps:\n  - wait: 1s\n").starts_with("the scenario never starts load"));
         assert!(problem("stepz: []\n").contains("did you mean `steps`?"));
     }

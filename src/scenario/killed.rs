@@ -3,7 +3,11 @@
 //! `apphost up`, carries traffic, and is SIGKILLed; the next `apphost down`
 //! must leave no process, container or network of it behind.
 
-use std::{path::Path, process::Stdio, time::{Duration, Instant}};
+use std::{
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 
@@ -16,7 +20,13 @@ use crate::{
 fn apphost(file: &Path, state: &Path, app: &str) -> tokio::process::Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "apphost".into());
     let mut c = tokio::process::Command::new(exe);
-    c.env("APPHOST_STATE_DIR", state).env("APPHOST_APP_NAME", app).arg("-f").arg(file).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.env("APPHOST_STATE_DIR", state)
+        .env("APPHOST_APP_NAME", app)
+        .arg("-f")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     c
 }
 
@@ -66,14 +76,25 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
     let url = |name: &str| {
         ps.iter()
             .find(|s| s["name"] == name)
-            .and_then(|s| s["endpoints"].as_array()?.iter().filter_map(Value::as_str).find_map(|e| e.strip_prefix("http=").map(str::to_owned)))
+            .and_then(|s| {
+                s["endpoints"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find_map(|e| e.strip_prefix("http=").map(str::to_owned))
+            })
             .ok_or_else(|| format!("the second stack has no `{name}` http endpoint"))
     };
     let (sender, receiver) = (url("sender")?, url("receiver")?);
     // Traffic through it, all delivered.
     let mut ids = Vec::new();
     for n in 0..20 {
-        let r = client.post(format!("{sender}/api/EntityItems")).json(&serde_json::json!({ "name": format!("killed {n}"), "value": n })).send().await.map_err(|e| e.to_string())?;
+        let r = client
+            .post(format!("{sender}/api/EntityItems"))
+            .json(&serde_json::json!({ "name": format!("killed {n}"), "value": n }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if r.status() == 201 {
             ids.push(r.json::<Value>().await.map_err(|e| e.to_string())?["id"].as_str().unwrap_or_default().to_owned());
         } else {
@@ -117,7 +138,8 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
         return Err(format!("`apphost down` after the kill failed ({down})"));
     }
     report.recovery_seconds = Some(killed_at.elapsed().as_secs_f64());
-    let mut left: Vec<String> = pids.iter().filter(|p| crate::state::process_running(**p)).map(|p| format!("process {p}")).collect();
+    let mut left: Vec<String> =
+        pids.iter().filter(|p| crate::state::process_running(**p)).map(|p| format!("process {p}")).collect();
     if let Ok(engine) = docker::connect().await {
         left.extend(docker::leftovers(&engine, app).await);
     }

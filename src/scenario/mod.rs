@@ -25,8 +25,16 @@ pub use soak::soak;
 use steps::{Expect, Step, When};
 
 /// Run by `apphost test` with no `--scenario`, in this order.
-pub const BUILT_IN: [&str; 8] =
-    ["smoke", "broker-outage", "receiver-offline", "sender-crash", "receiver-crash", "db-restart", "poison", "apphost-killed"];
+pub const BUILT_IN: [&str; 8] = [
+    "smoke",
+    "broker-outage",
+    "receiver-offline",
+    "sender-crash",
+    "receiver-crash",
+    "db-restart",
+    "poison",
+    "apphost-killed",
+];
 
 /// What `--scenario` picked.
 #[derive(Debug, Clone)]
@@ -34,7 +42,10 @@ pub enum Pick {
     BuiltIn(String),
     File(std::path::PathBuf),
     /// `soak`: steady load and a random fault every 20–40 s for `duration`.
-    Soak { duration: Duration, report: std::path::PathBuf },
+    Soak {
+        duration: Duration,
+        report: std::path::PathBuf,
+    },
 }
 
 /// Who plays which part, by resource name.
@@ -163,7 +174,11 @@ impl Ctx {
 
     /// The launch time of the receiver's running process.
     fn receiver_life(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.supervisor.snapshot().into_iter().find(|s| s.resource == self.roles.receiver && s.state.is_up())?.started_at
+        self.supervisor
+            .snapshot()
+            .into_iter()
+            .find(|s| s.resource == self.roles.receiver && s.state.is_up())?
+            .started_at
     }
 
     /// Starts counting the receiver's effects afresh (nothing is in flight).
@@ -204,7 +219,8 @@ impl Ctx {
             return None;
         }
         if effects.life != Some(launched) {
-            (effects.life, effects.since, effects.processed_base, effects.absorbed_base) = (Some(launched), launched, 0.0, 0.0);
+            (effects.life, effects.since, effects.processed_base, effects.absorbed_base) =
+                (Some(launched), launched, 0.0, 0.0);
         }
         Some((effects.since, effects.processed_base, effects.absorbed_base))
     }
@@ -265,7 +281,8 @@ impl Ctx {
         let unavailable = Arc::new(Mutex::new(0));
         let rate = rate.unwrap_or(self.settings.rate).max(1);
         let (client, every) = (self.client.clone(), Duration::from_secs_f64(1.0 / f64::from(rate)));
-        let (tag, stop2, ack, refused2, unavailable2) = (tag.to_owned(), stop.clone(), acknowledged.clone(), refused.clone(), unavailable.clone());
+        let (tag, stop2, ack, refused2, unavailable2) =
+            (tag.to_owned(), stop.clone(), acknowledged.clone(), refused.clone(), unavailable.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -357,7 +374,15 @@ impl Ctx {
             if let Some(a) = &after {
                 page.push_str(&format!("&after={a}"));
             }
-            let body: Value = self.client.get(page).send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+            let body: Value = self
+                .client
+                .get(page)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
             for item in body["items"].as_array().into_iter().flatten() {
                 if let Some(id) = item["id"].as_str() {
                     ids.insert(id.to_owned());
@@ -421,7 +446,11 @@ impl Ctx {
                     if chaos.when == When::BatchInFlight {
                         let (how, burst) = self.mid_batch(&chaos.resource).await?;
                         acknowledged.extend(burst);
-                        report.notes.push(format!("{} `{}` {how}", steps::Action::NAMES[chaos.action as usize], chaos.resource));
+                        report.notes.push(format!(
+                            "{} `{}` {how}",
+                            steps::Action::NAMES[chaos.action as usize],
+                            chaos.resource
+                        ));
                     }
                     self.act(&chaos.resource, chaos.action.control()).await?;
                     fault_end = Some(Instant::now());
@@ -554,7 +583,10 @@ impl Ctx {
             report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered message{s}"));
         }
         if report.lost > 0 {
-            return Err(format!("{} acknowledged items never reached the receiver within {:?}", report.lost, self.settings.settle));
+            return Err(format!(
+                "{} acknowledged items never reached the receiver within {:?}",
+                report.lost, self.settings.settle
+            ));
         }
         if report.duplicate_effects > 0 {
             return Err(format!(
@@ -576,9 +608,16 @@ pub fn junit(reports: &[Report]) -> String {
         reports.len()
     );
     for r in reports {
-        xml.push_str(&format!("  <testcase classname=\"apphost.scenarios\" name=\"{}\" time=\"{:.3}\">\n", esc(&r.scenario), r.seconds));
+        xml.push_str(&format!(
+            "  <testcase classname=\"apphost.scenarios\" name=\"{}\" time=\"{:.3}\">\n",
+            esc(&r.scenario),
+            r.seconds
+        ));
         if !r.passed() {
-            let message = r.failure.clone().unwrap_or_else(|| format!("lost {}, duplicate effects {}", r.lost, r.duplicate_effects));
+            let message = r
+                .failure
+                .clone()
+                .unwrap_or_else(|| format!("lost {}, duplicate effects {}", r.lost, r.duplicate_effects));
             xml.push_str(&format!("    <failure message=\"{}\"/>\n", esc(&message)));
         }
         xml.push_str(&format!("    <system-out>{}</system-out>\n", esc(&serde_json::to_string(r).unwrap_or_default())));
@@ -633,10 +672,17 @@ async fn send_poison(url: &str, queue: &str) -> Result<(), String> {
         },
     };
     let send = async {
-        let mut connection = Connection::open(format!("apphost-poison-{}", uuid::Uuid::new_v4()), url).await.map_err(|e| e.to_string())?;
+        let mut connection = Connection::open(format!("apphost-poison-{}", uuid::Uuid::new_v4()), url)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut session = Session::begin(&mut connection).await.map_err(|e| e.to_string())?;
         let target = Target::builder().address(queue.to_owned()).capabilities(vec![Symbol::from("queue")]).build();
-        let mut sender = Sender::builder().name("apphost-poison").target(target).attach(&mut session).await.map_err(|e| e.to_string())?;
+        let mut sender = Sender::builder()
+            .name("apphost-poison")
+            .target(target)
+            .attach(&mut session)
+            .await
+            .map_err(|e| e.to_string())?;
         let message = Message::builder()
             .properties(
                 Properties::builder()
@@ -653,5 +699,7 @@ async fn send_poison(url: &str, queue: &str) -> Result<(), String> {
         let _ = connection.close().await;
         Ok::<(), String>(())
     };
-    tokio::time::timeout(Duration::from_secs(20), send).await.map_err(|_| "the broker did not take the poison message".to_owned())?
+    tokio::time::timeout(Duration::from_secs(20), send)
+        .await
+        .map_err(|_| "the broker did not take the poison message".to_owned())?
 }

@@ -13,7 +13,8 @@ use rand::{Rng, seq::SliceRandom};
 use super::{Ctx, Report};
 use crate::supervisor::{Control, State};
 
-const FAULTS: [&str; 7] = ["stop-broker", "kill-broker", "stop-receiver", "kill-receiver", "kill-sender", "restart-sender-db", "poison"];
+const FAULTS: [&str; 7] =
+    ["stop-broker", "kill-broker", "stop-receiver", "kill-receiver", "kill-sender", "restart-sender-db", "poison"];
 
 struct Fault {
     at: f64,
@@ -122,7 +123,8 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
                 extra = burst;
                 note = format!("`{target}` SIGKILLed {how}");
             }
-            let started_at = || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
+            let started_at =
+                || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
             let before = started_at();
             let killed = Instant::now();
             ctx.act(target, Control::Kill).await?;
@@ -132,7 +134,8 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // The restart policy brings it back; when it does not within 2 s (policy `no`), start it.
-            let all_gone = || ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state));
+            let all_gone =
+                || ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state));
             let seen = Instant::now();
             while all_gone() && seen.elapsed() < Duration::from_secs(2) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -153,7 +156,10 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            format!("a malformed message put on the queue; rejected to the DLQ after {:.1} s", sent.elapsed().as_secs_f64())
+            format!(
+                "a malformed message put on the queue; rejected to the DLQ after {:.1} s",
+                sent.elapsed().as_secs_f64()
+            )
         }
     };
     Ok((note, extra))

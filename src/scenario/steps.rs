@@ -8,7 +8,9 @@ use crate::supervisor::Control;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Start the steady load (at `rate` per second, or `--rate`).
-    Load { rate: Option<u32> },
+    Load {
+        rate: Option<u32>,
+    },
     /// Stop it; what it got acknowledged is what must be delivered.
     StopLoad,
     Wait(Duration),
@@ -106,7 +108,9 @@ pub struct Expect {
 /// The built-in scenario `name`, with `outage` as the length of its fault.
 pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Vec<Step>> {
     use Step::*;
-    let chaos = |action, resource: &str, lasting| Chaos(self::Chaos { action, resource: resource.to_owned(), lasting, when: When::Now });
+    let chaos = |action, resource: &str, lasting| {
+        Chaos(self::Chaos { action, resource: resource.to_owned(), lasting, when: When::Now })
+    };
     let settle = Wait(Duration::from_secs(2));
     // Steady load, the fault (and what waits for its end), steady load again, then the checks.
     let under_load = |fault: Vec<Step>, expect: Option<Expect>| {
@@ -119,21 +123,34 @@ pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Ve
     let steps = match name {
         "smoke" => under_load(vec![], None),
         // The sender keeps answering 201 through the outage.
-        "broker-outage" => under_load(vec![chaos(Action::Stop, &roles.broker, Some(outage))], Some(Expect { refused_at_most: Some(0), ..Expect::default() })),
+        "broker-outage" => under_load(
+            vec![chaos(Action::Stop, &roles.broker, Some(outage))],
+            Some(Expect { refused_at_most: Some(0), ..Expect::default() }),
+        ),
         "receiver-offline" => under_load(
             vec![chaos(Action::Stop, &roles.receiver, Some(outage)), WaitHealthy(roles.receiver.clone())],
             Some(Expect { refused_at_most: Some(0), ..Expect::default() }),
         ),
         "sender-crash" => under_load(
             vec![
-                Chaos(self::Chaos { action: Action::Kill, resource: roles.sender.clone(), lasting: None, when: When::BatchInFlight }),
+                Chaos(self::Chaos {
+                    action: Action::Kill,
+                    resource: roles.sender.clone(),
+                    lasting: None,
+                    when: When::BatchInFlight,
+                }),
                 WaitHealthy(roles.sender.clone()),
             ],
             None,
         ),
         "receiver-crash" => under_load(
             vec![
-                Chaos(self::Chaos { action: Action::Kill, resource: roles.receiver.clone(), lasting: None, when: When::BatchInFlight }),
+                Chaos(self::Chaos {
+                    action: Action::Kill,
+                    resource: roles.receiver.clone(),
+                    lasting: None,
+                    when: When::BatchInFlight,
+                }),
                 WaitHealthy(roles.receiver.clone()),
             ],
             None,

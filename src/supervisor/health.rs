@@ -26,7 +26,9 @@ pub(super) async fn watch(
     let set = |healthy: bool| {
         let target = if healthy { State::Healthy } else { State::Unhealthy };
         let current = shared.status(&name).map(|s| s.state);
-        if matches!(current, Some(State::Running | State::Healthy | State::Unhealthy)) && current.as_ref() != Some(&target) {
+        if matches!(current, Some(State::Running | State::Healthy | State::Unhealthy))
+            && current.as_ref() != Some(&target)
+        {
             shared.update(&name, |s| s.state = target.clone());
             shared.event(&name, target.label());
             out.system(&target.label());
@@ -48,7 +50,9 @@ pub(super) async fn watch(
     loop {
         let ok = match &probe.check {
             Check::Tcp { port } => match instance.port(port) {
-                Some(p) => tokio::time::timeout(probe.timeout, TcpStream::connect(("127.0.0.1", p))).await.is_ok_and(|r| r.is_ok()),
+                Some(p) => tokio::time::timeout(probe.timeout, TcpStream::connect(("127.0.0.1", p)))
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
                 None => false,
             },
             Check::Http { path, port } => match instance.port(port) {
@@ -103,7 +107,13 @@ pub(super) fn trouble(kind: crate::topology::Kind, line: &str) -> Option<&'stati
 }
 
 /// Watches `instance`'s output (from `next_seq` on) for the known troubles.
-pub(super) async fn watch_troubles(instance: Instance, shared: Arc<Shared>, logs: LogStore, out: Output, mut next_seq: u64) {
+pub(super) async fn watch_troubles(
+    instance: Instance,
+    shared: Arc<Shared>,
+    logs: LogStore,
+    out: Output,
+    mut next_seq: u64,
+) {
     let name = instance.name.clone();
     if troubles(instance.resource.kind).is_empty() {
         return;

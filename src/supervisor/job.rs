@@ -9,7 +9,7 @@ use super::{Control, Reply, Shared, State, health};
 use crate::{
     logs::LogStore,
     plan::Instance,
-    runtime::{Exit, Output, Runtime, Running},
+    runtime::{Exit, Output, Running, Runtime},
     topology::{Condition, RestartPolicy},
 };
 
@@ -155,7 +155,10 @@ impl Job {
                     let delay = restart.backoff.saturating_mul(1 << crashes.min(16)).min(restart.max_backoff);
                     crashes += 1;
                     self.shared.update(&name, |s| s.restarts += 1);
-                    self.shared.event(&name, format!("restarting in {delay:?} (restart {crashes} of at most {})", restart.max_restarts));
+                    self.shared.event(
+                        &name,
+                        format!("restarting in {delay:?} (restart {crashes} of at most {})", restart.max_restarts),
+                    );
                     match self.pause_for(delay).await {
                         Some(Control::Shutdown) => return,
                         Some(_) => {

@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     logs::LogStore,
     plan::Instance,
-    runtime::{Exit, Output, Runtime, Running, Usage},
+    runtime::{Exit, Output, Running, Runtime, Usage},
     topology::Topology,
 };
 
@@ -214,7 +214,8 @@ impl Supervisor {
                 .collect();
             let runtime = runtimes[instance.runtime.as_str()].clone();
             let out = Output { store: logs.clone(), resource: instance.name.as_str().into(), secrets: secrets.clone() };
-            let job = job::Job { instance, runtime, shared: shared.clone(), out, control: rx, deps, logs: logs.clone() };
+            let job =
+                job::Job { instance, runtime, shared: shared.clone(), out, control: rx, deps, logs: logs.clone() };
             jobs.spawn(job.run());
         }
         Self { shared, controls, waves, jobs: Mutex::new(jobs), logs }
@@ -332,7 +333,8 @@ impl Supervisor {
 
     /// SIGKILL to everything running, at once (a second Ctrl-C).
     pub async fn kill_all(&self) {
-        let running: Vec<Arc<dyn Running>> = self.shared.running.lock().expect("running lock").values().cloned().collect();
+        let running: Vec<Arc<dyn Running>> =
+            self.shared.running.lock().expect("running lock").values().cloned().collect();
         futures::future::join_all(running.iter().map(|r| r.kill())).await;
     }
 }

@@ -47,7 +47,14 @@ pub fn waves(t: &Topology) -> Vec<Vec<String>> {
             0 // a cycle; validation reports it
         } else {
             t.resource(name)
-                .map(|r| r.wait_for.iter().filter(|w| t.resource(&w.name).is_some()).map(|w| depth_of(t, &w.name, memo, guard + 1) + 1).max().unwrap_or(0))
+                .map(|r| {
+                    r.wait_for
+                        .iter()
+                        .filter(|w| t.resource(&w.name).is_some())
+                        .map(|w| depth_of(t, &w.name, memo, guard + 1) + 1)
+                        .max()
+                        .unwrap_or(0)
+                })
                 .unwrap_or(0)
         };
         memo.insert(name, d);

@@ -9,7 +9,10 @@ pub mod schema;
 mod validate;
 pub(crate) mod yaml;
 
-use std::{path::{Path, PathBuf}, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use miette::{NamedSource, SourceSpan};
 
@@ -244,8 +247,8 @@ pub fn graph_hint<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
 /// set, renames the app (as compose's project name does), so a second copy
 /// of a stack can run beside the first without touching it.
 pub fn load(path: &Path) -> Result<Topology, LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Read { file: path.display().to_string(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { file: path.display().to_string(), source })?;
     let mut topology = parse_str(path, &text)?;
     if let Some(name) = std::env::var("APPHOST_APP_NAME").ok().filter(|n| !n.is_empty()) {
         topology.name = name;

@@ -5,15 +5,31 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    Check, Condition, Diag, Kind, Named, Port, Probe, Resource, Restart, RestartPolicy,
-    RuntimeChoice, Shutdown, Topology, WaitFor, parse_duration,
+    Check, Condition, Diag, Kind, Named, Port, Probe, Resource, Restart, RestartPolicy, RuntimeChoice, Shutdown,
+    Topology, WaitFor, parse_duration,
     yaml::{Node, Source, check_keys, did_you_mean},
 };
 
 const TOP_KEYS: &[&str] = &["name", "runtime", "resources", "dashboard"];
 const RESOURCE_KEYS: &[&str] = &[
-    "kind", "image", "command", "package", "args", "working_dir", "env", "ports", "persistent",
-    "references", "wait_for", "health", "restart", "replicas", "shutdown", "runtime", "database", "user",
+    "kind",
+    "image",
+    "command",
+    "package",
+    "args",
+    "working_dir",
+    "env",
+    "ports",
+    "persistent",
+    "references",
+    "wait_for",
+    "health",
+    "restart",
+    "replicas",
+    "shutdown",
+    "runtime",
+    "database",
+    "user",
 ];
 const PROBE_KEYS: &[&str] = &["http", "tcp", "exec", "log", "port", "interval", "timeout", "retries", "start_period"];
 
@@ -242,7 +258,9 @@ fn port(src: &Source<'_>, node: &Node<'_>, kind: Kind, index: usize) -> Result<P
         }
         (name, host, target)
     } else {
-        let text = node.scalar_text().ok_or_else(|| node.wrong_type("a port such as `8080`, `\"15432:5432\"` or a mapping"))?;
+        let text = node
+            .scalar_text()
+            .ok_or_else(|| node.wrong_type("a port such as `8080`, `\"15432:5432\"` or a mapping"))?;
         let bad = || {
             Diag::new(format!("`{text}` is not a port"), node.span, "bad port")
                 .help("write `TARGET`, `\"HOST:TARGET\"` (quoted) or `{ name: http, host: 8080, target: 80 }`")
@@ -283,9 +301,13 @@ fn condition(node: &Node<'_>) -> Result<Condition, Diag> {
 /// `[a, b]` (healthy) or `{ a: healthy, b: started }`.
 fn wait_for(src: &Source<'_>, node: &Node<'_>) -> Result<Vec<WaitFor>, Diag> {
     if let Ok(items) = node.strings(src) {
-        return Ok(items.into_iter().map(|(name, span)| WaitFor { name, condition: Condition::Healthy, span }).collect());
+        return Ok(items
+            .into_iter()
+            .map(|(name, span)| WaitFor { name, condition: Condition::Healthy, span })
+            .collect());
     }
-    let entries = node.mapping(src).map_err(|_| node.wrong_type("a list of resources or a mapping of resource to condition"))?;
+    let entries =
+        node.mapping(src).map_err(|_| node.wrong_type("a list of resources or a mapping of resource to condition"))?;
     entries
         .into_iter()
         .map(|(name, key, value)| Ok(WaitFor { name, condition: condition(&value)?, span: key.span }))
@@ -302,16 +324,16 @@ fn probe(src: &Source<'_>, node: &Node<'_>) -> Result<Probe, Diag> {
     };
     let checks: Vec<Check> = [
         field("http").map(|v| v.string().map(|path| Check::Http { path, port: port.clone() })),
-        field("tcp").map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::Tcp { port })),
+        field("tcp")
+            .map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::Tcp { port })),
         field("exec").map(|v| match v.strings(src) {
             Ok(list) if !list.is_empty() => Ok(Check::Exec { command: list.into_iter().map(|(s, _)| s).collect() }),
             _ => v.string().map(|cmd| Check::Exec { command: vec!["sh".into(), "-c".into(), cmd] }),
         }),
         field("log").map(|v| {
             let pattern = v.string()?;
-            regex::Regex::new(&pattern).map_err(|e| {
-                Diag::new("not a valid regular expression", v.span, "bad pattern").help(e.to_string())
-            })?;
+            regex::Regex::new(&pattern)
+                .map_err(|e| Diag::new("not a valid regular expression", v.span, "bad pattern").help(e.to_string()))?;
             Ok(Check::Log { pattern })
         }),
     ]
@@ -321,8 +343,12 @@ fn probe(src: &Source<'_>, node: &Node<'_>) -> Result<Probe, Diag> {
     let check = match <[Check; 1]>::try_from(checks) {
         Ok([check]) => check,
         Err(_) => {
-            return Err(Diag::new("`health` needs exactly one check", node.span, "one of `http`, `tcp`, `exec`, `log`")
-                .help("e.g. `health: { http: /health/ready }` or `health: { log: \"ready\" }`"));
+            return Err(Diag::new(
+                "`health` needs exactly one check",
+                node.span,
+                "one of `http`, `tcp`, `exec`, `log`",
+            )
+            .help("e.g. `health: { http: /health/ready }` or `health: { log: \"ready\" }`"));
         }
     };
     let mut p = Probe { check, ..default_timing() };
@@ -355,9 +381,20 @@ fn default_timing() -> Probe {
 fn default_probe(r: &Resource) -> Option<Probe> {
     let check = match r.kind {
         Kind::Postgres => Check::Exec {
-            command: ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "{port:tcp}", "-U", &r.user_name(), "-d", &r.database_name()]
-                .map(str::to_owned)
-                .to_vec(),
+            command: [
+                "pg_isready",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "{port:tcp}",
+                "-U",
+                &r.user_name(),
+                "-d",
+                &r.database_name(),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         },
         // Artemis logs AMQ221007 once it accepts clients.
         Kind::Artemis => Check::Log { pattern: "AMQ221007".into() },
@@ -384,7 +421,8 @@ fn restart(src: &Source<'_>, node: &Node<'_>, mut current: Restart) -> Result<Re
         current.policy = policy(node)?;
         return Ok(current);
     }
-    let entries = node.mapping(src).map_err(|_| node.wrong_type("a policy (`no`, `on_failure`, `always`) or a mapping"))?;
+    let entries =
+        node.mapping(src).map_err(|_| node.wrong_type("a policy (`no`, `on_failure`, `always`) or a mapping"))?;
     check_keys(&entries, &["policy", "max_restarts", "backoff", "max_backoff"], "`restart`")?;
     for (k, _, v) in &entries {
         match k.as_str() {

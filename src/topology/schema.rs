@@ -3,7 +3,8 @@
 use serde_json::{Value, json};
 
 pub fn json_schema() -> Value {
-    let duration = json!({ "type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$", "examples": ["500ms", "10s", "2m"] });
+    let duration =
+        json!({ "type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$", "examples": ["500ms", "10s", "2m"] });
     let port = json!({
         "oneOf": [
             { "type": "integer", "minimum": 0, "maximum": 65535, "description": "the container port (or, for a process, the port it listens on)" },

@@ -76,8 +76,16 @@ pub fn validate(t: &Topology) -> Vec<Diag> {
             };
             if let Some(port) = port.filter(|p| r.port(p).is_none()) {
                 problems.push(
-                    Diag::new(format!("the health check of `{}` uses port `{port}`, which it does not have", r.name), r.span, "unknown port")
-                        .help(format!("ports of `{}`: {}", r.name, r.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))),
+                    Diag::new(
+                        format!("the health check of `{}` uses port `{port}`, which it does not have", r.name),
+                        r.span,
+                        "unknown port",
+                    )
+                    .help(format!(
+                        "ports of `{}`: {}",
+                        r.name,
+                        r.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
                 );
             }
         }
@@ -96,8 +104,12 @@ pub fn validate(t: &Topology) -> Vec<Diag> {
             }
             if r.replicas > 1 {
                 problems.push(
-                    Diag::new(format!("{} replicas of `{}` cannot share host port {host}", r.replicas, r.name), p.span, "fixed port")
-                        .help("leave `host` out: each replica gets a free port"),
+                    Diag::new(
+                        format!("{} replicas of `{}` cannot share host port {host}", r.replicas, r.name),
+                        p.span,
+                        "fixed port",
+                    )
+                    .help("leave `host` out: each replica gets a free port"),
                 );
             }
         }
@@ -114,8 +126,12 @@ pub fn validate(t: &Topology) -> Vec<Diag> {
     for name in &t.metrics_from {
         if !names.contains(&name.as_str()) {
             problems.push(
-                Diag::new(format!("`dashboard.metrics_from` names `{name}`, which is not a resource"), (0, 0).into(), "here")
-                    .help(format!("resources: {}", names.join(", "))),
+                Diag::new(
+                    format!("`dashboard.metrics_from` names `{name}`, which is not a resource"),
+                    (0, 0).into(),
+                    "here",
+                )
+                .help(format!("resources: {}", names.join(", "))),
             );
         }
     }

@@ -133,7 +133,9 @@ impl<'a> Node<'a> {
     pub fn strings(&self, src: &Source<'_>) -> Result<Vec<(String, SourceSpan)>, Diag> {
         self.sequence(src)?
             .into_iter()
-            .map(|n| n.scalar_text().filter(|_| !n.is_null()).map(|s| (s, n.span)).ok_or_else(|| n.wrong_type("a string")))
+            .map(|n| {
+                n.scalar_text().filter(|_| !n.is_null()).map(|s| (s, n.span)).ok_or_else(|| n.wrong_type("a string"))
+            })
             .collect()
     }
 }

@@ -31,7 +31,8 @@ async fn all_delivered(receiver: &str, ids: &[String], limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     for id in ids {
         loop {
-            let status = client.get(format!("{receiver}/api/EntityItems/{id}")).send().await.map(|r| r.status().as_u16());
+            let status =
+                client.get(format!("{receiver}/api/EntityItems/{id}")).send().await.map(|r| r.status().as_u16());
             if status.is_ok_and(|s| s == 200) {
                 break;
             }
@@ -91,7 +92,11 @@ async fn stop_broker_for_a_while_loses_nothing_on_the_process_runtime() {
 
     let out = chaos(&stack, &["partition", "sender"]).await;
     assert!(!out.status.success(), "partition must not silently do nothing on processes");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported on the process runtime"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not supported on the process runtime"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     apphost(&stack.state).arg("down").output().await.unwrap();
     stack.wait_exit(Duration::from_secs(90)).await;
@@ -111,14 +116,21 @@ async fn partition_and_kill_lose_nothing_on_the_docker_runtime() {
     assert!(!amqp_answers(amqp).await, "a partitioned broker is unreachable through its published port");
     let ids = post_items(&sender, 20, "during partition").await;
     all_delivered(&receiver, &ids, Duration::from_secs(120)).await;
-    assert!(amqp_answers_within(amqp, Duration::from_secs(30)).await, "the broker is reachable again after the partition");
+    assert!(
+        amqp_answers_within(amqp, Duration::from_secs(30)).await,
+        "the broker is reachable again after the partition"
+    );
 
     let out = chaos(&stack, &["kill", "receiver"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ids = post_items(&sender, 20, "after kill").await;
     all_delivered(&receiver, &ids, Duration::from_secs(120)).await;
     let ps = stack.ps().await.unwrap();
-    assert_eq!(ps.iter().find(|s| s["name"] == "receiver").unwrap()["restarts"], 1, "the killed receiver was restarted");
+    assert_eq!(
+        ps.iter().find(|s| s["name"] == "receiver").unwrap()["restarts"],
+        1,
+        "the killed receiver was restarted"
+    );
 
     apphost(&stack.state).arg("down").output().await.unwrap();
     stack.wait_exit(Duration::from_secs(90)).await;

@@ -17,7 +17,19 @@ impl Tmux {
     fn start(width: u16, height: u16, command: &str, state: PathBuf) -> Self {
         let socket = format!("apphost-test-{}", uuid::Uuid::new_v4().simple());
         let status = Command::new("tmux")
-            .args(["-L", &socket, "new-session", "-d", "-s", "t", "-x", &width.to_string(), "-y", &height.to_string(), command])
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+                command,
+            ])
             .env_remove("TMUX")
             .status()
             .expect("tmux (`.ci/setup` installs it)");
@@ -44,7 +56,10 @@ impl Tmux {
     /// line's stty printed `icanon`), the main screen, no mouse reporting.
     fn given_back(&self, screen: &str) -> bool {
         let flag = |name: &str| {
-            let out = Command::new("tmux").args(["-L", &self.socket, "display-message", "-p", "-t", "t", &format!("#{{{name}}}")]).output().unwrap();
+            let out = Command::new("tmux")
+                .args(["-L", &self.socket, "display-message", "-p", "-t", "t", &format!("#{{{name}}}")])
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         };
         screen.lines().any(|l| l.trim() == "icanon") && flag("alternate_on") == "0" && flag("mouse_any_flag") == "0"
@@ -65,7 +80,10 @@ impl Tmux {
             if check(&screen) {
                 return screen;
             }
-            assert!(tokio::time::Instant::now() < deadline, "gave up after {limit:?} waiting for {what}; the screen:\n{screen}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up after {limit:?} waiting for {what}; the screen:\n{screen}"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -106,7 +124,10 @@ fn outbox_value(screen: &str, label: &str) -> Option<f64> {
 /// The resources pane's row of `name` ("" when it is not on screen).
 fn row<'a>(screen: &'a str, name: &str) -> &'a str {
     let wanted = format!("{name} ");
-    screen.lines().find(|l| l.trim_start_matches(['┃', '│']).trim_start_matches(['▶', ' ']).starts_with(&wanted)).unwrap_or("")
+    screen
+        .lines()
+        .find(|l| l.trim_start_matches(['┃', '│']).trim_start_matches(['▶', ' ']).starts_with(&wanted))
+        .unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,14 +138,23 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     let tmux = Tmux::start(100, 30, &command, state.to_path_buf());
     let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
     let screen = tmux
-        .wait_for("every resource healthy", Duration::from_secs(240), |s| names.iter().all(|n| row(s, n).contains("● healthy")))
+        .wait_for("every resource healthy", Duration::from_secs(240), |s| {
+            names.iter().all(|n| row(s, n).contains("● healthy"))
+        })
         .await;
     for name in names {
         let r = row(&screen, name);
         assert!(r.contains("running"), "{name}: {r}");
     }
-    assert!(row(&screen, "broker").contains("docker") && row(&screen, "sender").contains("process"), "runtimes show:\n{screen}");
-    let screen = tmux.wait_for("the outbox numbers", Duration::from_secs(30), |s| outbox_value(s, "pending") == Some(0.0) && s.contains("connected")).await;
+    assert!(
+        row(&screen, "broker").contains("docker") && row(&screen, "sender").contains("process"),
+        "runtimes show:\n{screen}"
+    );
+    let screen = tmux
+        .wait_for("the outbox numbers", Duration::from_secs(30), |s| {
+            outbox_value(s, "pending") == Some(0.0) && s.contains("connected")
+        })
+        .await;
     assert!(screen.contains("Events") && screen.contains("Logs all"), "every pane is there:\n{screen}");
 
     let ps = crate::helpers::apphost(&state).args(["ps", "--json"]).output().await.unwrap();
@@ -144,16 +174,27 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     // Writes still succeed; the backlog grows on screen.
     let client = reqwest::Client::new();
     for i in 0..25 {
-        let r = client.post(format!("{sender}/api/EntityItems")).json(&serde_json::json!({ "name": format!("while stopped {i}"), "value": 1 })).send().await.unwrap();
+        let r = client
+            .post(format!("{sender}/api/EntityItems"))
+            .json(&serde_json::json!({ "name": format!("while stopped {i}"), "value": 1 }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
     }
-    tmux.wait_for("a backlog of 25", Duration::from_secs(30), |s| outbox_value(s, "pending").is_some_and(|p| p >= 25.0) && s.contains("backing off")).await;
+    tmux.wait_for("a backlog of 25", Duration::from_secs(30), |s| {
+        outbox_value(s, "pending").is_some_and(|p| p >= 25.0) && s.contains("backing off")
+    })
+    .await;
 
     // `b` starts it again (after a yes) and the backlog drains.
     tmux.keys(&["b"]);
     tmux.wait_for("the confirmation", Duration::from_secs(15), |s| s.contains("Start `broker`?")).await;
     tmux.keys(&["y"]);
-    tmux.wait_for("the backlog drained", Duration::from_secs(120), |s| outbox_value(s, "pending") == Some(0.0) && row(s, "broker").contains("healthy")).await;
+    tmux.wait_for("the backlog drained", Duration::from_secs(120), |s| {
+        outbox_value(s, "pending") == Some(0.0) && row(s, "broker").contains("healthy")
+    })
+    .await;
 
     // `?` lists the keys; `q` asks, then tears everything down.
     tmux.keys(&["?"]);
@@ -188,7 +229,12 @@ async fn a_flood_of_output_is_bounded_counted_and_shown() {
     let command = shell_line(&state, &file, "up --log-lines 2000", "apphost");
     let tmux = Tmux::start(100, 30, &command, state.to_path_buf()).topology(file);
     let screen = tmux.wait_for("the flood to end", Duration::from_secs(120), |s| s.contains("flood done: wrote")).await;
-    let written: u64 = screen.split("flood done: wrote ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("the count");
+    let written: u64 = screen
+        .split("flood done: wrote ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the count");
     let dropped: u64 = screen
         .split(" dropped")
         .next()
@@ -224,11 +270,15 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
     let command = shell_line(&state, &workspace().join("apphost.yaml"), "dashboard", "dashboard");
     let tmux = Tmux::start(100, 30, &command, state.to_path_buf());
     let names = ["sender-db", "receiver-db", "broker", "sender", "receiver"];
-    tmux.wait_for("the attached dashboard", Duration::from_secs(30), |s| names.iter().all(|n| row(s, n).contains("● healthy"))).await;
+    tmux.wait_for("the attached dashboard", Duration::from_secs(30), |s| {
+        names.iter().all(|n| row(s, n).contains("● healthy"))
+    })
+    .await;
     tmux.keys(&["q"]);
     tmux.wait_for("the detach question", Duration::from_secs(15), |s| s.contains("Detach?")).await;
     tmux.keys(&["y"]);
-    let screen = tmux.wait_for("the dashboard to exit", Duration::from_secs(30), |s| s.contains("dashboard exited:")).await;
+    let screen =
+        tmux.wait_for("the dashboard to exit", Duration::from_secs(30), |s| s.contains("dashboard exited:")).await;
     assert!(screen.contains("keeps running") && screen.contains("dashboard exited: 0"), "{screen}");
 
     // Still running after the dashboard left; `down` stops it.
@@ -237,7 +287,10 @@ async fn a_detached_app_runs_on_and_an_attached_dashboard_only_detaches() {
     assert!(ps.iter().all(|s| s["state"] == "healthy"), "{ps:?}");
     let table = crate::helpers::apphost(&state).arg("ps").output().await.unwrap();
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
-    assert!(table.contains("CPU") && table.lines().any(|l| l.starts_with("broker") && l.contains("healthy")), "{table}");
+    assert!(
+        table.contains("CPU") && table.lines().any(|l| l.starts_with("broker") && l.contains("healthy")),
+        "{table}"
+    );
     let pids = pids(&ps);
     let down = crate::helpers::apphost(&state).arg("down").output().await.unwrap();
     assert!(down.status.success());
@@ -256,9 +309,14 @@ async fn closing_the_terminal_tears_down_and_exits() {
     let file = workspace().join("dashboard/bench/flood.yaml");
     let tmux = Tmux::start(100, 30, &shell_line(&state, &file, "up", "apphost"), state.to_path_buf()).topology(file);
     tmux.wait_for("the flood running", Duration::from_secs(60), |s| row(s, "flood").contains("running")).await;
-    let session: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
     let apphost_pid = session["pid"].as_u64().unwrap() as u32;
-    let ps = crate::helpers::apphost(&state).args(["ps", "-f", &workspace().join("dashboard/bench/flood.yaml").display().to_string(), "--json"]).output().await.unwrap();
+    let ps = crate::helpers::apphost(&state)
+        .args(["ps", "-f", &workspace().join("dashboard/bench/flood.yaml").display().to_string(), "--json"])
+        .output()
+        .await
+        .unwrap();
     let children = pids(&serde_json::from_slice::<Vec<serde_json::Value>>(&ps.stdout).unwrap_or_default());
     assert!(!children.is_empty(), "{}", String::from_utf8_lossy(&ps.stderr));
     tmux.close();
@@ -283,9 +341,14 @@ async fn a_panic_in_the_dashboard_gives_the_terminal_back_and_takes_the_stack_do
     let state = crate::helpers::StateDir::new();
     std::fs::create_dir_all(&state).unwrap();
     let file = state.join("calm.yaml");
-    std::fs::write(&file, "name: calm\nresources:\n  idle:\n    kind: executable\n    command: sleep\n    args: [\"300\"]\n").unwrap();
+    std::fs::write(
+        &file,
+        "name: calm\nresources:\n  idle:\n    kind: executable\n    command: sleep\n    args: [\"300\"]\n",
+    )
+    .unwrap();
     // (Without a backtrace, the panic's message stays on the 30 lines.)
-    let command = format!("APPHOST_DASHBOARD_PANIC_KEY=! RUST_BACKTRACE=0 {}", shell_line(&state, &file, "up", "apphost"));
+    let command =
+        format!("APPHOST_DASHBOARD_PANIC_KEY=! RUST_BACKTRACE=0 {}", shell_line(&state, &file, "up", "apphost"));
     let tmux = Tmux::start(100, 30, &command, state.to_path_buf()).topology(file.clone());
     tmux.wait_for("the dashboard", Duration::from_secs(60), |s| row(s, "idle").contains("running")).await;
     let ps = crate::helpers::apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();

@@ -74,7 +74,10 @@ pub fn down_now(state: &Path, topology: &Path) {
 
 /// `apphost ps --json` for the session in `state`; `None` when none answers within 10 s.
 pub async fn ps(state: &Path) -> Option<Vec<Value>> {
-    let out = tokio::time::timeout(Duration::from_secs(10), apphost(state).args(["ps", "--json"]).output()).await.ok()?.ok()?;
+    let out = tokio::time::timeout(Duration::from_secs(10), apphost(state).args(["ps", "--json"]).output())
+        .await
+        .ok()?
+        .ok()?;
     out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
 }
 
@@ -243,8 +246,12 @@ pub async fn item_goes_through(ps: &[Value]) {
 
 /// Containers, networks and volumes of the demo app left on the Docker engine.
 pub async fn docker_leftovers() -> Vec<String> {
-    use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder};
-    let docker = apphost::runtime::docker::connect().await.expect("a Docker engine for the docker tests (`.ci/setup` starts one)");
+    use bollard::query_parameters::{
+        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    };
+    let docker = apphost::runtime::docker::connect()
+        .await
+        .expect("a Docker engine for the docker tests (`.ci/setup` starts one)");
     let label = std::collections::HashMap::from([("label", vec!["apphost.app=outbox-demo"])]);
     let mut left: Vec<String> = docker
         .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&label).build()))

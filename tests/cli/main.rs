@@ -143,7 +143,11 @@ async fn check_reports_a_broken_file_with_its_location() {
         .await
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no apphost is running"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no apphost is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -152,8 +156,11 @@ async fn the_control_api_refuses_requests_without_the_token() {
     let _one = ONE_STACK.lock().await;
     let mut stack = Stack::up("process").await;
     stack.wait_healthy(HEALTHY_WITHIN).await;
-    let session: serde_json::Value = serde_json::from_slice(&std::fs::read(stack.state.join("session.json")).unwrap()).unwrap();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(stack.state.join("session.json")).unwrap().permissions());
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(stack.state.join("session.json")).unwrap()).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(stack.state.join("session.json")).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600, "the session file is owner-only");
     let url = format!("http://127.0.0.1:{}/v1/ps", session["port"]);
     let client = reqwest::Client::new();
@@ -211,7 +218,12 @@ async fn apphost_test_runs_scenarios_and_writes_junit() {
     let out = apphost(&state).args(["test", "--scenario", bad.to_str().unwrap()]).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("no resource is called `brokr`") && stderr.contains("bad.yaml:3:") && stderr.contains("did you mean `broker`?"), "{stderr}");
+    assert!(
+        stderr.contains("no resource is called `brokr`")
+            && stderr.contains("bad.yaml:3:")
+            && stderr.contains("did you mean `broker`?"),
+        "{stderr}"
+    );
     assert!(!state.join("session.json").exists(), "nothing started");
 }
 
@@ -253,9 +265,16 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let removed = loop {
         if let Ok(Some(status)) = run.child.try_wait() {
-            panic!("the scenario ended ({status}) before a row of the new receiver could be taken away:\n{}", run.output());
+            panic!(
+                "the scenario ended ({status}) before a row of the new receiver could be taken away:\n{}",
+                run.output()
+            );
         }
-        assert!(tokio::time::Instant::now() < deadline, "the receiver stored nothing after its restart:\n{}", run.output());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the receiver stored nothing after its restart:\n{}",
+            run.output()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(ps) = helpers::ps(&state).await else { continue };
         // The restarted receiver, by its launch time: rows stamped since are its own.
@@ -267,14 +286,17 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         else {
             continue;
         };
-        let Some(port) = ps
-            .iter()
-            .find(|s| s["name"] == "receiver-db")
-            .and_then(|s| s["endpoints"].as_array()?.iter().filter_map(|e| e.as_str()).find_map(|e| e.rsplit(':').next()?.parse::<u16>().ok()))
-        else {
+        let Some(port) = ps.iter().find(|s| s["name"] == "receiver-db").and_then(|s| {
+            s["endpoints"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e.as_str())
+                .find_map(|e| e.rsplit(':').next()?.parse::<u16>().ok())
+        }) else {
             continue;
         };
-        let secrets: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("secrets.json")).unwrap()).unwrap();
+        let secrets: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("secrets.json")).unwrap()).unwrap();
         let password = secrets["passwords"]["receiver-db"].as_str().unwrap().to_owned();
         let sql = format!(
             "WITH newest AS (SELECT message_id FROM inbox WHERE received_at >= '{launched}' ORDER BY received_at DESC LIMIT 1), \
@@ -290,7 +312,8 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         let Ok(out) = tokio::time::timeout(Duration::from_secs(10), psql).await else { continue };
         let out = out.expect("psql (Debian's postgresql-client)");
         // The id returned, if a row went (then psql's "DELETE 1").
-        let removed = String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("DELETE")).unwrap_or("").to_owned();
+        let removed =
+            String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("DELETE")).unwrap_or("").to_owned();
         if out.status.success() && !removed.is_empty() {
             break removed;
         }

@@ -51,11 +51,14 @@ async fn a_trace_continues_from_the_request_into_the_receiver() {
     let app = Router::new().route("/v1/traces", post(collect)).with_state(spans.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut stack = Stack::up_with("process", &[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-    ])
+    let mut stack = Stack::up_with(
+        "process",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
     .await;
     let t0 = std::time::Instant::now();
     let ps = stack.wait_healthy(Duration::from_secs(240)).await;
@@ -76,7 +79,10 @@ async fn a_trace_continues_from_the_request_into_the_receiver() {
     let seen = loop {
         let seen = spans.lock().unwrap().get(trace_id).cloned().unwrap_or_default();
         let has = |service: &str, name: &str| seen.iter().any(|(s, n)| s.contains(service) && n == name);
-        if has("sender", "POST /api/EntityItems") && has("sender", "outbox publish") && has("receiver", "receiver process") {
+        if has("sender", "POST /api/EntityItems")
+            && has("sender", "outbox publish")
+            && has("receiver", "receiver process")
+        {
             break seen;
         }
         assert!(
@@ -89,9 +95,13 @@ async fn a_trace_continues_from_the_request_into_the_receiver() {
     eprintln!("trace {trace_id} after {:?}: {seen:?}", t0.elapsed());
 
     // The receiver stored the item under the same trace.
-    let stored = reqwest::get(format!("{}/api/EntityItems/{}", endpoint(&ps, "receiver", "http"), created["id"].as_str().unwrap()))
-        .await
-        .unwrap();
+    let stored = reqwest::get(format!(
+        "{}/api/EntityItems/{}",
+        endpoint(&ps, "receiver", "http"),
+        created["id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
     assert_eq!(stored.status(), 200);
 
     apphost(&stack.state).arg("down").output().await.unwrap();

@@ -26,7 +26,10 @@ fn tone(message: &str) -> Style {
 }
 
 pub fn draw(app: &App, f: &mut Frame, area: Rect) {
-    let block = frame(Line::from(vec![Span::raw(" Events "), dim(format!("{} ", app.events.len()))]), app.focus == Focus::Events);
+    let block = frame(
+        Line::from(vec![Span::raw(" Events "), dim(format!("{} ", app.events.len()))]),
+        app.focus == Focus::Events,
+    );
     let rows = area.height.saturating_sub(2) as usize;
     let lines: Vec<Line> = app
         .events

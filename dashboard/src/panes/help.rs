@@ -64,7 +64,9 @@ fn dialog_block(title: &'static str) -> Block<'static> {
 pub fn draw(f: &mut Frame) {
     let lines: Vec<Line> = KEYS
         .iter()
-        .map(|(k, what)| Line::from(vec![Span::styled(format!(" {k:<11}"), Style::new().fg(Color::Yellow)), Span::raw(*what)]))
+        .map(|(k, what)| {
+            Line::from(vec![Span::styled(format!(" {k:<11}"), Style::new().fg(Color::Yellow)), Span::raw(*what)])
+        })
         .chain([Line::from(dim(" any key closes"))])
         .collect();
     let area = centered(f.area(), 62, lines.len() as u16 + 2);
@@ -89,7 +91,12 @@ pub fn confirm(app: &App, dialog: &Dialog, f: &mut Frame) {
         Line::from(Span::styled(question, Style::new().add_modifier(Modifier::BOLD))),
         Line::from(dim(consequence)),
         Line::from(""),
-        Line::from(vec![Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Yellow)), Span::raw(" yes   "), Span::styled(" n ", Style::new().fg(Color::Black).bg(Color::Gray)), Span::raw(" no")]),
+        Line::from(vec![
+            Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Yellow)),
+            Span::raw(" yes   "),
+            Span::styled(" n ", Style::new().fg(Color::Black).bg(Color::Gray)),
+            Span::raw(" no"),
+        ]),
     ];
     let area = centered(f.area(), 54, 6);
     f.render_widget(Clear, area);

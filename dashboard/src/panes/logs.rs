@@ -20,7 +20,10 @@ use crate::{
 
 fn title(app: &App) -> Line<'static> {
     let logs = &app.logs;
-    let mut spans = vec![Span::raw(" Logs "), Span::styled(logs.source.clone().unwrap_or_else(|| "all".into()), Style::new().add_modifier(Modifier::BOLD))];
+    let mut spans = vec![
+        Span::raw(" Logs "),
+        Span::styled(logs.source.clone().unwrap_or_else(|| "all".into()), Style::new().add_modifier(Modifier::BOLD)),
+    ];
     if logs.following() {
         spans.push(dim(" · following"));
     } else {
@@ -74,11 +77,23 @@ fn highlighted(text: &str, query: &str, base: Style) -> Vec<Span<'static>> {
 pub fn without_timestamp(text: &str) -> &str {
     let b = text.as_bytes();
     let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-    let dated = b.len() > 19 && digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10) && matches!(b[10], b'T' | b' ') && digits(11..13) && b[13] == b':' && digits(14..16) && b[16] == b':' && digits(17..19);
+    let dated = b.len() > 19
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b' ')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
     if !dated {
         return text;
     }
-    let mut rest = text[19..].trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '.' | ',' | 'Z' | '+' | ':' | '-'));
+    let mut rest =
+        text[19..].trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '.' | ',' | 'Z' | '+' | ':' | '-'));
     for zone in [" UTC", " GMT"] {
         rest = rest.strip_prefix(zone).unwrap_or(rest);
     }
@@ -146,10 +161,14 @@ fn line(app: &App, l: &LogLine, name_width: usize, current: bool, width: usize) 
     let mut text = without_timestamp(&l.text);
     // The current match stays in sight even far into a long line (wrapped, it is).
     let prefix: usize = spans.iter().map(|s| s.width()).sum();
-    if current && !app.logs.wrap && let Some(at) = text.to_lowercase().find(&query.to_lowercase()) {
+    if current
+        && !app.logs.wrap
+        && let Some(at) = text.to_lowercase().find(&query.to_lowercase())
+    {
         let room = width.saturating_sub(prefix);
         if at + query.len() > room && text.is_char_boundary(at) {
-            let from = text[..at].char_indices().rev().nth(room.saturating_sub(query.len() + 2) / 2).map_or(at, |(i, _)| i);
+            let from =
+                text[..at].char_indices().rev().nth(room.saturating_sub(query.len() + 2) / 2).map_or(at, |(i, _)| i);
             spans.push(Span::styled("…", Style::new().fg(Color::Yellow)));
             text = &text[from..];
         }
@@ -173,7 +192,11 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let name_width = logs.lines.iter().map(|l| l.resource.len()).max().unwrap_or(0);
     let current = logs.search.current.map(|c| logs.search.matches[c]);
     let lines: Vec<Line> = match logs.bottom() {
-        None => vec![Line::from(dim(if logs.lines.is_empty() { "no output yet" } else { "no line passes the level filter (l changes it)" }))],
+        None => vec![Line::from(dim(if logs.lines.is_empty() {
+            "no output yet"
+        } else {
+            "no line passes the level filter (l changes it)"
+        }))],
         Some(bottom) => {
             let width = body.width as usize;
             let at = |p: usize| line(app, &logs.lines[logs.shown[p]], name_width, current == Some(p), width);

@@ -15,7 +15,8 @@ use ratatui::{
 };
 
 /// Colours given to resources in file order (logs, names).
-pub const PALETTE: [Color; 6] = [Color::Cyan, Color::Yellow, Color::Green, Color::Magenta, Color::Blue, Color::LightRed];
+pub const PALETTE: [Color; 6] =
+    [Color::Cyan, Color::Yellow, Color::Green, Color::Magenta, Color::Blue, Color::LightRed];
 
 pub fn colour_of(index: usize) -> Color {
     PALETTE[index % PALETTE.len()]
@@ -23,7 +24,11 @@ pub fn colour_of(index: usize) -> Color {
 
 /// A pane's frame; the focused one stands out.
 pub fn frame(title: impl Into<ratatui::text::Line<'static>>, focused: bool) -> Block<'static> {
-    let style = if focused { Style::new().fg(Color::White).add_modifier(Modifier::BOLD) } else { Style::new().fg(Color::DarkGray) };
+    let style = if focused {
+        Style::new().fg(Color::White).add_modifier(Modifier::BOLD)
+    } else {
+        Style::new().fg(Color::DarkGray)
+    };
     Block::new()
         .borders(Borders::ALL)
         .border_type(if focused { BorderType::Thick } else { BorderType::Plain })

@@ -41,12 +41,20 @@ fn health(resource: &Resource) -> Span<'static> {
 pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let focused = app.focus == Focus::Resources;
     let wide = area.width >= WIDE;
-    let mut block = frame(Line::from(vec![Span::raw(" Resources "), dim(format!("{} ", app.resources.len()))]), focused);
-    if !wide && let Some(selected) = app.selected() && !selected.endpoints.is_empty() {
-        block = block.title_bottom(Line::from(vec![dim(" "), Span::raw(selected.endpoints.join("  ")), dim(" ")]).right_aligned());
+    let mut block =
+        frame(Line::from(vec![Span::raw(" Resources "), dim(format!("{} ", app.resources.len()))]), focused);
+    if !wide
+        && let Some(selected) = app.selected()
+        && !selected.endpoints.is_empty()
+    {
+        block = block.title_bottom(
+            Line::from(vec![dim(" "), Span::raw(selected.endpoints.join("  ")), dim(" ")]).right_aligned(),
+        );
     }
     if app.resources.is_empty() {
-        let text = Paragraph::new(Line::from(dim("no resources yet: apphost is preparing the stack (see its logs below)"))).block(block);
+        let text =
+            Paragraph::new(Line::from(dim("no resources yet: apphost is preparing the stack (see its logs below)")))
+                .block(block);
         f.render_widget(text, area);
         return;
     }
@@ -99,7 +107,9 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let table = Table::new(rows, widths)
         .header(header)
         .block(block)
-        .row_highlight_style(Style::new().bg(if focused { Color::DarkGray } else { Color::Reset }).add_modifier(Modifier::BOLD))
+        .row_highlight_style(
+            Style::new().bg(if focused { Color::DarkGray } else { Color::Reset }).add_modifier(Modifier::BOLD),
+        )
         .highlight_symbol("▶")
         .highlight_spacing(ratatui::widgets::HighlightSpacing::Always)
         .column_spacing(1);

@@ -3,10 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
-use dashboard::{
-    Command, Event, Health, LogLine, Outbox, Phase, Resource, Series, Stack, Stream, Unit,
-    app::App,
-};
+use dashboard::{Command, Event, Health, LogLine, Outbox, Phase, Resource, Series, Stack, Stream, Unit, app::App};
 use futures::future::BoxFuture;
 use ratatui::{Terminal, backend::TestBackend};
 
@@ -37,7 +34,8 @@ impl Stack for Fixed {
         self.events.iter().rev().take(limit).rev().cloned().collect()
     }
     fn logs(&self, resource: Option<&str>, limit: usize) -> Vec<LogLine> {
-        let mine: Vec<LogLine> = self.logs.iter().filter(|l| resource.is_none_or(|r| &*l.resource == r)).cloned().collect();
+        let mine: Vec<LogLine> =
+            self.logs.iter().filter(|l| resource.is_none_or(|r| &*l.resource == r)).cloned().collect();
         mine[mine.len().saturating_sub(limit)..].to_vec()
     }
     fn dropped_lines(&self, _: Option<&str>) -> u64 {
@@ -76,9 +74,21 @@ pub fn demo() -> Vec<Resource> {
     vec![
         resource("sender-db", "postgres", "docker", &["postgres://127.0.0.1:41001"]),
         resource("receiver-db", "postgres", "docker", &["postgres://127.0.0.1:41002"]),
-        Resource { memory_bytes: Some(410 * 1024 * 1024), cpu_percent: Some(3.2), ..resource("broker", "artemis", "docker", &["amqp://127.0.0.1:41003", "http://127.0.0.1:41004"]) },
-        Resource { memory_bytes: Some(9 * 1024 * 1024), cpu_percent: Some(0.4), ..resource("sender", "project", "process", &["http://127.0.0.1:41005"]) },
-        Resource { memory_bytes: Some(8 * 1024 * 1024), cpu_percent: Some(0.3), ..resource("receiver", "project", "process", &["http://127.0.0.1:41006"]) },
+        Resource {
+            memory_bytes: Some(410 * 1024 * 1024),
+            cpu_percent: Some(3.2),
+            ..resource("broker", "artemis", "docker", &["amqp://127.0.0.1:41003", "http://127.0.0.1:41004"])
+        },
+        Resource {
+            memory_bytes: Some(9 * 1024 * 1024),
+            cpu_percent: Some(0.4),
+            ..resource("sender", "project", "process", &["http://127.0.0.1:41005"])
+        },
+        Resource {
+            memory_bytes: Some(8 * 1024 * 1024),
+            cpu_percent: Some(0.3),
+            ..resource("receiver", "project", "process", &["http://127.0.0.1:41006"])
+        },
     ]
 }
 
@@ -89,8 +99,16 @@ pub fn line(seq: u64, resource: &str, stream: Stream, text: &str) -> LogLine {
 pub fn demo_logs() -> Vec<LogLine> {
     [
         ("apphost", Stream::System, "runtime: docker (engine at unix:///var/run/docker.sock)"),
-        ("sender-db", Stream::Stdout, "2026-11-27 08:58:00.100 UTC [1] LOG:  database system is ready to accept connections"),
-        ("broker", Stream::Stdout, "08:58:03,210 INFO  [org.apache.activemq.artemis.core.server] AMQ221007: Server is now active"),
+        (
+            "sender-db",
+            Stream::Stdout,
+            "2026-11-27 08:58:00.100 UTC [1] LOG:  database system is ready to accept connections",
+        ),
+        (
+            "broker",
+            Stream::Stdout,
+            "08:58:03,210 INFO  [org.apache.activemq.artemis.core.server] AMQ221007: Server is now active",
+        ),
         ("sender", Stream::Stdout, "2026-11-27T08:58:04.000Z  INFO sender::startup: listening on 127.0.0.1:41005"),
         ("receiver", Stream::Stdout, "2026-11-27T08:58:04.100Z  INFO receiver::consumer: attached to `entity-items`"),
         ("sender", Stream::Stderr, "2026-11-27T08:58:09.000Z  WARN outbox::relay: broker unreachable, retrying in 1s"),
@@ -105,7 +123,11 @@ pub fn demo_logs() -> Vec<LogLine> {
 
 /// Outbox numbers over `n` points, from functions of the point's index.
 pub fn outbox(n: usize, pending: impl Fn(usize) -> f64, connected: impl Fn(usize) -> f64) -> Outbox {
-    let series = |label: &str, unit, f: &dyn Fn(usize) -> f64| Series { label: label.into(), unit, points: (0..n).map(|i| Some(f(i))).collect() };
+    let series = |label: &str, unit, f: &dyn Fn(usize) -> f64| Series {
+        label: label.into(),
+        unit,
+        points: (0..n).map(|i| Some(f(i))).collect(),
+    };
     Outbox {
         interval_seconds: 2.0,
         series: vec![

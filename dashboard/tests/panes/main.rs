@@ -24,7 +24,10 @@ fn typed(app: &mut dashboard::app::App, text: &str) {
 #[test]
 fn empty_start() {
     let (app, _) = app(Fixed {
-        logs: vec![line(0, "apphost", Stream::System, "building sender, receiver with cargo"), line(1, "apphost", Stream::Stderr, "cargo:    Compiling sender v0.1.0")],
+        logs: vec![
+            line(0, "apphost", Stream::System, "building sender, receiver with cargo"),
+            line(1, "apphost", Stream::Stderr, "cargo:    Compiling sender v0.1.0"),
+        ],
         ..Fixed::default()
     });
     insta::assert_snapshot!(screen(&app, 80, 24).backend());
@@ -50,7 +53,15 @@ fn all_healthy() {
 #[test]
 fn broker_stopped_with_a_growing_backlog() {
     let mut resources = demo();
-    resources[2] = Resource { phase: Phase::Stopped, state: "stopped".into(), health: Health::Unknown, up_since: None, cpu_percent: None, memory_bytes: None, ..resources[2].clone() };
+    resources[2] = Resource {
+        phase: Phase::Stopped,
+        state: "stopped".into(),
+        health: Health::Unknown,
+        up_since: None,
+        cpu_percent: None,
+        memory_bytes: None,
+        ..resources[2].clone()
+    };
     let (app, _) = app(Fixed {
         resources,
         logs: demo_logs(),
@@ -59,7 +70,11 @@ fn broker_stopped_with_a_growing_backlog() {
             Event { at: at(-39), resource: "broker".into(), message: "stopped".into() },
         ],
         // Flowing for 40 points, then the broker goes and the backlog grows.
-        outbox: Some(outbox(60, |i| if i < 40 { 0.0 } else { (i - 39) as f64 * 20.0 }, |i| if i < 40 { 1.0 } else { 0.0 })),
+        outbox: Some(outbox(
+            60,
+            |i| if i < 40 { 0.0 } else { (i - 39) as f64 * 20.0 },
+            |i| if i < 40 { 1.0 } else { 0.0 },
+        )),
         ..Fixed::default()
     });
     let terminal = screen(&app, 80, 24);
@@ -95,7 +110,9 @@ fn a_failed_resource_shows_its_exit_code_in_red() {
     let terminal = screen(&app, 80, 24);
     insta::assert_snapshot!(terminal.backend());
     let buffer = terminal.backend().buffer();
-    let row = (0..24).find(|&y| (0..80).map(|x| buffer[(x, y)].symbol()).collect::<String>().contains("exited (101)")).expect("the exit code is on screen");
+    let row = (0..24)
+        .find(|&y| (0..80).map(|x| buffer[(x, y)].symbol()).collect::<String>().contains("exited (101)"))
+        .expect("the exit code is on screen");
     let x = (0..80).find(|&x| buffer[(x, row)].symbol() == "e" && buffer[(x + 1, row)].symbol() == "x").unwrap();
     assert_eq!(buffer[(x, row)].fg, Color::Red);
 }
@@ -104,9 +121,15 @@ fn a_failed_resource_shows_its_exit_code_in_red() {
 fn a_search_highlights_its_matches_and_walks_them() {
     let mut logs = demo_logs();
     for i in 0..30 {
-        logs.push(line(100 + i, "sender", Stream::Stdout, &format!("2026-11-27T08:59:{:02}.000Z  INFO sender::routes: POST /api/EntityItems 201", i)));
+        logs.push(line(
+            100 + i,
+            "sender",
+            Stream::Stdout,
+            &format!("2026-11-27T08:59:{:02}.000Z  INFO sender::routes: POST /api/EntityItems 201", i),
+        ));
     }
-    let (mut app, _) = app(Fixed { resources: demo(), logs, outbox: Some(outbox(60, |_| 0.0, |_| 1.0)), ..Fixed::default() });
+    let (mut app, _) =
+        app(Fixed { resources: demo(), logs, outbox: Some(outbox(60, |_| 0.0, |_| 1.0)), ..Fixed::default() });
     app.on_key(key(KeyCode::Char('/')));
     typed(&mut app, "relay");
     insta::assert_snapshot!("search_typing", screen(&app, 80, 24).backend());
@@ -163,11 +186,17 @@ fn stopping_the_broker_asks_first_and_other_resources_do_not() {
     app.selected = 2;
     assert_eq!(app.on_key(key(KeyCode::Char('x'))), None, "the broker asks first");
     insta::assert_snapshot!(screen(&app, 80, 24).backend());
-    assert_eq!(app.on_key(key(KeyCode::Char('y'))), Some(Effect::Command { resource: "broker".into(), command: Command::Stop }));
+    assert_eq!(
+        app.on_key(key(KeyCode::Char('y'))),
+        Some(Effect::Command { resource: "broker".into(), command: Command::Stop })
+    );
     app.on_key(key(KeyCode::Char('x')));
     assert_eq!(app.on_key(key(KeyCode::Char('n'))), None, "no means no");
     app.selected = 3;
-    assert_eq!(app.on_key(key(KeyCode::Char('r'))), Some(Effect::Command { resource: "sender".into(), command: Command::Restart }));
+    assert_eq!(
+        app.on_key(key(KeyCode::Char('r'))),
+        Some(Effect::Command { resource: "sender".into(), command: Command::Restart })
+    );
     assert!(stack.sent.lock().unwrap().is_empty(), "keys only ask; the runner sends");
 }
 
@@ -187,7 +216,12 @@ fn help_lists_every_key_and_quit_asks() {
 
 #[test]
 fn resizes_redraw_at_any_size() {
-    let (app, _) = app(Fixed { resources: demo(), logs: demo_logs(), outbox: Some(outbox(60, |i| i as f64, |_| 1.0)), ..Fixed::default() });
+    let (app, _) = app(Fixed {
+        resources: demo(),
+        logs: demo_logs(),
+        outbox: Some(outbox(60, |i| i as f64, |_| 1.0)),
+        ..Fixed::default()
+    });
     for (w, h) in [(80, 24), (40, 12), (200, 60), (20, 5), (1, 1), (0, 0)] {
         screen(&app, w, h);
     }

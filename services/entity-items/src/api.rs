@@ -66,9 +66,8 @@ pub async fn list(
     State(pool): State<PgPool>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed query string").detail(e.body_text())
-    })?;
+    let Query(query) =
+        query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed query string").detail(e.body_text()))?;
     let mut problem = Problem::new(StatusCode::BAD_REQUEST, "one or more query parameters are invalid");
     let mut limit = DEFAULT_PAGE;
     let mut after = None;
@@ -114,11 +113,10 @@ pub async fn list(
 /// `GET /api/EntityItems/{id}`
 pub async fn get(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Json<Item>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| Problem::invalid("id", "must be a UUID"))?;
-    let item: Option<Item> =
-        sqlx::query_as("SELECT id, name, value, created_at FROM entity_items WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&pool)
-            .await?;
+    let item: Option<Item> = sqlx::query_as("SELECT id, name, value, created_at FROM entity_items WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&pool)
+        .await?;
     item.map(Json).ok_or_else(|| {
         Problem::new(StatusCode::NOT_FOUND, "no such item").detail(format!("no item has id `{id}`")).into()
     })

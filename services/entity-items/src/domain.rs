@@ -96,14 +96,10 @@ fn parse_decimal(raw: &str) -> Result<Decimal, String> {
     if !raw.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
         return Err("must be a number".into());
     }
-    let parsed = if raw.contains(['e', 'E']) {
-        Decimal::from_scientific(raw)
-    } else {
-        Decimal::from_str_exact(raw)
-    };
-    parsed.map(|d| d.normalize()).map_err(|_| {
-        "is out of range (at most 28 significant digits, magnitude below 7.9e28)".to_owned()
-    })
+    let parsed = if raw.contains(['e', 'E']) { Decimal::from_scientific(raw) } else { Decimal::from_str_exact(raw) };
+    parsed
+        .map(|d| d.normalize())
+        .map_err(|_| "is out of range (at most 28 significant digits, magnitude below 7.9e28)".to_owned())
 }
 
 /// A stored item, as the API returns it and as the event carries it.
@@ -122,8 +118,8 @@ impl Item {
     /// Reads an `EntityItemCreated` payload. A tolerant reader: fields it does
     /// not know are ignored, but every field it needs must be present and valid.
     pub fn from_event(payload: &[u8]) -> Result<Self, String> {
-        let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(payload)
-            .map_err(|e| format!("the payload is not a JSON object: {e}"))?;
+        let fields: BTreeMap<String, Box<RawValue>> =
+            serde_json::from_slice(payload).map_err(|e| format!("the payload is not a JSON object: {e}"))?;
         let field = |name: &str| {
             fields
                 .iter()
@@ -132,9 +128,8 @@ impl Item {
                 .ok_or_else(|| format!("`{name}` is missing"))
         };
         let string = |name: &str| {
-            field(name).and_then(|raw| {
-                serde_json::from_str::<String>(raw).map_err(|_| format!("`{name}` must be a string"))
-            })
+            field(name)
+                .and_then(|raw| serde_json::from_str::<String>(raw).map_err(|_| format!("`{name}` must be a string")))
         };
         let id = Uuid::parse_str(&string("id")?).map_err(|_| "`id` must be a UUID".to_owned())?;
         let name = ItemName::parse(string("name")?).map_err(|e| format!("`name` {e}"))?;
@@ -218,7 +213,11 @@ mod tests {
         let with_extra = json.replacen('{', r#"{"schemaVersion":2,"#, 1);
         assert_eq!(Item::from_event(with_extra.as_bytes()).unwrap(), item);
         assert!(Item::from_event(b"not json").unwrap_err().contains("not a JSON object"));
-        assert!(Item::from_event(br#"{"id":"x","name":"n","value":1,"createdAt":"2024-01-01T00:00:00Z"}"#).unwrap_err().contains("`id` must be a UUID"));
+        assert!(
+            Item::from_event(br#"{"id":"x","name":"n","value":1,"createdAt":"2024-01-01T00:00:00Z"}"#)
+                .unwrap_err()
+                .contains("`id` must be a UUID")
+        );
         let no_value = json.replace(r#""value":-3.25,"#, "");
         assert!(Item::from_event(no_value.as_bytes()).unwrap_err().contains("`value` is missing"));
     }

@@ -46,12 +46,7 @@ impl Link {
             .build();
         let name = format!("{}-sender", settings.amqp.container_id);
         let (session, sender) = AmqpSession::open_with(&settings.amqp, async |session| {
-            Sender::builder()
-                .name(name)
-                .target(target)
-                .attach(session)
-                .await
-                .map_err(|e| e.to_string())
+            Sender::builder().name(name).target(target).attach(session).await.map_err(|e| e.to_string())
         })
         .await?;
         Ok(Self { session, sender })

@@ -21,15 +21,13 @@ pub struct NewMessage<'a> {
 /// becomes the message's `message_id`. Publish happens only if that transaction commits.
 pub async fn enqueue(conn: &mut PgConnection, message: NewMessage<'_>) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO outbox (id, event_type, payload, traceparent) VALUES ($1, $2, $3::jsonb, $4)",
-    )
-    .bind(id)
-    .bind(message.event_type)
-    .bind(message.payload)
-    .bind(message.traceparent)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO outbox (id, event_type, payload, traceparent) VALUES ($1, $2, $3::jsonb, $4)")
+        .bind(id)
+        .bind(message.event_type)
+        .bind(message.payload)
+        .bind(message.traceparent)
+        .execute(conn)
+        .await?;
     Ok(id)
 }
 

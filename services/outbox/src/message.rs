@@ -32,10 +32,7 @@ pub fn to_amqp(row: &OutboxRow) -> Message<Data> {
     let id = row.id.to_string();
     let mut properties = ApplicationProperties::builder()
         .insert(DUPLICATE_ID_PROPERTY, SimpleValue::String(id.clone()))
-        .insert(
-            CREATED_AT_PROPERTY,
-            SimpleValue::String(row.created_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
-        );
+        .insert(CREATED_AT_PROPERTY, SimpleValue::String(row.created_at.to_rfc3339_opts(SecondsFormat::Micros, true)));
     if let Some(traceparent) = &row.traceparent {
         properties = properties.insert(TRACEPARENT_PROPERTY, SimpleValue::String(traceparent.clone()));
     }

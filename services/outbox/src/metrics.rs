@@ -48,11 +48,7 @@ impl OutboxMetrics {
             "sends not accepted by the broker, by outcome",
             this.publish_failures.clone(),
         );
-        metrics.register(
-            "outbox_dead_lettered",
-            "rows given up on after the retry limit",
-            this.dead_lettered.clone(),
-        );
+        metrics.register("outbox_dead_lettered", "rows given up on after the retry limit", this.dead_lettered.clone());
         metrics.register("outbox_lag_seconds", "outbox insert to broker Accepted", this.lag.clone());
         metrics.register(
             "outbox_broker_connected",

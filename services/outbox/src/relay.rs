@@ -194,10 +194,7 @@ impl Relay {
         outcome.refused = refused_ids.len();
 
         if !accepted.is_empty() {
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&accepted)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&accepted).execute(&mut *tx).await?;
         }
         if !refused_ids.is_empty() {
             sqlx::query(
@@ -233,7 +230,11 @@ impl Relay {
         self.metrics.published.inc_by(outcome.accepted as u64);
         self.metrics.dead_lettered.inc_by(outcome.dead_lettered as u64);
         if outcome.dead_lettered > 0 {
-            tracing::error!(count = outcome.dead_lettered, max_attempts = self.settings.max_attempts, "messages moved to outbox_dead_letter after repeated refusals");
+            tracing::error!(
+                count = outcome.dead_lettered,
+                max_attempts = self.settings.max_attempts,
+                "messages moved to outbox_dead_letter after repeated refusals"
+            );
         }
 
         match link_error {
@@ -358,7 +359,10 @@ async fn settle(delivery: Delivery, deadline: Instant) -> Fate {
         Ok(Ok(Outcome::Accepted(_))) => Fate::Accepted,
         Ok(Ok(Outcome::Rejected(r))) => Fate::Refused {
             outcome: "rejected",
-            error: r.error.map_or_else(|| "no reason given".into(), |e| format!("{:?}: {}", e.condition, e.description.unwrap_or_default())),
+            error: r.error.map_or_else(
+                || "no reason given".into(),
+                |e| format!("{:?}: {}", e.condition, e.description.unwrap_or_default()),
+            ),
         },
         Ok(Ok(Outcome::Released(_))) => Fate::Refused { outcome: "released", error: "released by the broker".into() },
         Ok(Ok(Outcome::Modified(m))) => Fate::Refused {
@@ -404,9 +408,7 @@ pub async fn watch_backlog(pool: PgPool, metrics: OutboxMetrics, period: Duratio
 
 /// Pending rows and the age in seconds of the oldest one.
 pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM outbox",
-    )
-    .fetch_one(pool)
-    .await
+    sqlx::query_as("SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM outbox")
+        .fetch_one(pool)
+        .await
 }

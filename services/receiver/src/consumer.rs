@@ -8,16 +8,19 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::{
     Receiver,
-    link::{RecvError, delivery::{Delivery, DeliveryInfo}},
+    link::{
+        RecvError,
+        delivery::{Delivery, DeliveryInfo},
+    },
     types::{
         definitions::{self, AmqpError},
         messaging::{Body, Source},
         primitives::{Symbol, Value},
     },
 };
-use fe2o3_amqp::link::receiver::CreditMode;
 use service_defaults::{
     amqp::{AmqpSession, AmqpSettings},
     backoff::Backoff,
@@ -100,10 +103,8 @@ impl Consumer {
     }
 
     async fn attach(&self) -> Result<(AmqpSession, Receiver), service_defaults::amqp::AmqpError> {
-        let source = Source::builder()
-            .address(self.settings.address.clone())
-            .capabilities(vec![Symbol::from("queue")])
-            .build();
+        let source =
+            Source::builder().address(self.settings.address.clone()).capabilities(vec![Symbol::from("queue")]).build();
         let name = format!("{}-receiver", self.settings.amqp.container_id);
         let credit = self.settings.credit;
         AmqpSession::open_with(&self.settings.amqp, async |session| {
@@ -171,7 +172,12 @@ impl Consumer {
         }
     }
 
-    async fn reject(&self, receiver: &Receiver, delivery: impl Into<DeliveryInfo>, reason: String) -> Result<(), String> {
+    async fn reject(
+        &self,
+        receiver: &Receiver,
+        delivery: impl Into<DeliveryInfo>,
+        reason: String,
+    ) -> Result<(), String> {
         tracing::warn!(%reason, "rejecting a poison message; the broker moves it to the DLQ");
         let error = definitions::Error::new(AmqpError::DecodeError, Some(reason), None);
         receiver.reject(delivery, error).await.map_err(|e| e.to_string())?;

@@ -86,7 +86,8 @@ mod tests {
         Body::Data(vec![Data(Binary::from(json.as_bytes().to_vec()))].into())
     }
 
-    const ITEM: &str = r#"{"id":"01a21b30-4f9f-71a4-9776-a253676833b1","name":"w","value":1.5,"createdAt":"2026-11-27T04:08:00Z"}"#;
+    const ITEM: &str =
+        r#"{"id":"01a21b30-4f9f-71a4-9776-a253676833b1","name":"w","value":1.5,"createdAt":"2026-11-27T04:08:00Z"}"#;
 
     #[test]
     fn decodes_a_well_formed_event() {
@@ -100,7 +101,9 @@ mod tests {
     #[test]
     fn poison_verdicts_say_why() {
         assert!(decode(&message(None, EVENT_CREATED, data(ITEM))).unwrap_err().contains("message_id"));
-        assert!(decode(&message(Some("m"), "Surprise", data(ITEM))).unwrap_err().contains("unknown subject `Surprise`"));
+        assert!(
+            decode(&message(Some("m"), "Surprise", data(ITEM))).unwrap_err().contains("unknown subject `Surprise`")
+        );
         assert!(decode(&message(Some("m"), EVENT_CREATED, data("{oops"))).unwrap_err().contains("invalid"));
         let map = Body::Value(AmqpValue(Value::Map(Default::default())));
         assert!(decode(&message(Some("m"), EVENT_CREATED, map)).unwrap_err().contains("map"));

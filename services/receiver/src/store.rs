@@ -22,8 +22,7 @@ pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Err
     let mut tx = pool.begin().await?;
     let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
     let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
-    let trace_ids: Vec<Option<&str>> =
-        events.iter().map(|e| e.traceparent.as_deref().and_then(trace_id_of)).collect();
+    let trace_ids: Vec<Option<&str>> = events.iter().map(|e| e.traceparent.as_deref().and_then(trace_id_of)).collect();
     let new: Vec<String> = sqlx::query_scalar(
         "INSERT INTO inbox (message_id, subject, trace_id)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])

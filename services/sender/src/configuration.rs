@@ -3,9 +3,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use outbox::{BrokerSettings, RelaySettings};
-use service_defaults::config::{
-    self, ConfigError, ConnectionString, Env, connection_string, duration_var, parse_var,
-};
+use service_defaults::config::{self, ConfigError, ConnectionString, Env, connection_string, duration_var, parse_var};
 
 /// The names under which apphost (or a person) passes the connection strings.
 pub const DATABASE: &str = "sender-db";
@@ -31,15 +29,30 @@ impl Settings {
         let defaults = RelaySettings::default();
         let relay = RelaySettings {
             batch_size: parse_var(env, "OUTBOX_BATCH_SIZE", "a positive number of rows", defaults.batch_size)?.max(1),
-            max_in_flight: parse_var(env, "OUTBOX_MAX_IN_FLIGHT", "a positive number of messages", defaults.max_in_flight)?.max(1),
+            max_in_flight: parse_var(
+                env,
+                "OUTBOX_MAX_IN_FLIGHT",
+                "a positive number of messages",
+                defaults.max_in_flight,
+            )?
+            .max(1),
             poll_interval: duration_var(env, "OUTBOX_POLL_INTERVAL", defaults.poll_interval)?,
             send_timeout: duration_var(env, "OUTBOX_SEND_TIMEOUT", defaults.send_timeout)?,
-            max_attempts: parse_var(env, "OUTBOX_MAX_ATTEMPTS", "a positive number of attempts", defaults.max_attempts)?.max(1),
+            max_attempts: parse_var(
+                env,
+                "OUTBOX_MAX_ATTEMPTS",
+                "a positive number of attempts",
+                defaults.max_attempts,
+            )?
+            .max(1),
             retry_base: duration_var(env, "OUTBOX_RETRY_BASE", defaults.retry_base)?,
             retry_max: duration_var(env, "OUTBOX_RETRY_MAX", defaults.retry_max)?,
             ..defaults
         };
-        let mut broker = BrokerSettings::new(broker_cs.url, parse_var(env, "OUTBOX_ADDRESS", "a queue name", "entity-items".to_owned())?);
+        let mut broker = BrokerSettings::new(
+            broker_cs.url,
+            parse_var(env, "OUTBOX_ADDRESS", "a queue name", "entity-items".to_owned())?,
+        );
         broker.amqp.idle_timeout = duration_var(env, "AMQP_IDLE_TIMEOUT", broker.amqp.idle_timeout)?;
         Ok(Self {
             host: parse_var(env, "HOST", "an IP address to listen on", IpAddr::from([0, 0, 0, 0]))?,

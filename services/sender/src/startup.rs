@@ -68,7 +68,8 @@ impl Application {
         for n in 0..settings.relays {
             let mut broker = settings.broker.clone();
             broker.amqp.container_id = format!("{}-{n}", broker.amqp.container_id);
-            let relay = Relay::new(pool.clone(), broker, settings.relay.clone(), outbox_metrics.clone(), wakeup.clone());
+            let relay =
+                Relay::new(pool.clone(), broker, settings.relay.clone(), outbox_metrics.clone(), wakeup.clone());
             workers.spawn(relay.run(background.clone()));
         }
         workers.spawn(outbox::relay::watch_backlog(

@@ -87,11 +87,7 @@ impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String
 }
 
 /// `ConnectionStrings__<name>`, also accepted with `-` written as `_`.
-pub fn connection_string(
-    env: &impl Env,
-    name: &str,
-    example: &str,
-) -> Result<ConnectionString, ConfigError> {
+pub fn connection_string(env: &impl Env, name: &str, example: &str) -> Result<ConnectionString, ConfigError> {
     let primary = format!("ConnectionStrings__{name}");
     let alternate = format!("ConnectionStrings__{}", name.replace('-', "_"));
     let (var, raw) = match env.var(&primary) {
@@ -132,12 +128,7 @@ pub fn http_port(env: &impl Env, default: u16) -> Result<u16, ConfigError> {
 }
 
 /// An optional variable parsed with `FromStr`, `default` when unset.
-pub fn parse_var<T: FromStr>(
-    env: &impl Env,
-    var: &str,
-    expected: &str,
-    default: T,
-) -> Result<T, ConfigError>
+pub fn parse_var<T: FromStr>(env: &impl Env, var: &str, expected: &str, default: T) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
@@ -199,9 +190,8 @@ mod tests {
 
     #[test]
     fn missing_connection_string_names_the_variable() {
-        let err = connection_string(&env(&[]), "broker", "amqp://user:password@127.0.0.1:5672")
-            .unwrap_err()
-            .to_string();
+        let err =
+            connection_string(&env(&[]), "broker", "amqp://user:password@127.0.0.1:5672").unwrap_err().to_string();
         assert!(err.contains("`ConnectionStrings__broker`"), "{err}");
         assert!(err.contains("amqp://user:password@127.0.0.1:5672"), "{err}");
     }

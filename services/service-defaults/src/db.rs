@@ -31,8 +31,7 @@ impl PoolSettings {
 
 /// A pool that opens connections on demand, so a service starts while its database is down.
 pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
-    let options = cs.url.expose().as_str().parse::<PgConnectOptions>()?
-        .application_name(&settings.application_name);
+    let options = cs.url.expose().as_str().parse::<PgConnectOptions>()?.application_name(&settings.application_name);
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)

@@ -2,9 +2,7 @@
 //! `/health/live`, `/health/ready`, `/metrics`, request metrics, and a server
 //! that binds with a clear error and stops gracefully.
 
-use std::{
-    collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Instant,
-};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
@@ -70,10 +68,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, Json(self)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -92,8 +87,7 @@ pub struct Readiness {
     pub details: serde_json::Value,
 }
 
-pub type ReadinessCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Readiness> + Send>> + Send + Sync>;
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Readiness> + Send>> + Send + Sync>;
 
 /// `/health/live`, `/health/ready` and `/metrics`.
 pub fn health_routes(metrics: Metrics, ready: ReadinessCheck) -> Router {
@@ -106,15 +100,9 @@ pub fn health_routes(metrics: Metrics, ready: ReadinessCheck) -> Router {
                 async move {
                     let report = ready().await;
                     let status = if report.ready { "Healthy" } else { "Unhealthy" };
-                    let code = if report.ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
+                    let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                     let mut body = serde_json::json!({ "status": status });
-                    if let (Some(body), serde_json::Value::Object(details)) =
-                        (body.as_object_mut(), report.details)
-                    {
+                    if let (Some(body), serde_json::Value::Object(details)) = (body.as_object_mut(), report.details) {
                         body.extend(details);
                     }
                     (code, Json(body))
@@ -127,10 +115,7 @@ pub fn health_routes(metrics: Metrics, ready: ReadinessCheck) -> Router {
                 let metrics = metrics.clone();
                 async move {
                     (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
+                        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                         metrics.render(),
                     )
                 }
@@ -139,15 +124,9 @@ pub fn health_routes(metrics: Metrics, ready: ReadinessCheck) -> Router {
 }
 
 /// Middleware: counts and times every request by method, matched route and status.
-pub async fn track_requests(
-    State(metrics): State<HttpMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+pub async fn track_requests(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
@@ -159,7 +138,9 @@ pub async fn track_requests(
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("port {port} is already in use; stop what listens there or set `PORT` to another port (0 picks a free one)")]
+    #[error(
+        "port {port} is already in use; stop what listens there or set `PORT` to another port (0 picks a free one)"
+    )]
     InUse { port: u16 },
     #[error("cannot listen on {addr}: {source}")]
     Other { addr: SocketAddr, source: std::io::Error },
@@ -179,14 +160,8 @@ pub async fn bind(host: std::net::IpAddr, port: u16) -> Result<TcpListener, Bind
 }
 
 /// Serves until `cancel` fires, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { cancel.cancelled().await }).await
 }
 
 /// The span of one HTTP request, continuing the caller's trace when the

@@ -15,11 +15,7 @@ use prometheus_client::{
 
 /// Latency buckets from 1 ms to about 2 minutes.
 pub fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-        120.0,
-    ]
-    .into_iter()
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0].into_iter()
 }
 
 pub fn latency_histogram() -> Histogram {
@@ -37,12 +33,7 @@ impl Metrics {
         Self::default()
     }
 
-    pub fn register(
-        &self,
-        name: &str,
-        help: &str,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
         self.registry.lock().expect("metrics registry lock").register(name, help, metric);
     }
 
@@ -72,14 +63,9 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let requests = Family::<HttpLabels, Counter>::default();
-        let duration =
-            Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let duration = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         metrics.register("http_requests", "HTTP requests answered", requests.clone());
-        metrics.register(
-            "http_request_duration_seconds",
-            "time to answer an HTTP request",
-            duration.clone(),
-        );
+        metrics.register("http_request_duration_seconds", "time to answer an HTTP request", duration.clone());
         Self { requests, duration }
     }
 }
@@ -92,8 +78,7 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some(rest) = line.strip_prefix(series) else { continue };
         // `outbox_pending` must not match `outbox_pending_bytes`.
-        if !(rest.starts_with(' ') || rest.starts_with('{') || series.ends_with(['{', ',', '"']))
-        {
+        if !(rest.starts_with(' ') || rest.starts_with('{') || series.ends_with(['{', ',', '"'])) {
             continue;
         }
         let value = line.rsplit(' ').next()?.parse::<f64>().ok()?;

@@ -62,17 +62,10 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
         Ok(endpoint) if !endpoint.is_empty() => Some(tracer_provider(service_name)?),
         _ => None,
     };
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned()))
-    });
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
 
     // A second init (tests start several services in one process) keeps the first.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_text)
-        .with(fmt_json)
-        .with(otel)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(fmt_text).with(fmt_json).with(otel).try_init();
     Ok(Telemetry { provider })
 }
 

@@ -82,14 +82,8 @@ impl Artemis {
             .replacen("<address-settings>", &format!("<address-settings>{FULL_ADDRESSES}"), 1);
         std::fs::write(&broker_xml, xml).expect("writing broker.xml");
 
-        let broker = Artemis {
-            instance,
-            amqp_port,
-            core_port,
-            password,
-            child: Mutex::new(None),
-            starts: Mutex::new(0),
-        };
+        let broker =
+            Artemis { instance, amqp_port, core_port, password, child: Mutex::new(None), starts: Mutex::new(0) };
         broker.start();
         broker
     }

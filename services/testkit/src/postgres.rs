@@ -66,13 +66,8 @@ impl Postgres {
         }
         let out = initdb.output().expect("running initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let server = Postgres {
-            port: crate::free_port(),
-            log: dir.join("postgres.log"),
-            data,
-            owner,
-            child: Mutex::new(None),
-        };
+        let server =
+            Postgres { port: crate::free_port(), log: dir.join("postgres.log"), data, owner, child: Mutex::new(None) };
         server.start();
         server
     }

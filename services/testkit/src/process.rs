@@ -114,7 +114,8 @@ pub fn wait_for_log(log: &std::path::Path, offset: u64, needle: &str, limit: std
             return;
         }
         if std::time::Instant::now() > deadline {
-            let tail: String = fresh.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String =
+                fresh.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             panic!("gave up after {limit:?} waiting for `{needle}` in {}:\n{tail}", log.display());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

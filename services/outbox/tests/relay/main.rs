@@ -43,8 +43,7 @@ async fn messages_follow_the_wire_contract() {
     let created = chrono::DateTime::parse_from_rfc3339(&m.properties["created_at"]).expect("RFC 3339");
     assert!((chrono::Utc::now() - created.to_utc()).num_seconds() < 600);
     assert_eq!(
-        m.properties["traceparent"],
-        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        m.properties["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         "without a tracer installed the stored context travels unchanged"
     );
     assert!(m.body_is_data, "the body is an AMQP data section");
@@ -61,9 +60,8 @@ async fn ten_thousand_rows_three_relays_each_message_once() {
 
     let cancel = CancellationToken::new();
     let settings = RelaySettings { batch_size: 200, max_in_flight: 100, ..fast() };
-    let relays: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(outbox.relay(broker, settings.clone()).run(cancel.clone())))
-        .collect();
+    let relays: Vec<_> =
+        (0..3).map(|_| tokio::spawn(outbox.relay(broker, settings.clone()).run(cancel.clone()))).collect();
     eventually("the outbox to drain", Duration::from_secs(180), || async {
         (outbox.count("outbox").await == 0).then_some(())
     })
@@ -121,11 +119,7 @@ async fn broker_killed_mid_drain_loses_nothing() {
     let received: HashSet<String> = got.iter().filter_map(|m| m.id.clone()).collect();
     let missing = ids.difference(&received).count();
     assert_eq!(missing, 0, "{missing} acknowledged rows never reached the queue");
-    eprintln!(
-        "broker kill: {pending_at_kill} rows pending at the kill, {} deliveries for {} rows",
-        got.len(),
-        ROWS
-    );
+    eprintln!("broker kill: {pending_at_kill} rows pending at the kill, {} deliveries for {} rows", got.len(), ROWS);
 }
 
 #[tokio::test]
@@ -161,10 +155,8 @@ async fn refused_rows_back_off_then_dead_letter() {
     let dead = outbox.count("outbox_dead_letter").await;
     assert_eq!(dead, 5 - first.accepted as i64);
     assert_eq!(outbox.outbox_metrics.dead_lettered.get(), dead as u64);
-    let reason: String = sqlx::query_scalar("SELECT last_error FROM outbox_dead_letter LIMIT 1")
-        .fetch_one(&outbox.pool)
-        .await
-        .unwrap();
+    let reason: String =
+        sqlx::query_scalar("SELECT last_error FROM outbox_dead_letter LIMIT 1").fetch_one(&outbox.pool).await.unwrap();
     assert!(reason.starts_with("rejected"), "the broker's reason is kept: {reason}");
     assert!(outbox.metrics.render().contains("outbox_publish_failures_total{outcome=\"rejected\"}"));
 }
@@ -174,9 +166,11 @@ async fn an_unreachable_broker_leaves_rows_pending() {
     let outbox = TestOutbox::new().await;
     outbox.enqueue(3).await;
     let url = format!("amqp://u:p@127.0.0.1:{}", testkit::free_port());
-    let mut settings = outbox::BrokerSettings::new(service_defaults::Secret::new(url.parse().unwrap()), outbox.queue.clone());
+    let mut settings =
+        outbox::BrokerSettings::new(service_defaults::Secret::new(url.parse().unwrap()), outbox.queue.clone());
     settings.amqp.connect_timeout = Duration::from_secs(2);
-    let mut relay = outbox::Relay::new(outbox.pool.clone(), settings, fast(), outbox.outbox_metrics.clone(), outbox.wakeup.clone());
+    let mut relay =
+        outbox::Relay::new(outbox.pool.clone(), settings, fast(), outbox.outbox_metrics.clone(), outbox.wakeup.clone());
     let err = relay.try_publish_batch().await.unwrap_err();
     assert!(matches!(err, RelayError::Connect(_)), "{err}");
     assert!(!err.to_string().contains(":p@"), "no password in errors: {err}");

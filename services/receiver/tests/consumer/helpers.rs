@@ -45,10 +45,7 @@ impl TestReceiver {
     /// A fresh pool each time: the database may have restarted in between.
     pub async fn count(&self, table: &str) -> i64 {
         let pool = PgPool::connect(&self.db_url).await.unwrap();
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&pool).await.unwrap()
     }
 
     pub async fn stop(mut self) {
@@ -72,10 +69,5 @@ pub fn event(message_id: &str, name: &str) -> Outgoing {
         uuid::Uuid::now_v7(),
         chrono::Utc::now().to_rfc3339()
     );
-    Outgoing {
-        id: Some(message_id.to_owned()),
-        subject: Some("EntityItemCreated".into()),
-        body,
-        ..Default::default()
-    }
+    Outgoing { id: Some(message_id.to_owned()), subject: Some("EntityItemCreated".into()), body, ..Default::default() }
 }

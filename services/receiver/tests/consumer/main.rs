@@ -22,7 +22,8 @@ async fn a_redelivered_message_id_has_no_second_effect() {
     peer::send(broker, &queue, &[first, again, other]).await;
 
     eventually("all three deliveries to be settled", Duration::from_secs(20), || async {
-        let seen = receiver.metric("receiver_processed_total").await + receiver.metric("receiver_duplicates_total").await;
+        let seen =
+            receiver.metric("receiver_processed_total").await + receiver.metric("receiver_duplicates_total").await;
         (seen == 3.0).then_some(())
     })
     .await;
@@ -47,14 +48,32 @@ async fn poison_messages_end_in_the_dlq_and_the_flow_goes_on() {
 
     let mark = HashMap::from([("test".to_owned(), queue.clone())]);
     let poison = vec![
-        peer::Outgoing { id: Some("p-subject".into()), subject: Some("Surprise".into()), body: "{}".into(), ..Default::default() },
-        peer::Outgoing { id: Some("p-json".into()), subject: Some("EntityItemCreated".into()), body: "{not json".into(), ..Default::default() },
-        peer::Outgoing { id: Some("p-map".into()), subject: Some("EntityItemCreated".into()), body_kind: Some("map".into()), ..Default::default() },
+        peer::Outgoing {
+            id: Some("p-subject".into()),
+            subject: Some("Surprise".into()),
+            body: "{}".into(),
+            ..Default::default()
+        },
+        peer::Outgoing {
+            id: Some("p-json".into()),
+            subject: Some("EntityItemCreated".into()),
+            body: "{not json".into(),
+            ..Default::default()
+        },
+        peer::Outgoing {
+            id: Some("p-map".into()),
+            subject: Some("EntityItemCreated".into()),
+            body_kind: Some("map".into()),
+            ..Default::default()
+        },
         peer::Outgoing { id: None, subject: Some("EntityItemCreated".into()), body: "{}".into(), ..Default::default() },
         peer::Outgoing {
             id: Some("p-name".into()),
             subject: Some("EntityItemCreated".into()),
-            body: format!(r#"{{"id":"{}","name":"","value":1,"createdAt":"2026-01-01T00:00:00Z"}}"#, uuid::Uuid::now_v7()),
+            body: format!(
+                r#"{{"id":"{}","name":"","value":1,"createdAt":"2026-01-01T00:00:00Z"}}"#,
+                uuid::Uuid::now_v7()
+            ),
             ..Default::default()
         },
     ]
@@ -75,11 +94,8 @@ async fn poison_messages_end_in_the_dlq_and_the_flow_goes_on() {
     assert_eq!(receiver.count("entity_items").await, 1);
     assert_eq!(receiver.count("inbox").await, 1, "a poison message leaves no inbox row");
 
-    let dead: Vec<_> = peer::drain(broker, "DLQ", 2)
-        .await
-        .into_iter()
-        .filter(|m| m.properties.get("test") == Some(&queue))
-        .collect();
+    let dead: Vec<_> =
+        peer::drain(broker, "DLQ", 2).await.into_iter().filter(|m| m.properties.get("test") == Some(&queue)).collect();
     assert_eq!(dead.len(), 5, "each poison message is in the DLQ once: {dead:?}");
     assert!(peer::drain(broker, &queue, 1).await.is_empty(), "nothing is redelivered forever");
 }

@@ -1,6 +1,5 @@
 //! `POST /api/EntityItems`: the entity row and its outbox row in one transaction.
 
-
 use axum::{
     Json,
     body::Bytes,
@@ -20,11 +19,10 @@ fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
     match essence.as_deref() {
         Some("application/json") => Ok(()),
         Some(ct) if ct.starts_with("application/") && ct.ends_with("+json") => Ok(()),
-        other => Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type")
-            .detail(format!(
-                "send the item as `application/json`, not {}",
-                other.map_or("no content type".to_owned(), |ct| format!("`{ct}`"))
-            ))),
+        other => Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type").detail(format!(
+            "send the item as `application/json`, not {}",
+            other.map_or("no content type".to_owned(), |ct| format!("`{ct}`"))
+        ))),
     }
 }
 
@@ -83,4 +81,3 @@ pub async fn create(
     let location = HeaderValue::from_str(&format!("/api/EntityItems/{}", item.id)).expect("ascii");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(item)).into_response())
 }
-

@@ -46,11 +46,8 @@ pub fn readiness(pool: PgPool, outbox: OutboxMetrics) -> ReadinessCheck {
         let pool = pool.clone();
         let outbox = outbox.clone();
         Box::pin(async move {
-            let db = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                sqlx::query("SELECT 1").execute(&pool),
-            )
-            .await;
+            let db =
+                tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool)).await;
             let (ready, database) = match db {
                 Ok(Ok(_)) => (true, "up".to_owned()),
                 Ok(Err(e)) => (false, format!("down: {e}")),

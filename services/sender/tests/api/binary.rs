@@ -58,6 +58,7 @@ async fn sigterm_lets_the_sender_stop_gracefully() {
     })
     .await;
     testkit::process::signal(child.id().unwrap(), libc::SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "{status}");
 }

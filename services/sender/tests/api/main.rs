@@ -78,8 +78,20 @@ async fn bad_input_gets_a_problem_naming_the_field_and_writes_nothing() {
         ("too long name", Some("application/json"), format!(r#"{{"name":"{long}","value":1}}"#), 400, Some("name")),
         ("non-numeric value", Some("application/json"), r#"{"name":"a","value":"ten"}"#.into(), 400, Some("value")),
         ("missing value", Some("application/json"), r#"{"name":"a"}"#.into(), 400, Some("value")),
-        ("unknown field", Some("application/json"), r#"{"name":"a","value":1,"owner":"me"}"#.into(), 400, Some("owner")),
-        ("body over 64 KiB", Some("application/json"), format!(r#"{{"name":"a","value":1,"pad":"{}"}}"#, "x".repeat(70_000)), 413, None),
+        (
+            "unknown field",
+            Some("application/json"),
+            r#"{"name":"a","value":1,"owner":"me"}"#.into(),
+            400,
+            Some("owner"),
+        ),
+        (
+            "body over 64 KiB",
+            Some("application/json"),
+            format!(r#"{{"name":"a","value":1,"pad":"{}"}}"#, "x".repeat(70_000)),
+            413,
+            None,
+        ),
     ];
     for (what, content_type, body, status, field) in cases {
         let mut request = app.client.post(format!("{}/api/EntityItems", app.base)).body(body);
@@ -218,9 +230,14 @@ async fn health_metrics_openapi_and_swagger_are_served() {
     assert_eq!(testkit::metric(&app.base, "outbox_broker_connected").await, 1.0);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for name in [
-        "outbox_pending", "outbox_oldest_pending_seconds", "outbox_published_total",
-        "outbox_dead_lettered_total", "outbox_lag_seconds_count", "outbox_broker_connected",
-        "http_requests_total", "http_request_duration_seconds_count",
+        "outbox_pending",
+        "outbox_oldest_pending_seconds",
+        "outbox_published_total",
+        "outbox_dead_lettered_total",
+        "outbox_lag_seconds_count",
+        "outbox_broker_connected",
+        "http_requests_total",
+        "http_request_duration_seconds_count",
     ] {
         assert!(metrics.contains(name), "`{name}` missing from /metrics");
     }
