@@ -7,7 +7,7 @@
 //!
 //! - [`schema`]: the `outbox` and `outbox_dead_letter` tables, migrated at start;
 //! - [`enqueue`]: the write side, used inside the caller's transaction;
-//! - [`message`]: the wire format every message follows (`../shared/design.md`);
+//! - [`message`]: the wire format every message follows (`docs/contracts.md`);
 //! - [`broker`]: one connection, session and sender link, rebuilt after faults;
 //! - [`relay`]: the claim → send → settle loop with backoff and dead-lettering;
 //! - [`metrics`]: the `outbox_*` metrics the dashboard reads.

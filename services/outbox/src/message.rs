@@ -1,4 +1,4 @@
-//! The wire format of every outbox message (`../shared/design.md`, "Messages on the wire").
+//! The wire format of every outbox message (`docs/contracts.md`, "Messages on the wire").
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use fe2o3_amqp::types::{

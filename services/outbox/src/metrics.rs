@@ -1,6 +1,10 @@
-//! The `outbox_*` metrics (`../shared/design.md`); one set per process,
+//! The `outbox_*` metrics (`docs/contracts.md`, names in `contracts::metrics`); one set per process,
 //! shared by all its relays.
 
+use contracts::metrics::{
+    OUTBOX_BROKER_CONNECTED, OUTBOX_DEAD_LETTERED, OUTBOX_LAG_SECONDS, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING,
+    OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED,
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -36,25 +40,17 @@ impl OutboxMetrics {
             lag: latency_histogram(),
             broker_connected: Gauge::default(),
         };
-        metrics.register("outbox_pending", "rows not yet accepted by the broker", this.pending.clone());
+        metrics.register(OUTBOX_PENDING.name, OUTBOX_PENDING.help, this.pending.clone());
         metrics.register(
-            "outbox_oldest_pending_seconds",
-            "age of the oldest pending row (0 if none)",
+            OUTBOX_OLDEST_PENDING_SECONDS.name,
+            OUTBOX_OLDEST_PENDING_SECONDS.help,
             this.oldest_pending_seconds.clone(),
         );
-        metrics.register("outbox_published", "messages accepted by the broker", this.published.clone());
-        metrics.register(
-            "outbox_publish_failures",
-            "sends not accepted by the broker, by outcome",
-            this.publish_failures.clone(),
-        );
-        metrics.register("outbox_dead_lettered", "rows given up on after the retry limit", this.dead_lettered.clone());
-        metrics.register("outbox_lag_seconds", "outbox insert to broker Accepted", this.lag.clone());
-        metrics.register(
-            "outbox_broker_connected",
-            "1 when the relay holds a live link to the broker",
-            this.broker_connected.clone(),
-        );
+        metrics.register(OUTBOX_PUBLISHED.name, OUTBOX_PUBLISHED.help, this.published.clone());
+        metrics.register(OUTBOX_PUBLISH_FAILURES.name, OUTBOX_PUBLISH_FAILURES.help, this.publish_failures.clone());
+        metrics.register(OUTBOX_DEAD_LETTERED.name, OUTBOX_DEAD_LETTERED.help, this.dead_lettered.clone());
+        metrics.register(OUTBOX_LAG_SECONDS.name, OUTBOX_LAG_SECONDS.help, this.lag.clone());
+        metrics.register(OUTBOX_BROKER_CONNECTED.name, OUTBOX_BROKER_CONNECTED.help, this.broker_connected.clone());
         this
     }
 

@@ -1,4 +1,4 @@
-//! The receiver's settings, from the environment only (`../shared/design.md`).
+//! The receiver's settings, from the environment only (`docs/contracts.md`).
 
 use std::{net::IpAddr, time::Duration};
 

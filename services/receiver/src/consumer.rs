@@ -1,6 +1,6 @@
 //! The AMQP side: receive in batches, commit, then settle.
 //!
-//! Settlement follows `../shared/design.md`: *accept* only after the database
+//! Settlement follows `docs/contracts.md`: *accept* only after the database
 //! commit; *reject* (with a description, so Artemis moves the message to its
 //! DLQ) what can never be processed; while the database is down, hold the
 //! batch unsettled and retry, and on shutdown *release* it so it comes back.

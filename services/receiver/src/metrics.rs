@@ -1,5 +1,8 @@
-//! The `receiver_*` metrics (`../shared/design.md`).
+//! The `receiver_*` metrics (`docs/contracts.md`, names in `contracts::metrics`).
 
+use contracts::metrics::{
+    RECEIVER_BROKER_CONNECTED, RECEIVER_DUPLICATES, RECEIVER_END_TO_END_SECONDS, RECEIVER_PROCESSED, RECEIVER_REJECTED,
+};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use service_defaults::metrics::{Metrics, latency_histogram};
 
@@ -21,19 +24,11 @@ impl ReceiverMetrics {
             end_to_end: latency_histogram(),
             broker_connected: Gauge::default(),
         };
-        metrics.register("receiver_processed", "messages committed for the first time", this.processed.clone());
-        metrics.register("receiver_duplicates", "deliveries with an already-seen message id", this.duplicates.clone());
-        metrics.register("receiver_rejected", "poison messages sent to the DLQ", this.rejected.clone());
-        metrics.register(
-            "receiver_end_to_end_seconds",
-            "outbox insert (created_at) to receiver commit",
-            this.end_to_end.clone(),
-        );
-        metrics.register(
-            "receiver_broker_connected",
-            "1 when the receiver holds a live link",
-            this.broker_connected.clone(),
-        );
+        metrics.register(RECEIVER_PROCESSED.name, RECEIVER_PROCESSED.help, this.processed.clone());
+        metrics.register(RECEIVER_DUPLICATES.name, RECEIVER_DUPLICATES.help, this.duplicates.clone());
+        metrics.register(RECEIVER_REJECTED.name, RECEIVER_REJECTED.help, this.rejected.clone());
+        metrics.register(RECEIVER_END_TO_END_SECONDS.name, RECEIVER_END_TO_END_SECONDS.help, this.end_to_end.clone());
+        metrics.register(RECEIVER_BROKER_CONNECTED.name, RECEIVER_BROKER_CONNECTED.help, this.broker_connected.clone());
         this
     }
 }

@@ -32,7 +32,7 @@ impl Backoff {
 
     /// Whether this attempt deserves a log line: the first, then every tenth.
     pub fn worth_logging(&self) -> bool {
-        self.attempt <= 1 || self.attempt % 10 == 0
+        self.attempt <= 1 || self.attempt.is_multiple_of(10)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Settings from the environment, as `../shared/design.md` fixes them:
+//! Settings from the environment, as `docs/contracts.md` fixes them:
 //! `ConnectionStrings__<name>`, `PORT` / `HTTP_PORTS`, and each service's own
 //! optional tuning knobs. Every failure names the variable and what was expected.
 

@@ -54,7 +54,7 @@ pub async fn wait_until_reachable(
             Ok(_) => return Ok(()),
             Err(err) => {
                 attempt += 1;
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(10) {
                     tracing::warn!(
                         database = %cs.name, url = %cs.masked(), error = %err, attempt,
                         "waiting for the database to answer"

@@ -1,11 +1,14 @@
 //! Prometheus metrics, one registry per service instance (so several instances
 //! can share a test process), rendered as text at `GET /metrics`.
 //!
-//! Names are a contract (`../shared/design.md`): the dashboard and the
-//! benchmarks read them. `prometheus-client` appends `_total` to counters, so
-//! counters are registered without it.
+//! Names are a contract (`docs/contracts.md`), kept in `contracts::metrics`
+//! for the services that write them and apphost that reads them.
+//! `prometheus-client` appends `_total` to counters, so counters are
+//! registered without it ([`contracts::metrics::Metric::name`]).
 
 use std::sync::{Arc, Mutex};
+
+use contracts::metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -64,8 +67,8 @@ impl HttpMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let requests = Family::<HttpLabels, Counter>::default();
         let duration = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        metrics.register("http_requests", "HTTP requests answered", requests.clone());
-        metrics.register("http_request_duration_seconds", "time to answer an HTTP request", duration.clone());
+        metrics.register(HTTP_REQUESTS.name, HTTP_REQUESTS.help, requests.clone());
+        metrics.register(HTTP_REQUEST_DURATION_SECONDS.name, HTTP_REQUEST_DURATION_SECONDS.help, duration.clone());
         Self { requests, duration }
     }
 }

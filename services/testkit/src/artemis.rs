@@ -26,17 +26,7 @@ pub struct Artemis {
 
 /// The Artemis distribution to create brokers from.
 pub fn artemis_home() -> PathBuf {
-    if let Ok(home) = std::env::var("ARTEMIS_HOME") {
-        return home.into();
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let cached = PathBuf::from(home).join(".cache/apphost/apache-artemis-2.40.0");
-    if cached.join("bin/artemis").exists() {
-        return cached;
-    }
-    panic!(
-        "no Artemis distribution: run `.ci/setup` (it fetches apache-artemis 2.40.0 from Maven Central) or set ARTEMIS_HOME"
-    )
+    local_install::artemis_home().unwrap_or_else(|missing| panic!("{missing}"))
 }
 
 /// Address settings added to every test broker: addresses under `full.` hold

@@ -21,23 +21,7 @@ pub struct Postgres {
 }
 
 fn bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PG_BIN") {
-        return dir.into();
-    }
-    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
-    if debian.join("postgres").exists() {
-        return debian;
-    }
-    Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| PathBuf::from(s.trim()))
-        .filter(|p| p.join("postgres").exists())
-        .unwrap_or_else(|| {
-            panic!("no PostgreSQL server binaries: install Debian's postgresql-15 (apt-get install postgresql-15) or set PG_BIN")
-        })
+    local_install::pg_bin_dir().unwrap_or_else(|missing| panic!("{missing}"))
 }
 
 impl Postgres {

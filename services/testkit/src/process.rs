@@ -64,18 +64,7 @@ pub fn signal(pid: u32, signal: i32) {
 /// The uid and gid to run a server as: `user` when we are root (PostgreSQL
 /// refuses to run as root), else ourselves.
 pub fn run_as(user: &str) -> Option<(u32, u32)> {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        return None;
-    }
-    let name = std::ffi::CString::new(user).ok()?;
-    // SAFETY: getpwnam returns null or a pointer to static storage.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        panic!("running as root needs the `{user}` user to start the server; install Debian's postgresql-15 package");
-    }
-    // SAFETY: checked non-null above.
-    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+    local_install::run_as(user).unwrap_or_else(|missing| panic!("{missing}"))
 }
 
 /// A directory for a server's files under the temp dir, named after this

@@ -68,7 +68,9 @@ async fn bad_input_gets_a_problem_naming_the_field_and_writes_nothing() {
     let db = Postgres::shared().fresh_database().await;
     let app = TestApp::spawn(&db, &dead_broker(), "q").await;
     let long = "x".repeat(201);
-    let cases: Vec<(&str, Option<&str>, String, u16, Option<&str>)> = vec![
+    // (what, content type, body, status, the field the problem names)
+    type Case<'a> = (&'a str, Option<&'a str>, String, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", Some("application/json"), r#"{"name": "a", "value": "#.into(), 400, None),
         ("not an object", Some("application/json"), "[1]".into(), 400, None),
         ("wrong content type", Some("text/plain"), r#"{"name":"a","value":1}"#.into(), 415, None),
