@@ -67,7 +67,7 @@ pub async fn build(
     for package in packages {
         let Some(found) = metadata.packages.iter().find(|p| &p.name == package) else {
             let names: Vec<&str> = metadata.packages.iter().map(|p| p.name.as_str()).collect();
-            let hint = match crate::topology::graph_hint(package, &names) {
+            let hint = match crate::topology::did_you_mean(package, &names) {
                 Some(best) => format!("did you mean `{best}`? set `package:` on the resource"),
                 None => format!("packages: {}", names.join(", ")),
             };

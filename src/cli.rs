@@ -1,16 +1,15 @@
-//! The command line: one subcommand per verb, each a function of its arguments.
+//! The command line: clap's types and the dispatch to [`crate::commands`],
+//! one function per verb.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use futures::StreamExt;
-use miette::{IntoDiagnostic, miette};
+use contracts::Action;
+use miette::IntoDiagnostic;
 
 use crate::{
-    app,
-    control::Client,
-    state::{Session, StateDir},
-    supervisor::Status,
+    commands::{self, remote},
+    root::UpOptions,
     topology::{self, RuntimeChoice},
 };
 
@@ -236,6 +235,20 @@ pub enum ChaosAction {
     },
 }
 
+impl ChaosAction {
+    /// The resource (the broker when `None`), the action, and how long it lasts.
+    fn split(self) -> (Option<String>, Action, Option<Duration>) {
+        match self {
+            ChaosAction::StopBroker { duration } => (None, Action::Stop, duration),
+            ChaosAction::StartBroker => (None, Action::Start, None),
+            ChaosAction::Kill { resource } => (Some(resource), Action::Kill, None),
+            ChaosAction::Pause { resource, duration } => (Some(resource), Action::Pause, duration),
+            ChaosAction::Restart { resource } => (Some(resource), Action::Restart, None),
+            ChaosAction::Partition { resource, duration } => (Some(resource), Action::Partition, duration),
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     topology::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration such as `30s`"))
 }
@@ -265,26 +278,26 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             }
             args.extend(release.then(|| "--release".to_owned()));
             args.extend(no_build.then(|| "--no-build".to_owned()));
-            app::up_detached(&file, &args).await
+            commands::detach::up_detached(&file, &args).await
         }
-        Command::Dashboard { at } => attach(&file_of(global, at.file)).await,
+        Command::Dashboard { at } => remote::attach(&file_of(global, at.file)).await,
         Command::Up { at, headless, detach: false, runtime, release, no_build, teardown, log_lines } => {
             let file = file_of(global, at.file);
             let runtime = runtime.map(RuntimeArg::choice);
             let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
                 && std::io::IsTerminal::is_terminal(&std::io::stdin());
             let dashboard = !headless && terminal && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
-            app::up(&file, app::UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines, dashboard })
-                .await
+            let options = UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines, dashboard };
+            commands::up::up(&file, options).await
         }
-        Command::Down { at } => app::down(&file_of(global, at.file)).await,
-        Command::Ps { at, json } => ps(&file_of(global, at.file), json).await,
+        Command::Down { at } => commands::down::down(&file_of(global, at.file)).await,
+        Command::Ps { at, json } => remote::ps(&file_of(global, at.file), json).await,
         Command::Logs { file, resource, follow, tail, events } => {
-            logs(&file_of(global, file), resource, follow, tail, events).await
+            remote::logs(&file_of(global, file), resource, follow, tail, events).await
         }
-        Command::Stop { resource, at } => act(&file_of(global, at.file), &resource, "stop").await,
-        Command::Start { resource, at } => act(&file_of(global, at.file), &resource, "start").await,
-        Command::Restart { resource, at } => act(&file_of(global, at.file), &resource, "restart").await,
+        Command::Stop { resource, at } => remote::act(&file_of(global, at.file), &resource, Action::Stop).await,
+        Command::Start { resource, at } => remote::act(&file_of(global, at.file), &resource, Action::Start).await,
+        Command::Restart { resource, at } => remote::act(&file_of(global, at.file), &resource, Action::Restart).await,
         Command::Test {
             at,
             scenarios,
@@ -298,7 +311,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             settle,
             healthy_within,
         } => {
-            let options = app::UpOptions {
+            let options = UpOptions {
                 runtime: runtime.map(RuntimeArg::choice),
                 release: false,
                 no_build,
@@ -306,204 +319,20 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 log_capacity: crate::logs::DEFAULT_CAPACITY,
                 dashboard: false,
             };
-            let names = if scenarios.is_empty() {
-                crate::scenario::BUILT_IN.iter().map(|s| s.to_string()).collect()
-            } else {
-                scenarios
-            };
-            let mut scenarios = Vec::new();
-            for name in names {
-                use crate::scenario::Pick;
-                let path = PathBuf::from(&name);
-                scenarios.push(if name == "soak" {
-                    Pick::Soak { duration, report: report.clone() }
-                } else if crate::scenario::BUILT_IN.contains(&name.as_str()) {
-                    Pick::BuiltIn(name)
-                } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") || path.exists() {
-                    Pick::File(path)
-                } else {
-                    return Err(miette!(
-                        help = format!(
-                            "built in: {}, soak; or a scenario file (`.yaml`)",
-                            crate::scenario::BUILT_IN.join(", ")
-                        ),
-                        "no scenario is called `{name}`"
-                    ));
-                });
-            }
+            let scenarios = commands::test::picks(scenarios, duration, report)?;
             let settings = crate::scenario::Settings { outage, rate, settle };
-            app::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
+            commands::test::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
         }
-        Command::Chaos { action, at } => chaos(&file_of(global, at.file), action).await,
-        Command::Check { at } => {
-            let file = file_of(global, at.file);
-            let t = topology::load(&file)?;
-            println!("{}: `{}` with {} resources is valid", file.display(), t.name, t.resources.len());
-            for (i, wave) in topology::graph::waves(&t).iter().enumerate() {
-                println!("  start wave {}: {}", i + 1, wave.join(", "));
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Chaos { action, at } => {
+            let (resource, action, lasting) = action.split();
+            remote::chaos(&file_of(global, at.file), resource, action, lasting).await
         }
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&topology::schema::json_schema()).into_diagnostic()?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Doctor { at } => crate::doctor::run(&file_of(global, at.file)).await,
+        Command::Check { at } => commands::check::check(&file_of(global, at.file)),
+        Command::Schema => commands::check::schema(),
+        Command::Doctor { at } => commands::doctor::run(&file_of(global, at.file)).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "apphost", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The running session of the app at `file`, or a clear error.
-pub fn session(file: &std::path::Path) -> miette::Result<Session> {
-    Session::load_live(&StateDir::for_topology(file)).ok_or_else(|| {
-        miette!(help = "start it with `apphost up`", "no apphost is running the app of {}", file.display())
-    })
-}
-
-async fn ps(file: &std::path::Path, json: bool) -> miette::Result<ExitCode> {
-    let session = session(file)?;
-    let client = Client::new(&session);
-    if json {
-        let response = client.get("/v1/ps").await.map_err(|e| miette!("{e}"))?;
-        let statuses: Vec<Status> = response.json().await.into_diagnostic()?;
-        println!("{}", serde_json::to_string_pretty(&statuses).into_diagnostic()?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    // The table shows what the dashboard shows, from the same view.
-    let response = client.get("/v1/view?limit=0").await.map_err(|e| miette!("{e}"))?;
-    let view: dashboard::view::Snapshot = response.json().await.into_diagnostic()?;
-    println!(
-        "{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  ENDPOINTS",
-        "NAME", "KIND", "RUNTIME", "STATE", "HEALTH", "RST", "UPTIME", "CPU", "MEM"
-    );
-    let now = chrono::Utc::now();
-    for r in view.resources {
-        let uptime = r.up_since.map_or("-".into(), |t| dashboard::panes::duration((now - t).num_seconds()));
-        let health = match (r.phase, r.health) {
-            (dashboard::Phase::Up, dashboard::Health::Healthy) => "healthy",
-            (dashboard::Phase::Up, dashboard::Health::Unhealthy) => "unhealthy",
-            (dashboard::Phase::Up, dashboard::Health::Unknown) => "checking",
-            _ => "-",
-        };
-        let cpu = r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%"));
-        let mem = r.memory_bytes.map_or("-".into(), dashboard::panes::bytes);
-        println!(
-            "{:<16} {:<11} {:<8} {:<14} {:<10} {:>3} {:>7} {:>6} {:>6}  {}",
-            r.name,
-            r.kind,
-            r.runtime,
-            r.state,
-            health,
-            r.restarts,
-            uptime,
-            cpu,
-            mem,
-            r.endpoints.join(" ")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `apphost dashboard`: the dashboard of a running session, from its control API.
-async fn attach(file: &std::path::Path) -> miette::Result<ExitCode> {
-    let session = session(file)?;
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        return Err(miette!(
-            help = "run it in a terminal; `apphost ps` and `apphost logs -f` work anywhere",
-            "the dashboard needs a terminal"
-        ));
-    }
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stack = crate::view::RemoteStack::connect(Client::new(&session), stop.clone(), stop.clone());
-    let exit = dashboard::run(stack, stop.clone(), dashboard::Options { attached: true, ..Default::default() })
-        .await
-        .into_diagnostic()?;
-    stop.cancel();
-    match exit {
-        dashboard::Exit::Quit => println!("detached; `{}` keeps running (`apphost down` stops it)", session.app),
-        dashboard::Exit::Stopped => println!("`{}` is no longer running", session.app),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn logs(
-    file: &std::path::Path,
-    resource: Option<String>,
-    follow: bool,
-    tail: usize,
-    events: bool,
-) -> miette::Result<ExitCode> {
-    let session = session(file)?;
-    let client = Client::new(&session);
-    if events {
-        let response = client.get("/v1/events").await.map_err(|e| miette!("{e}"))?;
-        let events: Vec<crate::supervisor::Event> = response.json().await.into_diagnostic()?;
-        for e in events.iter().filter(|e| resource.as_ref().is_none_or(|r| &e.resource == r)) {
-            println!("{} {:<16} {}", e.at.format("%H:%M:%S%.3f"), e.resource, e.message);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut path = format!("/v1/logs?tail={tail}&follow={follow}");
-    if let Some(r) = &resource {
-        path.push_str(&format!("&resource={r}"));
-    }
-    let response = client.get(&path).await.map_err(|e| miette!("{e}"))?;
-    if !response.status().is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        return Err(miette!("{}", body["error"].as_str().unwrap_or("cannot read logs")));
-    }
-    let names = vec![resource.unwrap_or_default()];
-    let printer = crate::headless::Printer::new(&names);
-    let mut stream = response.bytes_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { break };
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            if let Ok(line) = serde_json::from_slice::<crate::logs::LogLine>(&line) {
-                println!("{}", printer.format(&line));
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn act(file: &std::path::Path, resource: &str, action: &str) -> miette::Result<ExitCode> {
-    let session = session(file)?;
-    let answer =
-        Client::new(&session).post(&format!("/v1/resources/{resource}/{action}")).await.map_err(|e| miette!("{e}"))?;
-    println!("{}", answer["ok"].as_str().unwrap_or("done"));
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn chaos(file: &std::path::Path, action: ChaosAction) -> miette::Result<ExitCode> {
-    let broker = || -> miette::Result<String> {
-        let t = topology::load(file)?;
-        t.resources
-            .iter()
-            .find(|r| r.kind == topology::Kind::Artemis)
-            .map(|r| r.name.clone())
-            .ok_or_else(|| miette!("{} has no artemis resource to stop", file.display()))
-    };
-    let (resource, verb, duration) = match action {
-        ChaosAction::StopBroker { duration } => (broker()?, "stop", duration),
-        ChaosAction::StartBroker => (broker()?, "start", None),
-        ChaosAction::Kill { resource } => (resource, "kill", None),
-        ChaosAction::Pause { resource, duration } => (resource, "pause", duration),
-        ChaosAction::Restart { resource } => (resource, "restart", None),
-        ChaosAction::Partition { resource, duration } => (resource, "partition", duration),
-    };
-    let session = session(file)?;
-    let mut path = format!("/v1/resources/{resource}/{verb}?chaos=true");
-    if let Some(d) = duration {
-        path.push_str(&format!("&for={}ms", d.as_millis()));
-    }
-    let answer = Client::new(&session).post(&path).await.map_err(|e| miette!("{e}"))?;
-    let lasting = duration.map(|d| format!(" (undone after {d:?})")).unwrap_or_default();
-    println!("{}{lasting}", answer["ok"].as_str().unwrap_or("done"));
-    Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,9 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::{Control, Supervisor};
+use contracts::{Action, action::Outcome};
+
+use crate::supervisor::Supervisor;
 
 #[derive(Clone)]
 struct Api {
@@ -71,7 +73,7 @@ async fn authorize(State(api): State<Api>, request: Request, next: Next) -> Resp
     } else {
         (
             StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({ "error": "missing or wrong token; the CLI reads it from .apphost/session.json" })),
+            Json(Outcome::Error("missing or wrong token; the CLI reads it from .apphost/session.json".into())),
         )
             .into_response()
     }
@@ -132,10 +134,7 @@ async fn logs(State(api): State<Api>, Query(q): Query<LogQuery>) -> Response {
         Some(r) => {
             let names = api.supervisor.resolve(r);
             if names.is_empty() {
-                return (
-                    StatusCode::NOT_FOUND,
-                    Json(serde_json::json!({ "error": format!("no resource is called `{r}`") })),
-                )
+                return (StatusCode::NOT_FOUND, Json(Outcome::Error(format!("no resource is called `{r}`"))))
                     .into_response();
             }
             Some(names)
@@ -209,29 +208,17 @@ struct ActQuery {
     chaos: bool,
 }
 
-fn control_of(action: &str) -> Option<(Control, Option<Control>)> {
-    Some(match action {
-        "start" => (Control::Start, None),
-        "stop" => (Control::Stop, Some(Control::Start)),
-        "restart" => (Control::Restart, None),
-        "kill" => (Control::Kill, None),
-        "pause" => (Control::Pause, Some(Control::Resume)),
-        "resume" => (Control::Resume, None),
-        "partition" => (Control::Partition, Some(Control::Heal)),
-        "heal" => (Control::Heal, None),
-        _ => return None,
-    })
-}
-
 async fn act(
     State(api): State<Api>,
     Path((name, action)): Path<(String, String)>,
     Query(q): Query<ActQuery>,
 ) -> Response {
-    let refuse = |status, error: String| (status, Json(serde_json::json!({ "error": error }))).into_response();
-    let Some((control, undo)) = control_of(&action) else {
-        return refuse(StatusCode::NOT_FOUND, format!("unknown action `{action}`"));
+    let refuse = |status, error: String| (status, Json(Outcome::Error(error))).into_response();
+    let action = match action.parse::<Action>() {
+        Ok(action) => action,
+        Err(_) => return refuse(StatusCode::NOT_FOUND, format!("unknown action `{action}`")),
     };
+    let undo = action.undo();
     let duration = match q.duration.as_deref().map(crate::topology::parse_duration) {
         None => None,
         Some(Some(d)) if undo.is_some() => Some(d),
@@ -250,19 +237,19 @@ async fn act(
     };
     let prefix = if q.chaos { "chaos: " } else { "" };
     let lasting = duration.map(|d| format!(" for {d:?}")).unwrap_or_default();
-    match api.supervisor.request(&name, control, &format!("{prefix}{action}{lasting}"), prefix).await {
+    match api.supervisor.request(&name, action, &format!("{prefix}{action}{lasting}"), prefix).await {
         Ok(message) => {
             if let (Some(d), Some(undo)) = (duration, undo) {
                 let supervisor = api.supervisor.clone();
                 let name = name.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
-                    let outcome = supervisor.control(&name, undo).await;
+                    let outcome = supervisor.act(&name, undo).await;
                     let said = outcome.unwrap_or_else(|e| format!("could not undo: {e}"));
                     supervisor.record(&name, format!("{prefix}after {d:?}: {said}"));
                 });
             }
-            Json(serde_json::json!({ "ok": message })).into_response()
+            Json(Outcome::Ok(message)).into_response()
         }
         Err(error) => refuse(StatusCode::CONFLICT, error),
     }
@@ -270,7 +257,7 @@ async fn act(
 
 async fn take_down(State(api): State<Api>) -> impl IntoResponse {
     api.down.cancel();
-    Json(serde_json::json!({ "ok": "tearing down" }))
+    Json(Outcome::Ok("tearing down".into()))
 }
 
 /// A client of a running session's API.
@@ -294,7 +281,39 @@ impl Client {
         self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())
     }
 
-    pub async fn post(&self, path: &str) -> Result<serde_json::Value, String> {
+    /// `action` on `resource`, undone after `lasting`; `chaos` records it as chaos.
+    pub async fn act(
+        &self,
+        resource: &str,
+        action: Action,
+        lasting: Option<Duration>,
+        chaos: bool,
+    ) -> Result<String, String> {
+        let mut path = format!("/v1/resources/{resource}/{action}");
+        let mut query = Vec::new();
+        if chaos {
+            query.push("chaos=true".to_owned());
+        }
+        if let Some(d) = lasting {
+            query.push(format!("for={}ms", d.as_millis()));
+        }
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
+        self.post(&path).await
+    }
+
+    /// Asks the session to take the whole app down.
+    pub async fn down(&self) -> Result<String, String> {
+        self.post("/v1/down").await
+    }
+
+    /// Every instance's status.
+    pub async fn ps(&self) -> Result<Vec<crate::supervisor::Status>, String> {
+        self.get("/v1/ps").await?.json().await.map_err(|e| e.to_string())
+    }
+
+    async fn post(&self, path: &str) -> Result<String, String> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -302,8 +321,11 @@ impl Client {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        let ok = response.status().is_success();
-        let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-        if ok { Ok(body) } else { Err(body["error"].as_str().unwrap_or("request refused").to_owned()) }
+        let status = response.status();
+        match response.json::<Outcome>().await {
+            Ok(Outcome::Ok(message)) if status.is_success() => Ok(message),
+            Ok(Outcome::Ok(message) | Outcome::Error(message)) => Err(message),
+            Err(_) => Err(format!("the control API answered {status}")),
+        }
     }
 }

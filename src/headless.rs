@@ -3,10 +3,10 @@
 
 use std::{collections::HashMap, io::Write};
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use crate::logs::{LogLine, LogStore, Stream};
+use crate::logs::{LogLine, Stream};
 
 const COLOURS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
@@ -51,9 +51,8 @@ impl Printer {
         }
     }
 
-    /// Prints the store's lines as they come, until `stop`.
-    pub async fn run(self, store: LogStore, stop: CancellationToken) {
-        let mut rx = store.subscribe();
+    /// Prints the lines of `rx` (a subscription to the log store) as they come, until `stop`.
+    pub async fn run(self, mut rx: broadcast::Receiver<LogLine>, stop: CancellationToken) {
         let mut out = std::io::stdout();
         loop {
             let line = tokio::select! {

@@ -4,6 +4,8 @@
 //!
 //! Data flows through:
 //! - [`topology`]: the file, parsed and validated with line/column diagnostics;
+//! - [`kinds`]: what each kind of resource is (postgres, artemis, container,
+//!   executable, project), asked by everything below;
 //! - [`plan`]: runtimes, ports, passwords and the injected environment;
 //! - [`build`]: `cargo build` of the `project` resources;
 //! - [`runtime`]: docker containers or local processes behind one trait;
@@ -13,18 +15,21 @@
 //!   services' `/metrics`;
 //! - [`control`]: the loopback API the CLI talks to; [`state`] keeps
 //!   `.apphost/` (secrets, session, pids);
-//! - [`app`] (`up`, `down`, `test`), [`scenario`] (the reliability
-//!   scenarios), [`doctor`] and [`cli`]: the commands.
+//! - [`root`]: the composition root, from a topology to a running app and
+//!   back, owning the app's cancellation and tasks;
+//! - [`cli`] parses the command line and [`commands`] carries out each verb;
+//!   [`scenario`] holds the reliability scenarios `apphost test` runs.
 
-pub mod app;
 pub mod build;
 pub mod cli;
+pub mod commands;
 pub mod control;
-pub mod doctor;
 pub mod headless;
+pub mod kinds;
 pub mod logs;
 pub mod monitor;
 pub mod plan;
+pub mod root;
 pub mod runtime;
 pub mod scenario;
 pub mod state;

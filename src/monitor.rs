@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dashboard::{Outbox, Series, Unit};
+use contracts::metrics::{
+    OUTBOX_BROKER_CONNECTED, OUTBOX_DEAD_LETTERED, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING, OUTBOX_PUBLISHED,
+    RECEIVER_DUPLICATES, RECEIVER_END_TO_END_SECONDS, RECEIVER_PROCESSED, RECEIVER_REJECTED,
+};
+use dashboard::{Outbox, Series, SeriesKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::{plan::Instance, runtime::Usage, supervisor::Supervisor};
@@ -34,12 +38,17 @@ pub struct Scrape {
 }
 
 /// A bucket's upper bound, ordered as a number (`+Inf` last).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Bound(f64);
 impl Eq for Bound {}
 impl Ord for Bound {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
+    }
+}
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -128,13 +137,18 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts sampling `supervisor`'s instances until `stop`; `sources` are
-    /// the instances whose `/metrics` feed the outbox series.
-    pub fn spawn(supervisor: Arc<Supervisor>, sources: Vec<Instance>, stop: CancellationToken) -> Arc<Self> {
+    /// Starts sampling `supervisor`'s instances in `tasks` until `stop`;
+    /// `sources` are the instances whose `/metrics` feed the outbox series.
+    pub fn spawn(
+        supervisor: Arc<Supervisor>,
+        sources: Vec<Instance>,
+        stop: CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> Arc<Self> {
         let monitor =
             Arc::new(Self { samples: Mutex::default(), version: AtomicU64::new(0), has_sources: !sources.is_empty() });
         let this = monitor.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let client =
                 reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().expect("an HTTP client");
             let urls: Vec<String> = sources
@@ -189,18 +203,18 @@ impl Monitor {
                     let window_start =
                         s.scrapes.iter().find(|(at, _)| now.duration_since(*at) <= WINDOW).map(|(_, sc)| sc);
                     let latency = |q| {
-                        let hist = scrape.buckets.get("receiver_end_to_end_seconds")?;
-                        quantile(q, hist, window_start.and_then(|w| w.buckets.get("receiver_end_to_end_seconds")))
+                        let hist = scrape.buckets.get(RECEIVER_END_TO_END_SECONDS.series)?;
+                        quantile(q, hist, window_start.and_then(|w| w.buckets.get(RECEIVER_END_TO_END_SECONDS.series)))
                     };
                     Point {
-                        pending: scrape.get("outbox_pending"),
-                        oldest: scrape.get("outbox_oldest_pending_seconds"),
-                        published: rate("outbox_published_total"),
-                        connected: scrape.get("outbox_broker_connected").map(|c| if c >= 1.0 { 1.0 } else { 0.0 }),
-                        processed: rate("receiver_processed_total"),
-                        duplicates: scrape.get("receiver_duplicates_total"),
-                        rejected: scrape.get("receiver_rejected_total"),
-                        dead_lettered: scrape.get("outbox_dead_lettered_total"),
+                        pending: scrape.get(OUTBOX_PENDING.series),
+                        oldest: scrape.get(OUTBOX_OLDEST_PENDING_SECONDS.series),
+                        published: rate(OUTBOX_PUBLISHED.series),
+                        connected: scrape.get(OUTBOX_BROKER_CONNECTED.series).map(|c| if c >= 1.0 { 1.0 } else { 0.0 }),
+                        processed: rate(RECEIVER_PROCESSED.series),
+                        duplicates: scrape.get(RECEIVER_DUPLICATES.series),
+                        rejected: scrape.get(RECEIVER_REJECTED.series),
+                        dead_lettered: scrape.get(OUTBOX_DEAD_LETTERED.series),
                         p50: latency(0.5),
                         p99: latency(0.99),
                     }
@@ -236,24 +250,20 @@ impl Monitor {
             return None;
         }
         let s = self.samples.lock().expect("monitor lock");
-        let series = |label: &str, unit, f: fn(&Point) -> Option<f64>| Series {
-            label: label.into(),
-            unit,
-            points: s.points.iter().map(f).collect(),
-        };
+        let series = |kind, f: fn(&Point) -> Option<f64>| Series { kind, points: s.points.iter().map(f).collect() };
         Some(Outbox {
             interval_seconds: INTERVAL.as_secs_f64(),
             series: vec![
-                series("pending", Unit::Count, |p| p.pending),
-                series("oldest pending", Unit::Seconds, |p| p.oldest),
-                series("published", Unit::PerSecond, |p| p.published),
-                series("relay", Unit::Flag, |p| p.connected),
-                series("dead-lettered", Unit::Count, |p| p.dead_lettered),
-                series("processed", Unit::PerSecond, |p| p.processed),
-                series("duplicates", Unit::Count, |p| p.duplicates),
-                series("DLQ (poison)", Unit::Count, |p| p.rejected),
-                series("e2e p50", Unit::Seconds, |p| p.p50),
-                series("e2e p99", Unit::Seconds, |p| p.p99),
+                series(SeriesKind::Pending, |p| p.pending),
+                series(SeriesKind::OldestPending, |p| p.oldest),
+                series(SeriesKind::Published, |p| p.published),
+                series(SeriesKind::Relay, |p| p.connected),
+                series(SeriesKind::DeadLettered, |p| p.dead_lettered),
+                series(SeriesKind::Processed, |p| p.processed),
+                series(SeriesKind::Duplicates, |p| p.duplicates),
+                series(SeriesKind::Rejected, |p| p.rejected),
+                series(SeriesKind::EndToEndP50, |p| p.p50),
+                series(SeriesKind::EndToEndP99, |p| p.p99),
             ],
         })
     }

@@ -1,10 +1,15 @@
 //! Turning a topology into what gets started: each instance's runtime, its
 //! host ports, its password, and the environment injected into it
-//! (`../shared/design.md`, "Environment contract").
+//! (`docs/contracts.md`, "Environment contract").
 
 use std::{collections::BTreeMap, net::TcpListener, sync::Arc};
 
-use crate::topology::{Kind, Resource, Topology};
+use contracts::Endpoint;
+
+use crate::{
+    kinds::{EnvContext, Placement},
+    topology::{Resource, Topology},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,15 +55,14 @@ impl Instance {
         self.ports.get(name).map(|b| b.host)
     }
 
-    /// `name=http://127.0.0.1:PORT`-style endpoints for `ps` and the dashboard.
-    pub fn endpoints(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|(name, b)| {
-                let scheme = if name == "http" { "http" } else { "tcp" };
-                format!("{name}={scheme}://127.0.0.1:{}", b.host)
-            })
-            .collect()
+    /// What whoever references it connects with, if its kind has one (`postgres://…`, `amqp://…`).
+    pub fn connection_string(&self) -> Option<String> {
+        self.resource.kind.spec().connection_string(self)
+    }
+
+    /// Where it answers on this machine, for `ps` and the dashboard.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.ports.iter().map(|(name, b)| Endpoint::loopback(name, b.host)).collect()
     }
 }
 
@@ -115,24 +119,17 @@ pub fn plan(
     let mut instances = Vec::new();
     let mut picked = Ports::default();
     for r in &t.resources {
-        let runtime = match r.kind {
-            Kind::Project | Kind::Executable => RuntimeKind::Process,
-            Kind::Container => match &docker {
+        let runtime = match r.kind.spec().placement() {
+            Placement::Process => RuntimeKind::Process,
+            Placement::Container => match &docker {
                 Ok(()) => RuntimeKind::Docker,
                 Err(why) => return Err(PlanError::NeedsDocker { resource: r.name.clone(), why: why.clone() }),
             },
-            Kind::Postgres | Kind::Artemis => {
-                if docker.is_ok() {
-                    RuntimeKind::Docker
-                } else {
-                    RuntimeKind::Process
-                }
-            }
+            Placement::Either if docker.is_ok() => RuntimeKind::Docker,
+            Placement::Either => RuntimeKind::Process,
         };
-        let password = match r.kind {
-            Kind::Postgres | Kind::Artemis => Some(password(&r.name).map_err(PlanError::Secrets)?),
-            _ => None,
-        };
+        let password =
+            if r.kind.spec().has_password() { Some(password(&r.name).map_err(PlanError::Secrets)?) } else { None };
         let resource = Arc::new(r.clone());
         for replica in 0..r.replicas {
             let mut ports = BTreeMap::new();
@@ -169,65 +166,19 @@ pub fn plan(
 /// variable per endpoint of every resource it references.
 pub fn inject(all: &[Instance], me: &Instance, session: &str, telemetry: &[(String, String)]) -> Vec<(String, String)> {
     let r = &me.resource;
-    let mut env: Vec<(String, String)> = Vec::new();
-    match r.kind {
-        Kind::Postgres => {
-            env.push(("POSTGRES_USER".into(), r.user_name()));
-            env.push(("POSTGRES_PASSWORD".into(), me.password.clone().unwrap_or_default()));
-            env.push(("POSTGRES_DB".into(), r.database_name()));
-        }
-        Kind::Artemis => {
-            env.push(("ARTEMIS_USER".into(), r.user_name()));
-            env.push(("ARTEMIS_PASSWORD".into(), me.password.clone().unwrap_or_default()));
-        }
-        Kind::Project | Kind::Executable => {
-            if let Some(http) = me.port("http") {
-                env.push(("PORT".into(), http.to_string()));
-                env.push(("HTTP_PORTS".into(), http.to_string()));
-                env.push(("HOST".into(), "127.0.0.1".into()));
-            }
-            env.push(("OTEL_SERVICE_NAME".into(), r.name.clone()));
-            env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), format!("service.instance.id={}-{session}", me.name)));
-            env.extend(telemetry.iter().cloned());
-        }
-        Kind::Container => {}
-    }
+    let mut env = r.kind.spec().own_env(me, &EnvContext { session, telemetry });
     for reference in &r.references {
         // References go to the first replica.
         let Some(target) = all.iter().find(|i| i.resource.name == reference.name) else { continue };
         let name = &reference.name;
-        let mut add = |suffix: String, value: String| {
-            env.push((format!("{suffix}"), value.clone()));
+        for (key, value) in target.resource.kind.spec().reference_env(target, name) {
+            // Also with underscores, for tools that cannot read a `-` in a variable's name.
             if name.contains('-') {
-                env.push((suffix.replace(name.as_str(), &name.replace('-', "_")), value));
-            }
-        };
-        let tr = &target.resource;
-        match tr.kind {
-            Kind::Postgres => {
-                let url = format!(
-                    "postgres://{}:{}@127.0.0.1:{}/{}",
-                    tr.user_name(),
-                    target.password.clone().unwrap_or_default(),
-                    target.port("tcp").unwrap_or_default(),
-                    tr.database_name()
-                );
-                add(format!("ConnectionStrings__{name}"), url);
-            }
-            Kind::Artemis => {
-                let url = format!(
-                    "amqp://{}:{}@127.0.0.1:{}",
-                    tr.user_name(),
-                    target.password.clone().unwrap_or_default(),
-                    target.port("amqp").unwrap_or_default()
-                );
-                add(format!("ConnectionStrings__{name}"), url);
-            }
-            Kind::Project | Kind::Executable | Kind::Container => {
-                for (port_name, binding) in &target.ports {
-                    let scheme = if port_name == "http" { "http" } else { "tcp" };
-                    add(format!("services__{name}__{port_name}__0"), format!("{scheme}://127.0.0.1:{}", binding.host));
-                }
+                let underscored = key.replace(name.as_str(), &name.replace('-', "_"));
+                env.push((key, value.clone()));
+                env.push((underscored, value));
+            } else {
+                env.push((key, value));
             }
         }
     }

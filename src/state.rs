@@ -48,6 +48,7 @@ impl StateDir {
         self.root.join("run").join(resource)
     }
 
+    /// apphost's own output when it is not on a terminal (`up --detach`, the dashboard).
     pub fn log_file(&self) -> PathBuf {
         self.root.join("apphost.log")
     }

@@ -18,7 +18,7 @@ use crate::{
     logs::{self, LogStore},
     monitor::Monitor,
     runtime::Exit,
-    supervisor::{Control, State, Status, Supervisor},
+    supervisor::{State, Status, Supervisor},
 };
 
 pub struct LiveStack {
@@ -63,6 +63,7 @@ pub fn resource(status: &Status, usage: Option<(Option<f64>, u64)>) -> dashboard
         state,
         health,
         endpoints: status.endpoints.clone(),
+        broker: crate::kinds::Kind::parse(&status.kind).is_some_and(|k| k.spec().is_broker()),
         restarts: status.restarts,
         up_since: status.started_at.filter(|_| up),
         cpu_percent: usage.and_then(|u| u.0).filter(|_| up),
@@ -116,20 +117,12 @@ impl dashboard::Stack for LiveStack {
         app + self.logs.next_seq()
     }
 
-    fn command(&self, resource: &str, command: dashboard::Command) -> BoxFuture<'static, Result<String, String>> {
+    fn act(&self, resource: &str, action: dashboard::Action) -> BoxFuture<'static, Result<String, String>> {
         let Some((supervisor, _)) = self.app.get().cloned() else {
             return async { Err("the stack has not started yet".to_owned()) }.boxed();
         };
         let resource = resource.to_owned();
-        async move {
-            let control = match command {
-                dashboard::Command::Start => Control::Start,
-                dashboard::Command::Stop => Control::Stop,
-                dashboard::Command::Restart => Control::Restart,
-            };
-            supervisor.request(&resource, control, &format!("{} (dashboard)", command.verb()), "").await
-        }
-        .boxed()
+        async move { supervisor.request(&resource, action, &format!("{action} (dashboard)"), "").await }.boxed()
     }
 }
 
@@ -227,13 +220,9 @@ impl dashboard::Stack for RemoteStack {
         self.fetched.load(Ordering::Relaxed)
     }
 
-    fn command(&self, resource: &str, command: dashboard::Command) -> BoxFuture<'static, Result<String, String>> {
+    fn act(&self, resource: &str, action: dashboard::Action) -> BoxFuture<'static, Result<String, String>> {
         let client = self.client.clone();
-        let path = format!("/v1/resources/{resource}/{}", command.verb());
-        async move {
-            let answer = client.post(&path).await?;
-            Ok(answer["ok"].as_str().unwrap_or("done").to_owned())
-        }
-        .boxed()
+        let resource = resource.to_owned();
+        async move { client.act(&resource, action, None, false).await }.boxed()
     }
 }

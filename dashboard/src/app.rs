@@ -13,7 +13,7 @@ use ratatui::{
 
 use crate::{
     panes,
-    view::{Command, Event, LogLine, Outbox, Resource, Stack},
+    view::{Action, Event, LogLine, Outbox, Resource, Stack},
 };
 
 /// Lines the logs pane reads back for scrolling and search.
@@ -41,19 +41,17 @@ impl Focus {
 pub enum Effect {
     /// Tear the stack down and leave.
     Quit,
-    Command {
-        resource: String,
-        command: Command,
-    },
+    /// Do `action` to `resource`.
+    Act { resource: String, action: Action },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dialog {
     Help,
-    /// A command that needs a yes first (stopping a broker).
+    /// An action that needs a yes first (stopping a broker).
     Confirm {
         resource: String,
-        command: Command,
+        action: Action,
     },
     Quit,
 }
@@ -352,9 +350,9 @@ impl App {
             }
             KeyCode::Char('l') => self.cycle_level(),
             KeyCode::Char('w') => self.logs.wrap = !self.logs.wrap,
-            KeyCode::Char('s') => return self.ask(Command::Start),
-            KeyCode::Char('x') => return self.ask(Command::Stop),
-            KeyCode::Char('r') => return self.ask(Command::Restart),
+            KeyCode::Char('s') => return self.ask(Action::Start),
+            KeyCode::Char('x') => return self.ask(Action::Stop),
+            KeyCode::Char('r') => return self.ask(Action::Restart),
             KeyCode::Char('b') => return self.toggle_broker(),
             _ => {}
         }
@@ -366,7 +364,7 @@ impl App {
         self.dialog = None;
         match dialog {
             Dialog::Help => None,
-            Dialog::Confirm { resource, command } if yes => Some(Effect::Command { resource, command }),
+            Dialog::Confirm { resource, action } if yes => Some(Effect::Act { resource, action }),
             Dialog::Quit if yes || key.code == KeyCode::Char('q') => Some(Effect::Quit),
             _ => None,
         }
@@ -441,20 +439,20 @@ impl App {
         self.logs.refilter();
     }
 
-    fn ask(&mut self, command: Command) -> Option<Effect> {
+    fn ask(&mut self, action: Action) -> Option<Effect> {
         let resource = self.selected()?.clone();
-        if command == Command::Stop && self.stack.is_broker(&resource) {
-            self.dialog = Some(Dialog::Confirm { resource: resource.name, command });
+        if action == Action::Stop && resource.broker {
+            self.dialog = Some(Dialog::Confirm { resource: resource.name, action });
             return None;
         }
-        Some(Effect::Command { resource: resource.name, command })
+        Some(Effect::Act { resource: resource.name, action })
     }
 
     /// `b`: stops the broker when it runs, starts it when not; always asks first.
     fn toggle_broker(&mut self) -> Option<Effect> {
-        let broker = self.resources.iter().find(|r| self.stack.is_broker(r))?;
-        let command = if broker.up_since.is_some() { Command::Stop } else { Command::Start };
-        self.dialog = Some(Dialog::Confirm { resource: broker.name.clone(), command });
+        let broker = self.resources.iter().find(|r| r.broker)?;
+        let action = if broker.up_since.is_some() { Action::Stop } else { Action::Start };
+        self.dialog = Some(Dialog::Confirm { resource: broker.name.clone(), action });
         None
     }
 

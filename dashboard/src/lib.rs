@@ -4,7 +4,7 @@
 //!
 //! Data flows through:
 //! - [`view`]: the narrow interface: a [`Stack`] gives plain view structs
-//!   and takes [`Command`]s; the dashboard sees nothing else of the stack;
+//!   and takes [`Action`]s; the dashboard sees nothing else of the stack;
 //! - [`app`]: what was read, what is selected, what a key does;
 //! - [`panes`]: one module per pane, drawing the app's state;
 //! - [`terminal`]: the loop that owns the terminal, reads input and redraws
@@ -16,4 +16,6 @@ pub mod terminal;
 pub mod view;
 
 pub use terminal::{Exit, Options, run};
-pub use view::{Command, Event, Health, LogLine, Outbox, Phase, Resource, Series, Stack, Stream, Unit};
+pub use view::{
+    Action, Endpoint, Event, Health, LogLine, Outbox, Phase, Resource, Series, SeriesKind, Stack, Stream, Unit,
+};

@@ -148,14 +148,14 @@ pub async fn run(stack: Arc<dyn Stack>, stop: CancellationToken, options: Option
                     panic_if_asked(&key);
                     match app.on_key(key) {
                         Some(Effect::Quit) => break Exit::Quit,
-                        Some(Effect::Command { resource, command }) => {
-                            app.notice = Some(format!("{} {resource}…", command.verb()));
-                            let answer = stack.command(&resource, command);
+                        Some(Effect::Act { resource, action }) => {
+                            app.notice = Some(format!("{action} {resource}…"));
+                            let answer = stack.act(&resource, action);
                             let answers = answers.clone();
                             tokio::spawn(async move {
                                 let text = match answer.await {
-                                    Ok(done) => format!("{} {resource}: {done}", command.verb()),
-                                    Err(why) => format!("{} {resource} failed: {why}", command.verb()),
+                                    Ok(done) => format!("{action} {resource}: {done}"),
+                                    Err(why) => format!("{action} {resource} failed: {why}"),
                                 };
                                 let _ = answers.send(text);
                             });

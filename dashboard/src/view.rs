@@ -1,13 +1,14 @@
 //! The narrow interface between the dashboard and whatever runs the stack.
 //!
 //! The dashboard reads plain view structs through [`Stack`] and sends
-//! [`Command`]s back; it never sees Docker, processes or the supervisor.
+//! [`Action`]s back; it never sees Docker, processes or the supervisor.
 //! apphost implements [`Stack`] over its supervisor, log store and metrics
 //! scraper; tests implement it over fixed data.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub use contracts::{Action, Endpoint};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,10 @@ pub struct Resource {
     /// `running`, `stopped`, `exited (exit code 1)`, …
     pub state: String,
     pub health: Health,
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
+    /// A message broker: stopping it asks first, and `b` toggles it.
+    #[serde(default)]
+    pub broker: bool,
     pub restarts: u32,
     /// Since when it runs; `None` while it does not.
     pub up_since: Option<DateTime<Utc>>,
@@ -87,8 +91,7 @@ pub struct Outbox {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
-    pub label: String,
-    pub unit: Unit,
+    pub kind: SeriesKind,
     /// `None` where the value was unknown (the source did not answer).
     pub points: Vec<Option<f64>>,
 }
@@ -99,6 +102,52 @@ impl Series {
     }
 }
 
+/// What a series measures: its label and unit follow from it, and so does how it is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    Pending,
+    OldestPending,
+    Published,
+    /// Whether the relay holds a live link to the broker.
+    Relay,
+    DeadLettered,
+    Processed,
+    Duplicates,
+    /// Poison messages rejected to the DLQ.
+    Rejected,
+    EndToEndP50,
+    EndToEndP99,
+}
+
+impl SeriesKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SeriesKind::Pending => "pending",
+            SeriesKind::OldestPending => "oldest pending",
+            SeriesKind::Published => "published",
+            SeriesKind::Relay => "relay",
+            SeriesKind::DeadLettered => "dead-lettered",
+            SeriesKind::Processed => "processed",
+            SeriesKind::Duplicates => "duplicates",
+            SeriesKind::Rejected => "DLQ (poison)",
+            SeriesKind::EndToEndP50 => "e2e p50",
+            SeriesKind::EndToEndP99 => "e2e p99",
+        }
+    }
+
+    pub fn unit(self) -> Unit {
+        match self {
+            SeriesKind::Pending | SeriesKind::DeadLettered | SeriesKind::Duplicates | SeriesKind::Rejected => {
+                Unit::Count
+            }
+            SeriesKind::OldestPending | SeriesKind::EndToEndP50 | SeriesKind::EndToEndP99 => Unit::Seconds,
+            SeriesKind::Published | SeriesKind::Processed => Unit::PerSecond,
+            SeriesKind::Relay => Unit::Flag,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Unit {
     Count,
@@ -106,24 +155,6 @@ pub enum Unit {
     Seconds,
     /// 1 = yes, 0 = no.
     Flag,
-}
-
-/// What the dashboard asks of the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    Start,
-    Stop,
-    Restart,
-}
-
-impl Command {
-    pub fn verb(self) -> &'static str {
-        match self {
-            Command::Start => "start",
-            Command::Stop => "stop",
-            Command::Restart => "restart",
-        }
-    }
 }
 
 /// A running stack as the dashboard sees it.
@@ -141,12 +172,8 @@ pub trait Stack: Send + Sync {
     /// Changes whenever anything above would read differently; the dashboard
     /// redraws only when it moves (or on input).
     fn version(&self) -> u64;
-    /// Asks for `command` on `resource`; answers with what happened.
-    fn command(&self, resource: &str, command: Command) -> BoxFuture<'static, Result<String, String>>;
-    /// Whether `resource` is a message broker (stopping it asks first).
-    fn is_broker(&self, resource: &Resource) -> bool {
-        resource.kind == "artemis"
-    }
+    /// Asks for `action` on `resource`; answers with what happened.
+    fn act(&self, resource: &str, action: Action) -> BoxFuture<'static, Result<String, String>>;
 }
 
 /// Everything the dashboard reads at once: what the control API serves so

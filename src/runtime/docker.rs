@@ -28,7 +28,6 @@ use super::{Exit, Output, Running, Runtime, StartError, Usage, expand_ports};
 use crate::{
     logs::Stream,
     plan::{Instance, RuntimeKind},
-    topology::Kind,
 };
 
 pub const LABEL_APP: &str = "apphost.app";
@@ -98,25 +97,10 @@ impl DockerRuntime {
             return Ok(());
         }
         out.system(&format!("pulling image {image}"));
-        let options = CreateImageOptionsBuilder::new().from_image(image).build();
-        let mut pull = self.docker.create_image(Some(options), None, None);
-        let mut last = String::new();
-        while let Some(progress) = pull.next().await {
-            match progress {
-                Ok(info) => {
-                    let line = info.status.unwrap_or_default();
-                    if !line.is_empty() && line != last && !line.contains('[') {
-                        out.system(&line);
-                        last = line;
-                    }
-                }
-                Err(e) => {
-                    return Err(StartError::new(format!("image `{image}` is not on this machine and cannot be pulled: {e}"))
-                        .help("build it locally (`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0), set `image:` to one you have, or use `--runtime process`"));
-                }
-            }
-        }
-        Ok(())
+        pull(&self.docker, image, |line| out.system(line)).await.map_err(|e| {
+            StartError::new(format!("image `{image}` is not on this machine and cannot be pulled: {e}"))
+                .help("build it locally (`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0), set `image:` to one you have, or use `--runtime process`")
+        })
     }
 
     /// Removes this app's leftover containers (stopping, not removing,
@@ -145,6 +129,22 @@ impl DockerRuntime {
     }
 }
 
+/// Pulls `image`, telling each new status line to `progress`; `Err` is the first error.
+pub async fn pull(docker: &Docker, image: &str, mut progress: impl FnMut(&str)) -> Result<(), String> {
+    let options = CreateImageOptionsBuilder::new().from_image(image).build();
+    let mut pull = docker.create_image(Some(options), None, None);
+    let mut last = String::new();
+    while let Some(step) = pull.next().await {
+        let line = step.map_err(|e| e.to_string())?.status.unwrap_or_default();
+        // Per-layer progress bars (`[==>   ]`) would flood the log.
+        if !line.is_empty() && line != last && !line.contains('[') {
+            progress(&line);
+            last = line;
+        }
+    }
+    Ok(())
+}
+
 /// The containers and networks of app `app` still on the engine.
 pub async fn leftovers(docker: &Docker, app: &str) -> Vec<String> {
     let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
@@ -168,15 +168,6 @@ pub async fn leftovers(docker: &Docker, app: &str) -> Vec<String> {
         .collect()
 }
 
-/// Where the official images keep their data.
-fn data_path(kind: Kind) -> Option<&'static str> {
-    match kind {
-        Kind::Postgres => Some("/var/lib/postgresql/data"),
-        Kind::Artemis => Some("/var/lib/artemis-instance"),
-        _ => None,
-    }
-}
-
 fn signal_name(signal: i32) -> &'static str {
     match signal {
         libc::SIGINT => "SIGINT",
@@ -197,7 +188,7 @@ impl Runtime for DockerRuntime {
     fn start<'a>(&'a self, instance: &'a Instance, out: Output) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
         async move {
             let r = &instance.resource;
-            let image = r.image_or_default().unwrap_or_default();
+            let image = r.image().unwrap_or_default();
             self.ensure_image(&image, &out).await?;
             let name = self.container_name(&instance.name);
             // Started before in this session (stopped on request, or crashed): start
@@ -231,7 +222,7 @@ impl Runtime for DockerRuntime {
                     }]),
                 );
             }
-            let binds = match (r.persistent, data_path(r.kind)) {
+            let binds = match (r.persistent, r.kind.spec().data_path()) {
                 (true, Some(path)) => Some(vec![format!("{name}-data:{path}")]),
                 _ => None,
             };

@@ -21,10 +21,10 @@ use tokio::{process::Command, sync::watch};
 
 use super::{Exit, Output, Running, Runtime, StartError, Usage, expand_ports};
 use crate::{
+    kinds::{Launch, LaunchContext, Step},
     logs::Stream,
     plan::{Instance, RuntimeKind},
     state::{PidFile, PidRecord, StateDir, process_start_time},
-    topology::Kind,
 };
 
 pub struct ProcessRuntime {
@@ -50,90 +50,50 @@ impl ProcessRuntime {
         }
     }
 
-    async fn start_postgres(&self, instance: &Instance, out: Output) -> Result<Arc<dyn Running>, StartError> {
-        let bin = pg_bin_dir()?;
-        let owner = run_as("postgres")?;
-        let dir = self.files_of(instance);
-        let data = dir.join("pgdata");
-        make_dir_for(&dir, &self.state.root, owner)?;
-        if owner.is_some()
-            && let Some(closed) = dir.ancestors().find(|a| {
-                std::fs::metadata(a)
-                    .is_ok_and(|m| m.permissions().mode() & 0o001 == 0 && !a.starts_with(&self.state.root))
-            })
-        {
-            return Err(StartError::new(format!(
-                "PostgreSQL runs as the `postgres` user, which cannot reach {} ({} is closed to others)",
-                dir.display(),
-                closed.display()
-            ))
-            .help("set APPHOST_STATE_DIR to a folder others can pass through (e.g. /var/tmp/apphost), or run apphost as a regular user"));
+    /// Everything before the launch itself, as the kind planned it: its
+    /// folder (for the user it runs as), its one-time init and what is
+    /// prepared before every start. Returns the uid and gid it runs as.
+    async fn prepare(
+        &self,
+        instance: &Instance,
+        launch: &Launch,
+        files: &Path,
+        out: &Output,
+    ) -> Result<Option<(u32, u32)>, StartError> {
+        let owner = match launch.user {
+            Some(user) => local_install::run_as(user).map_err(|m| StartError::new(m.message).help(m.help))?,
+            None => None,
+        };
+        if launch.uses_files {
+            make_dir_for(files, &self.state.root, owner)?;
+            if owner.is_some()
+                && let Some(closed) = files.ancestors().find(|a| {
+                    std::fs::metadata(a)
+                        .is_ok_and(|m| m.permissions().mode() & 0o001 == 0 && !a.starts_with(&self.state.root))
+                })
+            {
+                return Err(StartError::new(format!(
+                    "`{}` runs as the `{}` user, which cannot reach {} ({} is closed to others)",
+                    instance.name,
+                    launch.user.unwrap_or_default(),
+                    files.display(),
+                    closed.display()
+                ))
+                .help("set APPHOST_STATE_DIR to a folder others can pass through (e.g. /var/tmp/apphost), or run apphost as a regular user"));
+            }
         }
-        let r = &instance.resource;
-        if !data.join("PG_VERSION").exists() {
-            out.system(&format!("initialising a PostgreSQL cluster in {}", data.display()));
-            let pwfile = dir.join("pwfile");
-            std::fs::write(&pwfile, instance.password.as_deref().unwrap_or_default())
-                .and_then(|()| std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)))
-                .map_err(|e| StartError::new(format!("cannot write {}: {e}", pwfile.display())))?;
-            chown(&pwfile, owner);
-            let mut initdb = Command::new(bin.join("initdb"));
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", &r.user_name(), "-E", "UTF8", "--auth-host=scram-sha-256", "--auth-local=trust"])
-                .arg(format!("--pwfile={}", pwfile.display()));
-            let result = run_to_end(initdb, owner, None).await;
-            let _ = std::fs::remove_file(&pwfile);
-            result.map_err(|e| StartError::new(format!("initdb failed: {e}")))?;
-            // Single-user mode creates the database before anything listens.
-            let mut single = Command::new(bin.join("postgres"));
-            single.args(["--single", "-D"]).arg(&data).args(["-F", "postgres"]);
-            let create = format!("CREATE DATABASE \"{}\";\n", r.database_name().replace('"', "\"\""));
-            run_to_end(single, owner, Some(create))
-                .await
-                .map_err(|e| StartError::new(format!("creating the database failed: {e}")))?;
+        if let Some(init) = launch.init.as_ref().filter(|init| !init.done.exists()) {
+            out.system(&init.say);
+            let result = run_steps(&init.steps, owner).await;
+            for step in &init.steps {
+                if let Step::Secret { path, .. } = step {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            result?;
         }
-        let port = instance.port("tcp").unwrap_or(5432);
-        let mut postgres = Command::new(bin.join("postgres"));
-        postgres.arg("-D").arg(&data).args([
-            "-p",
-            &port.to_string(),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
-        ]);
-        self.spawn(instance, postgres, out, owner)
-    }
-
-    async fn start_artemis(&self, instance: &Instance, out: Output) -> Result<Arc<dyn Running>, StartError> {
-        let home = artemis_home()?;
-        which("java").ok_or_else(|| {
-            StartError::new("Java is not installed; Artemis needs Java 17")
-                .help("install it (`apt-get install openjdk-17-jre-headless`) or run the broker with `runtime: docker`")
-        })?;
-        let dir = self.files_of(instance);
-        make_dir_for(&dir, &self.state.root, None)?;
-        let broker = dir.join("broker");
-        let r = &instance.resource;
-        if !broker.join("bin/artemis").exists() {
-            out.system(&format!("creating an Artemis broker instance in {}", broker.display()));
-            let mut create = Command::new(home.join("bin/artemis"));
-            create
-                .arg("create")
-                .arg(&broker)
-                .args(["--user", &r.user_name(), "--password", instance.password.as_deref().unwrap_or_default()])
-                .args(["--require-login", "--silent", "--no-web", "--nio", "--no-autotune", "--java-memory", "512M"])
-                .args(["--no-hornetq-acceptor", "--no-mqtt-acceptor", "--no-stomp-acceptor"]);
-            run_to_end(create, None, None)
-                .await
-                .map_err(|e| StartError::new(format!("`artemis create` failed: {e}")))?;
-        }
-        set_acceptor_ports(&broker.join("etc/broker.xml"), instance.port("core"), instance.port("amqp"))?;
-        let mut run = Command::new(broker.join("bin/artemis"));
-        run.arg("run");
-        self.spawn(instance, run, out, None)
+        run_steps(&launch.prepare, owner).await?;
+        Ok(owner)
     }
 
     fn spawn(
@@ -142,6 +102,7 @@ impl ProcessRuntime {
         mut command: Command,
         out: Output,
         owner: Option<(u32, u32)>,
+        tools: Option<PathBuf>,
     ) -> Result<Arc<dyn Running>, StartError> {
         command
             .envs(instance.env.iter().map(|(k, v)| (k, v)))
@@ -199,7 +160,7 @@ impl ProcessRuntime {
             let _ = tx.send(Some(exit));
         });
         let ports = instance.ports.iter().map(|(n, b)| (n.clone(), b.host)).collect();
-        Ok(Arc::new(Process { pid, exit: rx, pg_bin: pg_bin_dir().ok(), ports }))
+        Ok(Arc::new(Process { pid, exit: rx, tools, ports }))
     }
 }
 
@@ -210,36 +171,16 @@ impl Runtime for ProcessRuntime {
 
     fn start<'a>(&'a self, instance: &'a Instance, out: Output) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
         async move {
-            let r = &instance.resource;
-            match r.kind {
-                Kind::Postgres => self.start_postgres(instance, out).await,
-                Kind::Artemis => self.start_artemis(instance, out).await,
-                Kind::Project => {
-                    let package = r.package.clone().unwrap_or_else(|| r.name.clone());
-                    let binary = self
-                        .binaries
-                        .get(&package)
-                        .ok_or_else(|| StartError::new(format!("no binary was built for package `{package}`")))?;
-                    let mut command = Command::new(binary);
-                    command
-                        .args(&r.args)
-                        .current_dir(r.working_dir.as_ref().map_or(self.root.clone(), |d| self.root.join(d)));
-                    self.spawn(instance, command, out, None)
-                }
-                Kind::Executable => {
-                    let program = r.command.clone().unwrap_or_default();
-                    let resolved =
-                        if program.contains('/') { self.root.join(&program) } else { PathBuf::from(&program) };
-                    let mut command = Command::new(resolved);
-                    command
-                        .args(&r.args)
-                        .current_dir(r.working_dir.as_ref().map_or(self.root.clone(), |d| self.root.join(d)));
-                    self.spawn(instance, command, out, None)
-                }
-                Kind::Container => {
-                    Err(StartError::new(format!("`{}` is a container; the process runtime cannot run it", r.name)))
-                }
+            let files = self.files_of(instance);
+            let at = LaunchContext { root: &self.root, binaries: &self.binaries, files: files.clone() };
+            let launch = instance.resource.kind.spec().launch(instance, &at)?;
+            let owner = self.prepare(instance, &launch, &files, &out).await?;
+            let mut command = Command::new(&launch.program);
+            command.args(&launch.args);
+            if let Some(cwd) = &launch.cwd {
+                command.current_dir(cwd);
             }
+            self.spawn(instance, command, out, owner, launch.tools)
         }
         .boxed()
     }
@@ -258,7 +199,8 @@ impl Runtime for ProcessRuntime {
 struct Process {
     pid: u32,
     exit: watch::Receiver<Option<Exit>>,
-    pg_bin: Option<PathBuf>,
+    /// Where health commands find programs `PATH` lacks (PostgreSQL's `pg_isready`).
+    tools: Option<PathBuf>,
     /// Port name → host port, for `{port:NAME}` in health commands.
     ports: HashMap<String, u16>,
 }
@@ -295,7 +237,7 @@ impl Running for Process {
         async move {
             let command = expand_ports(&command, |name| self.ports.get(name).copied());
             let Some((program, args)) = command.split_first() else { return Err("empty command".into()) };
-            let program = match (which(program), &self.pg_bin) {
+            let program = match (local_install::which(program), &self.tools) {
                 (Some(p), _) => p,
                 (None, Some(bin)) if bin.join(program).exists() => bin.join(program),
                 _ => PathBuf::from(program),
@@ -376,10 +318,12 @@ pub fn signal_group(pid: u32, signal: i32) {
 /// Runs a setup command to its end; `Err` carries the tail of its output.
 async fn run_to_end(mut command: Command, owner: Option<(u32, u32)>, stdin: Option<String>) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
+    // An abandoned start (a stop during `initdb`) ends its setup command too.
     command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     if let Some((uid, gid)) = owner {
         command.uid(uid).gid(gid);
     }
@@ -420,83 +364,32 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) {
     }
 }
 
-/// As root, servers that refuse root run as `user`; otherwise as ourselves.
-fn run_as(user: &str) -> Result<Option<(u32, u32)>, StartError> {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        return Ok(None);
+/// Carries out `steps` as `owner` (ourselves when `None`).
+async fn run_steps(steps: &[Step], owner: Option<(u32, u32)>) -> Result<(), StartError> {
+    for step in steps {
+        match step {
+            Step::Secret { path, contents } => {
+                std::fs::write(path, contents)
+                    .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+                    .map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?;
+                chown(path, owner);
+            }
+            Step::Run { what, program, args, stdin } => {
+                let mut command = Command::new(program);
+                command.args(args);
+                run_to_end(command, owner, stdin.clone())
+                    .await
+                    .map_err(|e| StartError::new(format!("{what} failed: {e}")))?;
+            }
+            Step::Rewrite { path, edit } => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| StartError::new(format!("cannot read {}: {e}", path.display())))?;
+                std::fs::write(path, edit(&text))
+                    .map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?;
+            }
+        }
     }
-    let name = std::ffi::CString::new(user).expect("no NUL");
-    // SAFETY: getpwnam returns null or a pointer to static storage, read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return Err(StartError::new(format!(
-            "apphost runs as root, and PostgreSQL refuses root, but there is no `{user}` user"
-        ))
-        .help("install Debian's postgresql-15 (it creates the user), or run apphost as another user"));
-    }
-    // SAFETY: checked non-null.
-    Ok(Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) }))
-}
-
-pub fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Path::new(program).exists().then(|| PathBuf::from(program));
-    }
-    std::env::var_os("PATH")?.to_string_lossy().split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
-}
-
-/// PostgreSQL's server binaries: `PG_BIN`, Debian's 15, or `pg_config --bindir`.
-pub fn pg_bin_dir() -> Result<PathBuf, StartError> {
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Ok(dir.into());
-    }
-    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
-    if debian.join("postgres").exists() {
-        return Ok(debian);
-    }
-    std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| PathBuf::from(s.trim()))
-        .filter(|p| p.join("postgres").exists())
-        .ok_or_else(|| {
-            StartError::new("the PostgreSQL server binaries are not installed").help(
-                "install them (`apt-get install postgresql-15`), set PG_BIN to their folder, or use the docker runtime",
-            )
-        })
-}
-
-/// The Artemis distribution: `ARTEMIS_HOME`, or the one `.ci/setup` caches.
-pub fn artemis_home() -> Result<PathBuf, StartError> {
-    if let Some(home) = std::env::var_os("ARTEMIS_HOME") {
-        return Ok(home.into());
-    }
-    let cache = std::env::var_os("APPHOST_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/apphost")
-    });
-    let home = cache.join("apache-artemis-2.40.0");
-    if home.join("bin/artemis").exists() {
-        Ok(home)
-    } else {
-        Err(StartError::new("no ActiveMQ Artemis distribution found")
-            .help(format!("run `.ci/setup` (it puts Artemis 2.40.0 in {}), or set ARTEMIS_HOME", cache.display())))
-    }
-}
-
-/// Points the `artemis` (CORE) and `amqp` acceptors at loopback ports.
-fn set_acceptor_ports(broker_xml: &Path, core: Option<u16>, amqp: Option<u16>) -> Result<(), StartError> {
-    let xml = std::fs::read_to_string(broker_xml)
-        .map_err(|e| StartError::new(format!("cannot read {}: {e}", broker_xml.display())))?;
-    let mut xml = xml;
-    for (name, port) in [("artemis", core), ("amqp", amqp)] {
-        let Some(port) = port else { continue };
-        let re = regex::Regex::new(&format!(r#"(<acceptor name="{name}">tcp://)[^:/?]+:\d+"#)).expect("valid regex");
-        xml = re.replace(&xml, format!("${{1}}127.0.0.1:{port}")).into_owned();
-    }
-    std::fs::write(broker_xml, xml).map_err(|e| StartError::new(format!("cannot write {}: {e}", broker_xml.display())))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -520,21 +413,5 @@ mod tests {
         assert_eq!(mode(&top), 0o711);
         assert_eq!(mode(&base), 0o750, "nothing above the state folder changes");
         std::fs::remove_dir_all(base).unwrap();
-    }
-
-    #[test]
-    fn acceptors_move_to_loopback_ports() {
-        let file = std::env::temp_dir().join(format!("broker-{}.xml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(
-            &file,
-            r#"<acceptor name="artemis">tcp://0.0.0.0:61616?protocols=CORE</acceptor>
-<acceptor name="amqp">tcp://0.0.0.0:5672?protocols=AMQP</acceptor>"#,
-        )
-        .unwrap();
-        set_acceptor_ports(&file, Some(1111), Some(2222)).unwrap();
-        let xml = std::fs::read_to_string(&file).unwrap();
-        assert!(xml.contains("tcp://127.0.0.1:1111?protocols=CORE"), "{xml}");
-        assert!(xml.contains("tcp://127.0.0.1:2222?protocols=AMQP"), "{xml}");
-        std::fs::remove_file(file).unwrap();
     }
 }

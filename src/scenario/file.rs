@@ -164,9 +164,9 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
                 match k.as_str() {
                     "action" => {
                         let name = v.string()?;
-                        action = Some(Action::parse(&name).ok_or_else(|| {
+                        action = Some(name.parse::<Action>().ok().ok_or_else(|| {
                             Diag::new(format!("unknown action `{name}`"), v.span, "unknown action")
-                                .help(format!("actions: {}", Action::NAMES.join(", ")))
+                                .help(format!("actions: {}", action_names()))
                         })?);
                     }
                     "resource" => target = Some(resource(*v)?),
@@ -187,17 +187,12 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
                 }
             }
             let action = action.ok_or_else(|| {
-                Diag::new("`chaos` needs an `action`", value.span, "here")
-                    .help(format!("actions: {}", Action::NAMES.join(", ")))
+                Diag::new("`chaos` needs an `action`", value.span, "here").help(format!("actions: {}", action_names()))
             })?;
             let resource = target.ok_or_else(|| Diag::new("`chaos` needs a `resource`", value.span, "here"))?;
             if lasting.is_some() && action.undo().is_none() {
-                return Err(Diag::new(
-                    format!("`for` cannot undo `{}`", Action::NAMES[action as usize]),
-                    value.span,
-                    "here",
-                )
-                .help("`for` goes with stop, pause and partition"));
+                return Err(Diag::new(format!("`for` cannot undo `{}`", action.as_str()), value.span, "here")
+                    .help("`for` goes with stop, pause and partition"));
             }
             Ok(Step::Chaos(Chaos { action, resource, lasting, when }))
         }
@@ -217,6 +212,10 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
         }
         other => Err(unknown(other, key.span)),
     }
+}
+
+fn action_names() -> String {
+    Action::ALL.map(Action::as_str).join(", ")
 }
 
 #[cfg(test)]

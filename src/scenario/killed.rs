@@ -9,12 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use contracts::{Endpoint, metrics::RECEIVER_PROCESSED};
 
 use super::Report;
 use crate::{
     runtime::docker,
     state::{PidFile, Session, StateDir},
+    supervisor::{State, Status},
 };
 
 fn apphost(file: &Path, state: &Path, app: &str) -> tokio::process::Command {
@@ -56,12 +57,11 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
     // Up and healthy, through its control API.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let ps: Vec<Value> = loop {
+    let ps: Vec<Status> = loop {
         if let Some(session) = Session::load_live(&dir)
-            && let Ok(r) = crate::control::Client::new(&session).get("/v1/ps").await
-            && let Ok(ps) = r.json::<Vec<Value>>().await
+            && let Ok(ps) = crate::control::Client::new(&session).ps().await
             && !ps.is_empty()
-            && ps.iter().all(|s| s["state"] == "healthy")
+            && ps.iter().all(|s| s.state == State::Healthy)
         {
             break ps;
         }
@@ -75,30 +75,17 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
     };
     let url = |name: &str| {
         ps.iter()
-            .find(|s| s["name"] == name)
-            .and_then(|s| {
-                s["endpoints"]
-                    .as_array()?
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .find_map(|e| e.strip_prefix("http=").map(str::to_owned))
-            })
+            .find(|s| s.name == name)
+            .and_then(|s| Endpoint::http(&s.endpoints).map(str::to_owned))
             .ok_or_else(|| format!("the second stack has no `{name}` http endpoint"))
     };
     let (sender, receiver) = (url("sender")?, url("receiver")?);
     // Traffic through it, all delivered.
     let mut ids = Vec::new();
     for n in 0..20 {
-        let r = client
-            .post(format!("{sender}/api/EntityItems"))
-            .json(&serde_json::json!({ "name": format!("killed {n}"), "value": n }))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() == 201 {
-            ids.push(r.json::<Value>().await.map_err(|e| e.to_string())?["id"].as_str().unwrap_or_default().to_owned());
-        } else {
-            report.refused += 1;
+        match super::demo::post_item(&client, &sender, format!("killed {n}"), n).await.map_err(|e| e.to_string())? {
+            Ok(id) => ids.push(id),
+            Err(_) => report.refused += 1,
         }
     }
     report.acknowledged = ids.len();
@@ -120,7 +107,7 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
     // A fresh receiver that never restarted: its counter against what it delivered.
     let processed = crate::monitor::scrape(&client, &[format!("{receiver}/metrics")])
         .await
-        .and_then(|scrape| scrape.get("receiver_processed_total"))
+        .and_then(|scrape| scrape.get(RECEIVER_PROCESSED.series))
         .ok_or("the second receiver's /metrics did not answer")?;
     report.duplicate_effects = (processed - report.delivered as f64).max(0.0) as u64;
     let pids: Vec<u32> = PidFile::new(&dir).read().into_iter().map(|r| r.pid).collect();

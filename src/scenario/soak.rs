@@ -11,14 +11,59 @@ use std::{
 use rand::{Rng, seq::SliceRandom};
 
 use super::{Ctx, Report};
-use crate::supervisor::{Control, State};
+use contracts::{Action, metrics::RECEIVER_REJECTED};
 
-const FAULTS: [&str; 7] =
-    ["stop-broker", "kill-broker", "stop-receiver", "kill-receiver", "kill-sender", "restart-sender-db", "poison"];
+use crate::supervisor::State;
+
+/// The part of the demo stack a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Broker,
+    Receiver,
+    Sender,
+    SenderDb,
+}
+
+/// A kind of fault: an action on a part (a stop lasts `--outage`, then the
+/// part is started again), or a poison message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Act(Action, Part),
+    Poison,
+}
+
+const FAULTS: [Kind; 7] = [
+    Kind::Act(Action::Stop, Part::Broker),
+    Kind::Act(Action::Kill, Part::Broker),
+    Kind::Act(Action::Stop, Part::Receiver),
+    Kind::Act(Action::Kill, Part::Receiver),
+    Kind::Act(Action::Kill, Part::Sender),
+    Kind::Act(Action::Stop, Part::SenderDb),
+    Kind::Poison,
+];
+
+impl std::fmt::Display for Kind {
+    /// As the report names it: `stop-broker`, `kill-sender`, `restart-sender-db`, `poison`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Act(Action::Stop, Part::SenderDb) => f.write_str("restart-sender-db"),
+            Kind::Act(action, part) => {
+                let part = match part {
+                    Part::Broker => "broker",
+                    Part::Receiver => "receiver",
+                    Part::Sender => "sender",
+                    Part::SenderDb => "sender-db",
+                };
+                write!(f, "{action}-{part}")
+            }
+            Kind::Poison => f.write_str("poison"),
+        }
+    }
+}
 
 struct Fault {
     at: f64,
-    kind: &'static str,
+    kind: Kind,
     /// Until the stack was healthy again.
     recovered_after: Option<f64>,
     note: String,
@@ -32,7 +77,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
         let mut burst = Vec::new();
-        let mut deck: Vec<&'static str> = Vec::new();
+        let mut deck: Vec<Kind> = Vec::new();
         let mut stopped = None;
         loop {
             let pause = Duration::from_secs(rand::rng().random_range(20..=40));
@@ -80,7 +125,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     }
     report.seconds = started.elapsed().as_secs_f64();
     // Each poison fault waited for its rejection; a fault that did not see it failed the soak.
-    let rejected = faults.iter().filter(|f| f.kind == "poison").count();
+    let rejected = faults.iter().filter(|f| f.kind == Kind::Poison).count();
     let text = markdown(&report, &faults, duration, ctx, rejected);
     if let Err(e) = std::fs::write(path, text) {
         report.notes.push(format!("cannot write the report to {}: {e}", path.display()));
@@ -92,33 +137,31 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
 
 /// Breaks one thing; returns a note on what was done and the ids of any
 /// writes it made itself (they must be delivered too).
-async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
+async fn fault(ctx: &Ctx, kind: Kind) -> Result<(String, Vec<String>), String> {
     let r = &ctx.roles;
     let outage = ctx.settings.outage;
     // Not running and not on its way back.
     let gone = |s: &State| matches!(s, State::Exited(_) | State::Failed(_) | State::Stopped);
     let mut extra = Vec::new();
+    let target = |part| match part {
+        Part::Broker => &r.broker,
+        Part::Receiver => &r.receiver,
+        Part::Sender => &r.sender,
+        Part::SenderDb => &r.sender_db,
+    };
     let note = match kind {
-        "stop-broker" | "stop-receiver" | "restart-sender-db" => {
-            let target = match kind {
-                "stop-broker" => &r.broker,
-                "stop-receiver" => &r.receiver,
-                _ => &r.sender_db,
-            };
-            ctx.act(target, Control::Stop).await?;
+        Kind::Act(action, part) if action.undo().is_some() => {
+            let target = target(part);
+            ctx.act(target, action).await?;
             tokio::time::sleep(outage).await;
-            ctx.act(target, Control::Start).await?;
+            ctx.act(target, action.undo().expect("checked")).await?;
             format!("`{target}` stopped for {outage:?}")
         }
-        "kill-broker" | "kill-receiver" | "kill-sender" => {
-            let target = match kind {
-                "kill-broker" => &r.broker,
-                "kill-receiver" => &r.receiver,
-                _ => &r.sender,
-            };
+        Kind::Act(action, part) => {
+            let target = target(part);
             let mut note = format!("`{target}` SIGKILLed");
             // The services are struck mid-batch: the relay publishing, the receiver processing.
-            if kind != "kill-broker" {
+            if part != Part::Broker {
                 let (how, burst) = ctx.mid_batch(target).await?;
                 extra = burst;
                 note = format!("`{target}` SIGKILLed {how}");
@@ -127,7 +170,7 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
                 || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
             let before = started_at();
             let killed = Instant::now();
-            ctx.act(target, Control::Kill).await?;
+            ctx.act(target, action).await?;
             // The fault lasts (and its recovery is timed) from here until the stack is healthy
             // again; wait until the supervisor has seen the kill, so that is not measured too early.
             while started_at() == before && killed.elapsed() < Duration::from_secs(10) {
@@ -141,16 +184,16 @@ async fn fault(ctx: &Ctx, kind: &str) -> Result<(String, Vec<String>), String> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             if all_gone() {
-                ctx.act(target, Control::Start).await?;
+                ctx.act(target, Action::Start).await?;
             }
             note
         }
-        _ => {
+        Kind::Poison => {
             // Counted at the receiver while it lives: a later crash resets its counters.
-            let before = ctx.receiver_metric("receiver_rejected_total").await;
-            super::send_poison(&r.broker_url, &r.queue).await?;
+            let before = ctx.receiver_metric(RECEIVER_REJECTED.series).await;
+            super::demo::send_poison(&r.broker_url, &r.queue).await?;
             let sent = Instant::now();
-            while ctx.receiver_metric("receiver_rejected_total").await < before + 1.0 {
+            while ctx.receiver_metric(RECEIVER_REJECTED.series).await < before + 1.0 {
                 if sent.elapsed() > ctx.settings.settle {
                     return Err("the poison message was not rejected to the DLQ".into());
                 }

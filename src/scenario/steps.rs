@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::supervisor::Control;
+pub use contracts::Action;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
@@ -30,59 +30,6 @@ pub struct Chaos {
     pub lasting: Option<Duration>,
     /// Wait for this moment before acting.
     pub when: When,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Stop,
-    Start,
-    Kill,
-    Pause,
-    Resume,
-    Restart,
-    Partition,
-    Heal,
-}
-
-impl Action {
-    pub const NAMES: [&str; 8] = ["stop", "start", "kill", "pause", "resume", "restart", "partition", "heal"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "stop" => Action::Stop,
-            "start" => Action::Start,
-            "kill" => Action::Kill,
-            "pause" => Action::Pause,
-            "resume" => Action::Resume,
-            "restart" => Action::Restart,
-            "partition" => Action::Partition,
-            "heal" => Action::Heal,
-            _ => return None,
-        })
-    }
-
-    pub fn control(self) -> Control {
-        match self {
-            Action::Stop => Control::Stop,
-            Action::Start => Control::Start,
-            Action::Kill => Control::Kill,
-            Action::Pause => Control::Pause,
-            Action::Resume => Control::Resume,
-            Action::Restart => Control::Restart,
-            Action::Partition => Control::Partition,
-            Action::Heal => Control::Heal,
-        }
-    }
-
-    /// What ends the fault after `for`.
-    pub fn undo(self) -> Option<Control> {
-        match self {
-            Action::Stop => Some(Control::Start),
-            Action::Pause => Some(Control::Resume),
-            Action::Partition => Some(Control::Heal),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

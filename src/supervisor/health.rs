@@ -1,12 +1,12 @@
 //! Health probes: tcp, http, exec and log-line checks on an interval, with
-//! retries and a start period, flipping an instance between Running, Healthy
-//! and Unhealthy (never touching any other state).
+//! retries and a start period. A probe only says healthy or not; its job
+//! decides what that does to the state.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{net::TcpStream, sync::watch, time::Instant};
 
-use super::{Shared, State};
+use super::Shared;
 use crate::{
     logs::LogStore,
     plan::Instance,
@@ -14,28 +14,26 @@ use crate::{
     topology::Check,
 };
 
+/// Probes `instance` until aborted, sending each verdict to its job: `true`
+/// healthy, `false` unhealthy (after `retries` failures past the start period).
 pub(super) async fn watch(
     instance: Instance,
     running: Arc<dyn Running>,
-    shared: Arc<Shared>,
     logs: LogStore,
-    out: Output,
     mut next_seq: u64,
+    verdict: watch::Sender<Option<bool>>,
 ) {
     let name = instance.name.clone();
     let set = |healthy: bool| {
-        let target = if healthy { State::Healthy } else { State::Unhealthy };
-        let current = shared.status(&name).map(|s| s.state);
-        if matches!(current, Some(State::Running | State::Healthy | State::Unhealthy))
-            && current.as_ref() != Some(&target)
-        {
-            shared.update(&name, |s| s.state = target.clone());
-            shared.event(&name, target.label());
-            out.system(&target.label());
-        }
+        verdict.send_if_modified(|v| {
+            let changed = *v != Some(healthy);
+            *v = Some(healthy);
+            changed
+        });
     };
     let Some(probe) = instance.resource.health.clone() else {
         set(true); // nothing to check: started is healthy
+        verdict.closed().await;
         return;
     };
     let started = Instant::now();
@@ -85,25 +83,12 @@ pub(super) async fn watch(
     }
 }
 
-/// Lines a resource prints when it is in trouble that its health probe does
-/// not show: `(pattern, what it means and what to do)`. The first match of
-/// each becomes an event (the dashboard's timeline, `apphost logs --events`)
-/// and a marked line in the resource's log.
-fn troubles(kind: crate::topology::Kind) -> &'static [(&'static str, &'static str)] {
-    use crate::topology::Kind;
-    match kind {
-        Kind::Artemis => &[(
-            "AMQ222212",
-            "disk full: Artemis blocks producers (more than its max-disk-usage of the disk is used); free disk space or raise <max-disk-usage> in broker.xml",
-        )],
-        Kind::Postgres => &[("No space left on device", "disk full: PostgreSQL cannot write; free disk space")],
-        _ => &[],
-    }
-}
-
 /// What a line of a `kind` resource says is wrong, if it is one of the known troubles.
+/// Each kind names its own troubles ([`crate::kinds::ResourceKind::troubles`]); the first
+/// match of each becomes an event (the dashboard's timeline, `apphost logs --events`)
+/// and a marked line in the resource's log.
 pub(super) fn trouble(kind: crate::topology::Kind, line: &str) -> Option<&'static str> {
-    troubles(kind).iter().find(|(pattern, _)| line.contains(pattern)).map(|(_, what)| *what)
+    kind.spec().troubles().iter().find(|(pattern, _)| line.contains(pattern)).map(|(_, what)| *what)
 }
 
 /// Watches `instance`'s output (from `next_seq` on) for the known troubles.
@@ -115,7 +100,7 @@ pub(super) async fn watch_troubles(
     mut next_seq: u64,
 ) {
     let name = instance.name.clone();
-    if troubles(instance.resource.kind).is_empty() {
+    if instance.resource.kind.spec().troubles().is_empty() {
         return;
     }
     let mut told = std::collections::HashSet::new();

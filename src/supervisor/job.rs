@@ -1,11 +1,14 @@
-//! One instance's life, owned by one task. Nobody else changes its state.
+//! One instance's life, owned by one task: the only writer of its state.
+//! Requests arrive over a channel; its health probe and its trouble watcher
+//! report to it and never touch the state themselves.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use tokio::sync::mpsc;
+use contracts::Action;
+use tokio::sync::{mpsc, watch};
 
-use super::{Control, Reply, Shared, State, health};
+use super::{Reply, Request, Shared, State, health};
 use crate::{
     logs::LogStore,
     plan::Instance,
@@ -18,7 +21,7 @@ pub(super) struct Job {
     pub runtime: Arc<dyn Runtime>,
     pub shared: Arc<Shared>,
     pub out: Output,
-    pub control: mpsc::Receiver<(Control, Reply)>,
+    pub control: mpsc::Receiver<(Request, Reply)>,
     /// (instances of the resource waited for, its name, the condition).
     pub deps: Vec<(Vec<String>, String, Condition)>,
     pub logs: LogStore,
@@ -30,6 +33,16 @@ enum Ended {
     Stopped,
     Restart,
     Shutdown,
+}
+
+/// What interrupted a wait (for dependencies, a start, a backoff).
+enum Interrupt {
+    /// Stop on request: stay stopped until started again.
+    Stop,
+    /// The app is going down.
+    Shutdown,
+    /// Start (again) now.
+    Now,
 }
 
 impl Job {
@@ -44,6 +57,10 @@ impl Job {
         }
     }
 
+    fn state(&self) -> Option<State> {
+        self.shared.status(&self.instance.name).map(|s| s.state)
+    }
+
     pub async fn run(mut self) {
         let mut want_running = true;
         let mut crashes = 0u32;
@@ -51,12 +68,12 @@ impl Job {
             if !want_running {
                 match self.control.recv().await {
                     None => return,
-                    Some((Control::Start | Control::Restart, reply)) => {
+                    Some((Request::Act(Action::Start | Action::Restart), reply)) => {
                         want_running = true;
                         crashes = 0;
                         let _ = reply.send(Ok(format!("starting `{}`", self.instance.name)));
                     }
-                    Some((Control::Shutdown, reply)) => {
+                    Some((Request::Shutdown, reply)) => {
                         let _ = reply.send(Ok("already stopped".into()));
                         return;
                     }
@@ -69,7 +86,7 @@ impl Job {
 
             self.set(State::Pending);
             match self.wait_for_dependencies().await {
-                Some(Control::Shutdown) => return,
+                Some(Interrupt::Shutdown) => return,
                 Some(_) => {
                     want_running = false;
                     self.set(State::Stopped);
@@ -82,17 +99,21 @@ impl Job {
             let first_line = self.logs.next_seq();
             // Taken before the launch: whatever the new process does happens after it.
             let launched = Utc::now();
-            let running = match self.runtime.start(&self.instance, self.out.clone()).await {
+            let running = match self.start().await {
                 Ok(running) => running,
-                Err(err) => {
-                    let mut reason = err.message.clone();
-                    if let Some(help) = &err.help {
-                        reason = format!("{reason} (help: {help})");
-                    }
-                    self.set(State::Failed(reason));
+                Err(Interrupt::Shutdown) => {
+                    self.set(State::Stopped);
+                    return;
+                }
+                Err(_) => {
+                    self.set(State::Stopped);
                     want_running = false;
                     continue;
                 }
+            };
+            let Some(running) = running else {
+                want_running = false;
+                continue;
             };
             let name = self.instance.name.clone();
             self.shared.running.lock().expect("running lock").insert(name.clone(), running.clone());
@@ -102,15 +123,14 @@ impl Job {
                 s.id = Some(id);
             });
             self.set(State::Running);
+            let (health_tx, health_rx) = watch::channel(None);
             let probe = tokio::spawn(health::watch(
                 self.instance.clone(),
                 running.clone(),
-                self.shared.clone(),
                 self.logs.clone(),
-                self.out.clone(),
                 first_line,
+                health_tx,
             ));
-
             let troubles = tokio::spawn(health::watch_troubles(
                 self.instance.clone(),
                 self.shared.clone(),
@@ -119,7 +139,7 @@ impl Job {
                 first_line,
             ));
 
-            let ended = self.supervise(&running).await;
+            let ended = self.supervise(&running, health_rx).await;
             probe.abort();
             troubles.abort();
             self.shared.running.lock().expect("running lock").remove(&name);
@@ -160,58 +180,120 @@ impl Job {
                         format!("restarting in {delay:?} (restart {crashes} of at most {})", restart.max_restarts),
                     );
                     match self.pause_for(delay).await {
-                        Some(Control::Shutdown) => return,
-                        Some(_) => {
+                        Some(Interrupt::Shutdown) => return,
+                        Some(Interrupt::Stop) => {
                             want_running = false;
                             self.set(State::Stopped);
                         }
-                        None => {}
+                        Some(Interrupt::Now) | None => {}
                     }
                 }
             }
         }
     }
 
-    /// Serves controls while the instance runs, until it ends one way or another.
-    async fn supervise(&mut self, running: &Arc<dyn Running>) -> Ended {
+    /// Starts the instance, serving requests meanwhile: a stop or a shutdown
+    /// is obeyed at once (the start is abandoned; what it created is the
+    /// runtime's to find again or to remove at teardown). `Ok(None)`: the
+    /// start failed, and the state says why.
+    async fn start(&mut self) -> Result<Option<Arc<dyn Running>>, Interrupt> {
+        let start = self.runtime.start(&self.instance, self.out.clone());
+        tokio::pin!(start);
+        let name = self.instance.name.clone();
+        loop {
+            tokio::select! {
+                started = &mut start => {
+                    return Ok(match started {
+                        Ok(running) => Some(running),
+                        Err(err) => {
+                            let mut reason = err.message.clone();
+                            if let Some(help) = &err.help {
+                                reason = format!("{reason} (help: {help})");
+                            }
+                            self.set(State::Failed(reason));
+                            None
+                        }
+                    });
+                }
+                message = self.control.recv() => match message {
+                    None => return Err(Interrupt::Shutdown),
+                    Some((Request::Shutdown, reply)) => {
+                        let _ = reply.send(Ok(format!("stopped `{name}` while it was starting")));
+                        return Err(Interrupt::Shutdown);
+                    }
+                    Some((Request::Act(Action::Stop), reply)) => {
+                        let _ = reply.send(Ok(format!("stopped `{name}` while it was starting")));
+                        return Err(Interrupt::Stop);
+                    }
+                    Some((_, reply)) => {
+                        let _ = reply.send(Err(format!("`{name}` is starting")));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves requests and health results while the instance runs, until it
+    /// ends one way or another.
+    async fn supervise(&mut self, running: &Arc<dyn Running>, mut health: watch::Receiver<Option<bool>>) -> Ended {
         let shutdown = self.instance.resource.shutdown.clone();
+        let mut probing = true;
         loop {
             tokio::select! {
                 exit = running.exited() => return Ended::Exited(exit),
+                changed = health.changed(), if probing => {
+                    if changed.is_err() {
+                        probing = false; // the probe has nothing more to say
+                        continue;
+                    }
+                    let healthy = *health.borrow_and_update();
+                    if let Some(healthy) = healthy
+                        && self.state().is_some_and(|s| s.is_up())
+                    {
+                        self.set(if healthy { State::Healthy } else { State::Unhealthy });
+                    }
+                }
                 message = self.control.recv() => {
-                    let Some((control, reply)) = message else {
+                    let Some((request, reply)) = message else {
                         running.stop(shutdown.signal, shutdown.grace).await;
                         return Ended::Shutdown;
                     };
                     let name = self.instance.name.clone();
-                    match control {
-                        Control::Stop | Control::Restart | Control::Shutdown => {
+                    let action = match request {
+                        Request::Shutdown => {
                             self.set(State::Stopping);
                             running.stop(shutdown.signal, shutdown.grace).await;
                             let _ = reply.send(Ok(format!("stopped `{name}`")));
-                            return match control {
-                                Control::Stop => Ended::Stopped,
-                                Control::Restart => Ended::Restart,
-                                _ => Ended::Shutdown,
-                            };
+                            return Ended::Shutdown;
                         }
-                        Control::Kill => {
+                        Request::Act(action) => action,
+                    };
+                    match action {
+                        Action::Stop | Action::Restart => {
+                            self.set(State::Stopping);
+                            running.stop(shutdown.signal, shutdown.grace).await;
+                            let _ = reply.send(Ok(format!("stopped `{name}`")));
+                            return if action == Action::Stop { Ended::Stopped } else { Ended::Restart };
+                        }
+                        Action::Kill => {
                             running.kill().await;
                             let _ = reply.send(Ok(format!("killed `{name}`")));
                         }
-                        Control::Pause => {
+                        Action::Pause => {
                             let _ = reply.send(running.pause().await.map(|()| format!("paused `{name}`")));
                         }
-                        Control::Resume => {
+                        Action::Resume => {
                             let _ = reply.send(running.resume().await.map(|()| format!("resumed `{name}`")));
                         }
-                        Control::Partition => {
-                            let _ = reply.send(running.partition(true).await.map(|()| format!("cut `{name}` off the network")));
+                        Action::Partition => {
+                            let answer = running.partition(true).await;
+                            let _ = reply.send(answer.map(|()| format!("cut `{name}` off the network")));
                         }
-                        Control::Heal => {
-                            let _ = reply.send(running.partition(false).await.map(|()| format!("reconnected `{name}`")));
+                        Action::Heal => {
+                            let answer = running.partition(false).await;
+                            let _ = reply.send(answer.map(|()| format!("reconnected `{name}`")));
                         }
-                        Control::Start => {
+                        Action::Start => {
                             let _ = reply.send(Ok(format!("`{name}` is already running")));
                         }
                     }
@@ -220,9 +302,9 @@ impl Job {
         }
     }
 
-    /// Waits until every dependency meets its condition; `Some(control)` if a
-    /// stop or shutdown came first.
-    async fn wait_for_dependencies(&mut self) -> Option<Control> {
+    /// Waits until every dependency meets its condition; `Some` if a stop or
+    /// shutdown came first.
+    async fn wait_for_dependencies(&mut self) -> Option<Interrupt> {
         let mut version = self.shared.version.subscribe();
         let mut announced = false;
         loop {
@@ -242,10 +324,14 @@ impl Job {
             tokio::select! {
                 _ = version.changed() => {}
                 message = self.control.recv() => match message {
-                    None => return Some(Control::Shutdown),
-                    Some((control @ (Control::Stop | Control::Shutdown), reply)) => {
+                    None => return Some(Interrupt::Shutdown),
+                    Some((Request::Shutdown, reply)) => {
                         let _ = reply.send(Ok(format!("stopped `{}` before it started", self.instance.name)));
-                        return Some(control);
+                        return Some(Interrupt::Shutdown);
+                    }
+                    Some((Request::Act(Action::Stop), reply)) => {
+                        let _ = reply.send(Ok(format!("stopped `{}` before it started", self.instance.name)));
+                        return Some(Interrupt::Stop);
                     }
                     Some((_, reply)) => {
                         let _ = reply.send(Err(format!("`{}` is waiting for {}", self.instance.name, unmet.join(", "))));
@@ -264,22 +350,26 @@ impl Job {
         }
     }
 
-    /// Sleeps out a restart backoff, unless a control interrupts it.
-    async fn pause_for(&mut self, delay: Duration) -> Option<Control> {
+    /// Sleeps out a restart backoff, unless a request interrupts it.
+    async fn pause_for(&mut self, delay: Duration) -> Option<Interrupt> {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 _ = &mut sleep => return None,
                 message = self.control.recv() => match message {
-                    None => return Some(Control::Shutdown),
-                    Some((control @ (Control::Stop | Control::Shutdown), reply)) => {
+                    None => return Some(Interrupt::Shutdown),
+                    Some((Request::Shutdown, reply)) => {
                         let _ = reply.send(Ok("stopped during restart backoff".into()));
-                        return Some(control);
+                        return Some(Interrupt::Shutdown);
                     }
-                    Some((Control::Start | Control::Restart, reply)) => {
+                    Some((Request::Act(Action::Stop), reply)) => {
+                        let _ = reply.send(Ok("stopped during restart backoff".into()));
+                        return Some(Interrupt::Stop);
+                    }
+                    Some((Request::Act(Action::Start | Action::Restart), reply)) => {
                         let _ = reply.send(Ok("restarting now".into()));
-                        return None;
+                        return Some(Interrupt::Now);
                     }
                     Some((_, reply)) => {
                         let _ = reply.send(Err(format!("`{}` is waiting to restart", self.instance.name)));

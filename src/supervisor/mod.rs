@@ -1,5 +1,5 @@
 //! Lifecycle: one task ([`job`]) per instance owns its state and is driven by
-//! [`Control`] messages; [`health`] probes feed it. Everyone else reads
+//! [`Action`]s; [`health`] probes send it their results. Everyone else reads
 //! [`Status`] snapshots and [`Event`]s through [`Supervisor`], the narrow
 //! view the CLI, the control API and the dashboard share.
 
@@ -13,9 +13,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use contracts::{Action, Endpoint};
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{broadcast, mpsc, oneshot, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinSet,
 };
 
@@ -73,7 +74,7 @@ pub struct Status {
     pub runtime: String,
     #[serde(flatten)]
     pub state: State,
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
     pub restarts: u32,
     pub started_at: Option<DateTime<Utc>>,
     /// A pid or container id while it runs.
@@ -87,19 +88,10 @@ pub struct Event {
     pub message: String,
 }
 
-/// Requests a job acts on; each is answered with what happened.
+/// What a job is asked; each request is answered with what happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Start,
-    Stop,
-    Restart,
-    /// SIGKILL / container kill: a crash, so the restart policy applies.
-    Kill,
-    Pause,
-    Resume,
-    /// Off the network (docker) and back.
-    Partition,
-    Heal,
+pub(crate) enum Request {
+    Act(Action),
     /// Stop for good: the app is going down.
     Shutdown,
 }
@@ -112,7 +104,6 @@ pub(crate) struct Shared {
     statuses: RwLock<HashMap<String, Status>>,
     /// Bumped on every status change; jobs waiting on dependencies watch it.
     version: watch::Sender<u64>,
-    events: broadcast::Sender<Event>,
     history: Mutex<VecDeque<Event>>,
     /// Events recorded so far (the history keeps only the recent ones).
     recorded: std::sync::atomic::AtomicU64,
@@ -142,13 +133,12 @@ impl Shared {
         history.push_back(event.clone());
         drop(history);
         self.recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.events.send(event);
     }
 }
 
 pub struct Supervisor {
     shared: Arc<Shared>,
-    controls: HashMap<String, mpsc::Sender<(Control, Reply)>>,
+    controls: HashMap<String, mpsc::Sender<(Request, Reply)>>,
     /// Instance names in start waves (see `topology::graph::waves`).
     waves: Vec<Vec<String>>,
     jobs: Mutex<JoinSet<()>>,
@@ -165,7 +155,6 @@ impl Supervisor {
         secrets: Arc<Vec<String>>,
     ) -> Self {
         let (version, _) = watch::channel(0);
-        let (events, _) = broadcast::channel(1024);
         let statuses = instances
             .iter()
             .map(|i| {
@@ -187,7 +176,6 @@ impl Supervisor {
             order: instances.iter().map(|i| i.name.clone()).collect(),
             statuses: RwLock::new(statuses),
             version,
-            events,
             history: Mutex::default(),
             recorded: Default::default(),
             running: Mutex::default(),
@@ -227,10 +215,6 @@ impl Supervisor {
         self.shared.order.iter().filter_map(|n| statuses.get(n).cloned()).collect()
     }
 
-    pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
-    }
-
     pub fn history(&self) -> Vec<Event> {
         self.shared.history.lock().expect("event lock").iter().cloned().collect()
     }
@@ -263,8 +247,8 @@ impl Supervisor {
         self.shared.order.iter().filter(|n| statuses.get(*n).is_some_and(|s| s.resource == name)).cloned().collect()
     }
 
-    /// Sends `control` to every instance of `name` and returns their answers.
-    pub async fn control(&self, name: &str, control: Control) -> Result<String, String> {
+    /// Asks every instance of `name` for `action` and returns their answers.
+    pub async fn act(&self, name: &str, action: Action) -> Result<String, String> {
         let targets = self.resolve(name);
         if targets.is_empty() {
             return Err(format!("no resource is called `{name}`"));
@@ -272,18 +256,21 @@ impl Supervisor {
         let mut answers = Vec::new();
         for target in targets {
             let (tx, rx) = oneshot::channel();
-            self.controls[&target].send((control, tx)).await.map_err(|_| format!("`{target}` is shut down"))?;
+            self.controls[&target]
+                .send((Request::Act(action), tx))
+                .await
+                .map_err(|_| format!("`{target}` is shut down"))?;
             answers.push(rx.await.map_err(|_| format!("`{target}` did not answer"))??);
         }
         Ok(answers.join("; "))
     }
 
-    /// `control` on `name` on someone's behalf, with the request and its
+    /// `action` on `name` on someone's behalf, with the request and its
     /// outcome recorded as events: `asked` names it (`chaos: stop for 30s`),
     /// `prefix` marks the outcome (`chaos: `).
-    pub async fn request(&self, name: &str, control: Control, asked: &str, prefix: &str) -> Result<String, String> {
+    pub async fn request(&self, name: &str, action: Action, asked: &str, prefix: &str) -> Result<String, String> {
         self.record(name, format!("{asked} requested"));
-        let answer = self.control(name, control).await;
+        let answer = self.act(name, action).await;
         match &answer {
             Ok(message) => self.record(name, format!("{prefix}{message}")),
             Err(error) => self.record(name, format!("{asked} refused: {error}")),
@@ -305,7 +292,7 @@ impl Supervisor {
                     let tx = self.controls[name].clone();
                     async move {
                         let (reply, rx) = oneshot::channel();
-                        if tx.send((Control::Shutdown, reply)).await.is_ok() {
+                        if tx.send((Request::Shutdown, reply)).await.is_ok() {
                             let _ = rx.await;
                         }
                     }
@@ -338,3 +325,6 @@ impl Supervisor {
         futures::future::join_all(running.iter().map(|r| r.kill())).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,8 @@ use miette::{NamedSource, SourceSpan};
 
 pub use diagnostics::{Diag, InvalidTopology, LoadError};
 
+pub use crate::kinds::Kind;
+
 /// What `apphost.yaml` describes: an app of named resources.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -40,38 +42,6 @@ impl Topology {
     /// The folder the file is in.
     pub fn root(&self) -> &Path {
         self.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Postgres,
-    Artemis,
-    Container,
-    Executable,
-    Project,
-}
-
-impl Kind {
-    pub const NAMES: [&str; 5] = ["postgres", "artemis", "container", "executable", "project"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Postgres => "postgres",
-            Kind::Artemis => "artemis",
-            Kind::Container => "container",
-            Kind::Executable => "executable",
-            Kind::Project => "project",
-        }
-    }
-
-    /// The image a resource of this kind runs when none is given.
-    pub fn default_image(self) -> Option<&'static str> {
-        match self {
-            Kind::Postgres => Some("postgres:15"),
-            Kind::Artemis => Some("apache/activemq-artemis:2.40.0"),
-            _ => None,
-        }
     }
 }
 
@@ -213,36 +183,17 @@ impl Resource {
         self.ports.iter().find(|p| p.name == name)
     }
 
-    /// The port others connect to: a service kind's main port, else `http`, else the first.
-    pub fn primary_port(&self) -> Option<&Port> {
-        let main = match self.kind {
-            Kind::Postgres => "tcp",
-            Kind::Artemis => "amqp",
-            _ => "http",
-        };
-        self.port(main).or_else(|| self.ports.first())
-    }
-
     /// The image it runs on the docker runtime: its own, or its kind's default.
-    pub fn image_or_default(&self) -> Option<String> {
-        self.image.clone().or_else(|| self.kind.default_image().map(str::to_owned))
-    }
-
-    pub fn database_name(&self) -> String {
-        self.database.clone().unwrap_or_else(|| self.name.replace('-', "_"))
-    }
-
-    pub fn user_name(&self) -> String {
-        self.user.clone().unwrap_or_else(|| "apphost".to_owned())
+    pub fn image(&self) -> Option<String> {
+        self.image.clone().or_else(|| self.kind.spec().default_image().map(str::to_owned))
     }
 }
 
 /// The closest of `candidates` to `word`, if close enough to be a typo.
-pub fn graph_hint<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     yaml::did_you_mean(word, candidates.iter().copied())
 }
 
-/// Reads, parses and validates a topology file.
 /// Reads and validates the topology at `path`. `APPHOST_APP_NAME`, when
 /// set, renames the app (as compose's project name does), so a second copy
 /// of a stack can run beside the first without touching it.

@@ -129,23 +129,16 @@ fn resource(src: &Source<'_>, name: String, key: Node<'_>, body: Node<'_>) -> Re
 
     let Some(kind_node) = field("kind") else {
         return Err(Diag::new(format!("resource `{name}` has no `kind`"), key.span, "missing `kind`")
-            .help(format!("add `kind:` with one of {}", Kind::NAMES.join(", "))));
+            .help(format!("add `kind:` with one of {}", Kind::names().join(", "))));
     };
     let kind_text = kind_node.string()?;
-    let kind = match kind_text.as_str() {
-        "postgres" => Kind::Postgres,
-        "artemis" => Kind::Artemis,
-        "container" => Kind::Container,
-        "executable" => Kind::Executable,
-        "project" => Kind::Project,
-        other => {
-            let mut diag = Diag::new(format!("unknown kind `{other}`"), kind_node.span, "unknown kind");
-            diag.help = Some(match did_you_mean(other, Kind::NAMES.into_iter()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!("kinds: {}", Kind::NAMES.join(", ")),
-            });
-            return Err(diag);
-        }
+    let Some(kind) = Kind::parse(&kind_text) else {
+        let mut diag = Diag::new(format!("unknown kind `{kind_text}`"), kind_node.span, "unknown kind");
+        diag.help = Some(match did_you_mean(&kind_text, Kind::names().into_iter()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("kinds: {}", Kind::names().join(", ")),
+        });
+        return Err(diag);
     };
 
     let mut r = Resource {
@@ -170,11 +163,7 @@ fn resource(src: &Source<'_>, name: String, key: Node<'_>, body: Node<'_>) -> Re
             max_backoff: Duration::from_secs(30),
         },
         replicas: 1,
-        // PostgreSQL's SIGTERM is a "smart" shutdown that waits for every client to leave.
-        shutdown: Shutdown {
-            signal: if kind == Kind::Postgres { libc::SIGINT } else { libc::SIGTERM },
-            grace: Duration::from_secs(10),
-        },
+        shutdown: Shutdown { signal: kind.spec().stop_signal(), grace: Duration::from_secs(10) },
         runtime: RuntimeChoice::Auto,
         database: None,
         user: None,
@@ -225,21 +214,15 @@ fn resource(src: &Source<'_>, name: String, key: Node<'_>, body: Node<'_>) -> Re
             _ => unreachable!("keys checked above"),
         }
     }
-    r.health = explicit_health.or_else(|| default_probe(&r));
+    r.health =
+        explicit_health.or_else(|| kind.spec().default_check(&r).map(|check| Probe { check, ..default_timing() }));
     Ok(r)
 }
 
-fn port_at(name: &str, target: Option<u16>) -> Port {
-    Port { name: name.into(), target, host: None, span: (0, 0).into() }
-}
-
 fn default_ports(kind: Kind) -> Vec<Port> {
-    match kind {
-        Kind::Postgres => vec![port_at("tcp", Some(5432))],
-        Kind::Artemis => vec![port_at("amqp", Some(5672)), port_at("core", Some(61616))],
-        Kind::Project => vec![port_at("http", None)],
-        Kind::Container | Kind::Executable => Vec::new(),
-    }
+    let port =
+        |&(name, target): &(&str, Option<u16>)| Port { name: name.into(), target, host: None, span: (0, 0).into() };
+    kind.spec().default_ports().iter().map(port).collect()
 }
 
 /// `8080`, `"15432:5432"`, or `{ name, host, target }`.
@@ -270,10 +253,7 @@ fn port(src: &Source<'_>, node: &Node<'_>, kind: Kind, index: usize) -> Result<P
             None => {
                 let p: u16 = text.parse().map_err(|_| bad())?;
                 // For a process the one number is the port it listens on.
-                match kind {
-                    Kind::Project | Kind::Executable => (None, Some(p), None),
-                    _ => (None, None, Some(p)),
-                }
+                if kind.spec().listens_on_host() { (None, Some(p), None) } else { (None, None, Some(p)) }
             }
         }
     };
@@ -375,33 +355,6 @@ fn default_timing() -> Probe {
         retries: 3,
         start_period: Duration::ZERO,
     }
-}
-
-/// What "healthy" means for a kind when the file does not say.
-fn default_probe(r: &Resource) -> Option<Probe> {
-    let check = match r.kind {
-        Kind::Postgres => Check::Exec {
-            command: [
-                "pg_isready",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                "{port:tcp}",
-                "-U",
-                &r.user_name(),
-                "-d",
-                &r.database_name(),
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        },
-        // Artemis logs AMQ221007 once it accepts clients.
-        Kind::Artemis => Check::Log { pattern: "AMQ221007".into() },
-        Kind::Project => Check::Http { path: "/health/ready".into(), port: "http".into() },
-        Kind::Container | Kind::Executable => return None,
-    };
-    Some(Probe { check, ..default_timing() })
 }
 
 fn restart(src: &Source<'_>, node: &Node<'_>, mut current: Restart) -> Result<Restart, Diag> {

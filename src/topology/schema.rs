@@ -22,7 +22,7 @@ pub fn json_schema() -> Value {
         "additionalProperties": false,
         "required": ["kind"],
         "properties": {
-            "kind": { "enum": ["postgres", "artemis", "container", "executable", "project"] },
+            "kind": { "enum": crate::kinds::Kind::names() },
             "image": { "type": "string", "description": "container image; postgres and artemis default to the official images" },
             "command": { "type": "string", "description": "executable: the program to run" },
             "package": { "type": "string", "description": "project: the cargo package (default: the resource name)" },

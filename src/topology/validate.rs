@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{Check, Diag, Kind, Topology, graph, yaml::did_you_mean};
+use super::{Check, Diag, Topology, graph, yaml::did_you_mean};
+use crate::kinds::{Field, Kind};
 
 pub fn validate(t: &Topology) -> Vec<Diag> {
     let mut problems = Vec::new();
@@ -40,34 +41,17 @@ pub fn validate(t: &Topology) -> Vec<Diag> {
             )
             .help(format!("`{field}` is for {kinds}"))
         };
-        match r.kind {
-            Kind::Container if r.image.is_none() => problems.push(
-                Diag::new(format!("container `{}` has no `image`", r.name), r.span, "missing `image`")
-                    .help("add `image: NAME:TAG`"),
-            ),
-            Kind::Executable if r.command.is_none() => problems.push(
-                Diag::new(format!("executable `{}` has no `command`", r.name), r.span, "missing `command`")
-                    .help("add `command: PROGRAM` (and `args:` for its arguments)"),
-            ),
-            _ => {}
-        }
-        if r.image.is_some() && matches!(r.kind, Kind::Executable | Kind::Project) {
-            problems.push(misuse("image", "postgres, artemis and container resources"));
-        }
-        if r.command.is_some() && r.kind != Kind::Executable {
-            problems.push(misuse("command", "executable resources (containers take `args`)"));
-        }
-        if r.package.is_some() && r.kind != Kind::Project {
-            problems.push(misuse("package", "project resources"));
-        }
-        if r.database.is_some() && r.kind != Kind::Postgres {
-            problems.push(misuse("database", "postgres resources"));
-        }
-        if r.user.is_some() && !matches!(r.kind, Kind::Postgres | Kind::Artemis) {
-            problems.push(misuse("user", "postgres and artemis resources"));
-        }
-        if r.replicas > 1 && !matches!(r.kind, Kind::Project | Kind::Executable) {
-            problems.push(misuse("replicas", "project and executable resources"));
+        problems.extend(r.kind.spec().check(r));
+        let set = |field: Field| match field {
+            Field::Image => r.image.is_some(),
+            Field::Command => r.command.is_some(),
+            Field::Package => r.package.is_some(),
+            Field::Database => r.database.is_some(),
+            Field::User => r.user.is_some(),
+            Field::Replicas => r.replicas > 1,
+        };
+        for field in Field::ALL.into_iter().filter(|f| set(*f) && !r.kind.spec().fields().contains(f)) {
+            problems.push(misuse(field.as_str(), &takers(field)));
         }
         if let Some(probe) = &r.health {
             let port = match &probe.check {
@@ -136,4 +120,18 @@ pub fn validate(t: &Topology) -> Vec<Diag> {
         }
     }
     problems
+}
+
+/// The kinds that take `field`, as a help text says them: "postgres and artemis resources".
+fn takers(field: Field) -> String {
+    let names: Vec<&str> =
+        Kind::ALL.into_iter().filter(|k| k.spec().fields().contains(&field)).map(Kind::as_str).collect();
+    let list = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    // A container's command is its image's: what it runs is changed with `args`.
+    let note = if field == Field::Command { " (containers take `args`)" } else { "" };
+    format!("{list} resources{note}")
 }

@@ -195,13 +195,12 @@ impl Stack {
 /// `http://127.0.0.1:PORT` of a resource's endpoint called `port`.
 pub fn endpoint(ps: &[Value], name: &str, port: &str) -> String {
     let status = ps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no `{name}` in {ps:?}"));
-    let prefix = format!("{port}=");
     let raw = status["endpoints"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(Value::as_str)
-        .find_map(|e| e.strip_prefix(&prefix))
+        .find(|e| e["name"] == port)
+        .and_then(|e| e["url"].as_str())
         .unwrap_or_else(|| panic!("`{name}` has no `{port}` endpoint"));
     raw.replace("tcp://", "http://")
 }

@@ -287,11 +287,7 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
             continue;
         };
         let Some(port) = ps.iter().find(|s| s["name"] == "receiver-db").and_then(|s| {
-            s["endpoints"]
-                .as_array()?
-                .iter()
-                .filter_map(|e| e.as_str())
-                .find_map(|e| e.rsplit(':').next()?.parse::<u16>().ok())
+            s["endpoints"].as_array()?.iter().find_map(|e| e["url"].as_str()?.rsplit(':').next()?.parse::<u16>().ok())
         }) else {
             continue;
         };

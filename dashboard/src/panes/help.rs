@@ -76,10 +76,10 @@ pub fn draw(f: &mut Frame) {
 
 pub fn confirm(app: &App, dialog: &Dialog, f: &mut Frame) {
     let (question, consequence) = match dialog {
-        Dialog::Confirm { resource, command } => (
-            format!("{} `{resource}`?", capitalised(command.verb())),
-            match command {
-                crate::view::Command::Stop => "Messages wait in the outbox until it is back.",
+        Dialog::Confirm { resource, action } => (
+            format!("{} `{resource}`?", capitalised(action.as_str())),
+            match action {
+                crate::view::Action::Stop => "Messages wait in the outbox until it is back.",
                 _ => "",
             },
         ),

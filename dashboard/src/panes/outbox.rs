@@ -14,7 +14,7 @@ use super::{dim, frame};
 
 use crate::{
     app::{App, Focus},
-    view::{Outbox, Series, Unit},
+    view::{Outbox, Series, SeriesKind, Unit},
 };
 
 const LABEL: usize = 14;
@@ -35,7 +35,7 @@ pub fn height(outbox: &Outbox, width: u16) -> u16 {
 
 pub fn value(series: &Series) -> String {
     let Some(v) = series.last() else { return "-".into() };
-    match series.unit {
+    match series.kind.unit() {
         Unit::Count => format!("{v:.0}"),
         Unit::PerSecond => format!("{v:.1}/s"),
         Unit::Seconds if v < 1.0 => format!("{:.0}ms", v * 1000.0),
@@ -64,11 +64,11 @@ pub fn sparkline(points: &[Option<f64>], width: usize) -> String {
 
 fn tone(series: &Series) -> Style {
     let v = series.last().unwrap_or(0.0);
-    match (series.label.as_str(), series.unit) {
-        (_, Unit::Flag) if v < 0.5 => Style::new().fg(Color::Red),
-        (_, Unit::Flag) => Style::new().fg(Color::Green),
-        ("dead-lettered" | "DLQ (poison)", _) if v > 0.0 => Style::new().fg(Color::Red),
-        ("pending", _) | ("oldest pending", _) if v > 0.0 => Style::new().fg(Color::Yellow),
+    match series.kind {
+        SeriesKind::Relay if v < 0.5 => Style::new().fg(Color::Red),
+        SeriesKind::Relay => Style::new().fg(Color::Green),
+        SeriesKind::DeadLettered | SeriesKind::Rejected if v > 0.0 => Style::new().fg(Color::Red),
+        SeriesKind::Pending | SeriesKind::OldestPending if v > 0.0 => Style::new().fg(Color::Yellow),
         _ => Style::new(),
     }
 }
@@ -94,7 +94,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             .iter()
             .map(|s| {
                 Line::from(vec![
-                    Span::raw(format!("{:<LABEL$}", s.label)),
+                    Span::raw(format!("{:<LABEL$}", s.kind.label())),
                     Span::styled(format!("{:>VALUE$} ", value(s)), tone(s)),
                     Span::styled(sparkline(&s.points, spark), Style::new().fg(Color::Cyan)),
                 ])

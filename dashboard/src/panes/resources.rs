@@ -48,7 +48,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         && !selected.endpoints.is_empty()
     {
         block = block.title_bottom(
-            Line::from(vec![dim(" "), Span::raw(selected.endpoints.join("  ")), dim(" ")]).right_aligned(),
+            Line::from(vec![dim(" "), Span::raw(endpoints(&selected.endpoints)), dim(" ")]).right_aligned(),
         );
     }
     if app.resources.is_empty() {
@@ -85,7 +85,7 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             Cell::from(mem),
         ];
         if wide {
-            cells.push(Cell::from(r.endpoints.join("  ")));
+            cells.push(Cell::from(endpoints(&r.endpoints)));
         }
         Row::new(cells)
     });
@@ -115,4 +115,9 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         .column_spacing(1);
     let mut state = TableState::new().with_selected(Some(app.selected));
     f.render_stateful_widget(table, area, &mut state);
+}
+
+/// `name=url` each, two spaces apart.
+pub fn endpoints(endpoints: &[crate::view::Endpoint]) -> String {
+    endpoints.iter().map(ToString::to_string).collect::<Vec<_>>().join("  ")
 }

@@ -3,7 +3,9 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
-use dashboard::{Command, Event, Health, LogLine, Outbox, Phase, Resource, Series, Stack, Stream, Unit, app::App};
+use dashboard::{
+    Action, Endpoint, Event, Health, LogLine, Outbox, Phase, Resource, Series, SeriesKind, Stack, Stream, app::App,
+};
 use futures::future::BoxFuture;
 use ratatui::{Terminal, backend::TestBackend};
 
@@ -23,7 +25,7 @@ pub struct Fixed {
     pub dropped: u64,
     pub outbox: Option<Outbox>,
     /// Commands the dashboard sent.
-    pub sent: Mutex<Vec<(String, Command)>>,
+    pub sent: Mutex<Vec<(String, Action)>>,
 }
 
 impl Stack for Fixed {
@@ -47,13 +49,13 @@ impl Stack for Fixed {
     fn version(&self) -> u64 {
         0
     }
-    fn command(&self, resource: &str, command: Command) -> BoxFuture<'static, Result<String, String>> {
-        self.sent.lock().unwrap().push((resource.to_owned(), command));
+    fn act(&self, resource: &str, action: Action) -> BoxFuture<'static, Result<String, String>> {
+        self.sent.lock().unwrap().push((resource.to_owned(), action));
         Box::pin(async { Ok("done".to_owned()) })
     }
 }
 
-pub fn resource(name: &str, kind: &str, runtime: &str, endpoints: &[&str]) -> Resource {
+pub fn resource(name: &str, kind: &str, runtime: &str, endpoints: &[(&str, u16)]) -> Resource {
     Resource {
         name: name.into(),
         kind: kind.into(),
@@ -61,7 +63,8 @@ pub fn resource(name: &str, kind: &str, runtime: &str, endpoints: &[&str]) -> Re
         phase: Phase::Up,
         state: "running".into(),
         health: Health::Healthy,
-        endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+        endpoints: endpoints.iter().map(|(port, number)| Endpoint::loopback(port, *number)).collect(),
+        broker: kind == "artemis",
         restarts: 0,
         up_since: Some(at(-312)),
         cpu_percent: Some(1.5),
@@ -72,22 +75,22 @@ pub fn resource(name: &str, kind: &str, runtime: &str, endpoints: &[&str]) -> Re
 /// The demo stack, everything healthy.
 pub fn demo() -> Vec<Resource> {
     vec![
-        resource("sender-db", "postgres", "docker", &["postgres://127.0.0.1:41001"]),
-        resource("receiver-db", "postgres", "docker", &["postgres://127.0.0.1:41002"]),
+        resource("sender-db", "postgres", "docker", &[("tcp", 41001)]),
+        resource("receiver-db", "postgres", "docker", &[("tcp", 41002)]),
         Resource {
             memory_bytes: Some(410 * 1024 * 1024),
             cpu_percent: Some(3.2),
-            ..resource("broker", "artemis", "docker", &["amqp://127.0.0.1:41003", "http://127.0.0.1:41004"])
+            ..resource("broker", "artemis", "docker", &[("amqp", 41003), ("core", 41004)])
         },
         Resource {
             memory_bytes: Some(9 * 1024 * 1024),
             cpu_percent: Some(0.4),
-            ..resource("sender", "project", "process", &["http://127.0.0.1:41005"])
+            ..resource("sender", "project", "process", &[("http", 41005)])
         },
         Resource {
             memory_bytes: Some(8 * 1024 * 1024),
             cpu_percent: Some(0.3),
-            ..resource("receiver", "project", "process", &["http://127.0.0.1:41006"])
+            ..resource("receiver", "project", "process", &[("http", 41006)])
         },
     ]
 }
@@ -123,23 +126,19 @@ pub fn demo_logs() -> Vec<LogLine> {
 
 /// Outbox numbers over `n` points, from functions of the point's index.
 pub fn outbox(n: usize, pending: impl Fn(usize) -> f64, connected: impl Fn(usize) -> f64) -> Outbox {
-    let series = |label: &str, unit, f: &dyn Fn(usize) -> f64| Series {
-        label: label.into(),
-        unit,
-        points: (0..n).map(|i| Some(f(i))).collect(),
-    };
+    let series = |kind, f: &dyn Fn(usize) -> f64| Series { kind, points: (0..n).map(|i| Some(f(i))).collect() };
     Outbox {
         interval_seconds: 2.0,
         series: vec![
-            series("pending", Unit::Count, &pending),
-            series("oldest pending", Unit::Seconds, &|i| pending(i) / 10.0),
-            series("published", Unit::PerSecond, &|i| if connected(i) > 0.5 { 10.0 } else { 0.0 }),
-            series("relay", Unit::Flag, &connected),
-            series("processed", Unit::PerSecond, &|i| if connected(i) > 0.5 { 10.0 } else { 0.0 }),
-            series("duplicates", Unit::Count, &|_| 2.0),
-            series("DLQ (poison)", Unit::Count, &|_| 0.0),
-            series("e2e p50", Unit::Seconds, &|_| 0.012),
-            series("e2e p99", Unit::Seconds, &|_| 0.085),
+            series(SeriesKind::Pending, &pending),
+            series(SeriesKind::OldestPending, &|i| pending(i) / 10.0),
+            series(SeriesKind::Published, &|i| if connected(i) > 0.5 { 10.0 } else { 0.0 }),
+            series(SeriesKind::Relay, &connected),
+            series(SeriesKind::Processed, &|i| if connected(i) > 0.5 { 10.0 } else { 0.0 }),
+            series(SeriesKind::Duplicates, &|_| 2.0),
+            series(SeriesKind::Rejected, &|_| 0.0),
+            series(SeriesKind::EndToEndP50, &|_| 0.012),
+            series(SeriesKind::EndToEndP99, &|_| 0.085),
         ],
     }
 }

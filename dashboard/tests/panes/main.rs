@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use dashboard::{Command, Event, Health, Phase, Resource, Stream, app::Effect};
+use dashboard::{Action, Event, Health, Phase, Resource, Stream, app::Effect};
 use helpers::*;
 use ratatui::{
     crossterm::event::{KeyCode, KeyEvent, KeyModifiers},
@@ -188,14 +188,14 @@ fn stopping_the_broker_asks_first_and_other_resources_do_not() {
     insta::assert_snapshot!(screen(&app, 80, 24).backend());
     assert_eq!(
         app.on_key(key(KeyCode::Char('y'))),
-        Some(Effect::Command { resource: "broker".into(), command: Command::Stop })
+        Some(Effect::Act { resource: "broker".into(), action: Action::Stop })
     );
     app.on_key(key(KeyCode::Char('x')));
     assert_eq!(app.on_key(key(KeyCode::Char('n'))), None, "no means no");
     app.selected = 3;
     assert_eq!(
         app.on_key(key(KeyCode::Char('r'))),
-        Some(Effect::Command { resource: "sender".into(), command: Command::Restart })
+        Some(Effect::Act { resource: "sender".into(), action: Action::Restart })
     );
     assert!(stack.sent.lock().unwrap().is_empty(), "keys only ask; the runner sends");
 }

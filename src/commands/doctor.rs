@@ -3,8 +3,9 @@
 use std::{path::Path, process::ExitCode};
 
 use crate::{
-    runtime::{docker, process},
-    topology::{self, Kind},
+    kinds::{Kind, Placement},
+    runtime::docker,
+    topology,
 };
 
 struct Report {
@@ -61,8 +62,8 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
         let mut images: Vec<String> = t
             .resources
             .iter()
-            .filter(|r| matches!(r.kind, Kind::Postgres | Kind::Artemis | Kind::Container))
-            .filter_map(|r| r.image_or_default())
+            .filter(|r| r.kind.spec().placement() != Placement::Process)
+            .filter_map(|r| r.image())
             .collect();
         images.sort();
         images.dedup();
@@ -80,29 +81,17 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
         }
     }
 
-    let java = process::which("java");
-    let java_ok = report.line(
-        java.is_some(),
-        "Java",
-        &java.map_or("not found".into(), |p| p.display().to_string()),
-        "apt-get install openjdk-17-jre-headless",
-    );
-    let pg = process::pg_bin_dir();
-    let pg_ok = report.line(
-        pg.is_ok(),
-        "PostgreSQL server",
-        &pg.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()),
-        "apt-get install postgresql-15 (or set PG_BIN)",
-    );
-    let artemis = process::artemis_home();
-    let artemis_ok = report.line(
-        artemis.is_ok(),
-        "Artemis distribution",
-        &artemis.as_ref().map_or_else(|e| e.message.clone(), |p| p.display().to_string()),
-        "run `.ci/setup` (fetches Artemis 2.40.0 from Maven Central) or set ARTEMIS_HOME",
-    );
-    let cargo = process::which("cargo");
-    let has_projects = topology.as_ref().is_some_and(|t| t.resources.iter().any(|r| r.kind == Kind::Project));
+    // What each kind that can run as a local process needs for it.
+    let mut process_ok = true;
+    for kind in Kind::ALL {
+        for need in kind.spec().local_needs() {
+            let detail = need.found.as_ref().map_or_else(Clone::clone, Clone::clone);
+            process_ok &= report.line(need.found.is_ok(), need.what, &detail, need.fix);
+        }
+    }
+    let cargo = local_install::which("cargo");
+    let has_projects =
+        topology.as_ref().is_some_and(|t| t.resources.iter().any(|r| r.kind.spec().package(r).is_some()));
     if has_projects {
         report.ok &= report.line(
             cargo.is_some(),
@@ -139,7 +128,6 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
             "free disk space: above 90 % Artemis blocks producers (its default max-disk-usage) and the outbox backs up",
         );
     }
-    let process_ok = java_ok && pg_ok && artemis_ok;
     let runnable = (docker_ok && images_ok) || process_ok;
     println!();
     if runnable && report.ok {

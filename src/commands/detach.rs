@@ -1,0 +1,80 @@
+//! `apphost up --detach`: the same `up`, headless, in a session of its own
+//! with its output in `.apphost/apphost.log`; returns once all is healthy.
+
+use std::{path::Path, process::ExitCode, time::Duration};
+
+use miette::{IntoDiagnostic, miette};
+
+use crate::{
+    control::Client,
+    state::{Session, StateDir},
+    supervisor::State,
+    topology,
+};
+
+pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCode> {
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    state.ensure().into_diagnostic()?;
+    if let Some(session) = Session::load_live(&state) {
+        return Err(miette!(
+            help = "`apphost dashboard` shows it; `apphost down` stops it",
+            "apphost is already running `{}` here (pid {})",
+            session.app,
+            session.pid
+        ));
+    }
+    let log_path = state.log_file();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).into_diagnostic()?;
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("-f").arg(file).arg("up").arg("--headless").args(args);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().into_diagnostic()?)
+        .stderr(log)
+        .env("NO_COLOR", "1");
+    // SAFETY: setsid(2) is async-signal-safe; it detaches the child from this terminal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().into_diagnostic()?;
+    println!("starting `{}` in the background (output: {})", topology.name, log_path.display());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Some(session) = Session::load_live(&state)
+            && let Ok(statuses) = Client::new(&session).ps().await
+            && !statuses.is_empty()
+            && statuses.iter().all(|s| s.state == State::Healthy)
+        {
+            println!("`{}` is running (pid {}); every resource is healthy:", topology.name, session.pid);
+            for s in statuses {
+                let endpoints: Vec<String> = s.endpoints.iter().map(ToString::to_string).collect();
+                println!("  {:<14} {:<8} {}", s.name, s.runtime, endpoints.join("  "));
+            }
+            println!("`apphost dashboard` watches it, `apphost logs -f` follows it, `apphost down` stops it");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+            return Err(miette!(
+                help = format!("the whole output is in {}", log_path.display()),
+                "apphost exited while starting ({status})"
+            ));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(miette!(
+                help = "`apphost ps` shows where it stands; `apphost down` stops it",
+                "not every resource is healthy after 15 minutes"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

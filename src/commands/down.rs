@@ -1,0 +1,59 @@
+//! `apphost down`: asks a running session to stop and waits for it; without
+//! one, removes whatever a crashed run left.
+
+use std::{path::Path, process::ExitCode, time::Duration};
+
+use miette::miette;
+
+use crate::{
+    control::Client,
+    root::reap_leftovers,
+    state::{Session, StateDir, process_running},
+    topology,
+};
+
+/// How long a running session may take to go down before `down` gives up on it.
+const WAIT: Duration = Duration::from_secs(120);
+
+pub async fn down(file: &Path) -> miette::Result<ExitCode> {
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    let Some(session) = Session::load_live(&state) else {
+        Session::remove(&state);
+        let removed = reap_leftovers(&topology, &state).await;
+        let _ = std::fs::remove_dir_all(state.root.join("run"));
+        if removed.is_empty() {
+            println!("nothing of `{}` is running", topology.name);
+        } else {
+            for r in removed {
+                println!("removed {r}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    Client::new(&session)
+        .down()
+        .await
+        .map_err(|e| miette!("the running apphost (pid {}) did not answer: {e}", session.pid))?;
+    // Done when the session is gone: its file removed, or the process dead
+    // (a zombie counts: its parent may simply not have reaped it yet).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while state.session_file().exists() && process_running(session.pid) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(miette!(
+                help = format!(
+                    "`apphost ps` shows what is still up; its output is in {}; `kill {}` ends it, and `apphost down` then removes what it left",
+                    state.log_file().display(),
+                    session.pid
+                ),
+                "`{}` is still going down after {}s (apphost pid {})",
+                session.app,
+                WAIT.as_secs(),
+                session.pid
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("`{}` is down", session.app);
+    Ok(ExitCode::SUCCESS)
+}

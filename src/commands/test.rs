@@ -1,0 +1,268 @@
+//! `apphost test`: the stack headless, the reliability scenarios, teardown,
+//! and a verdict (`N passed, M failed`, a JUnit report on request).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use miette::{IntoDiagnostic, miette};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    headless::Printer,
+    kinds::Kind,
+    logs::{LogStore, Stream},
+    root::{UpOptions, say_owned, start},
+    scenario::{BUILT_IN, Pick},
+    state::{Session, StateDir},
+    topology::{self, Topology},
+    view::LiveStack,
+};
+
+/// `apphost test`: the stack headless, the scenarios, teardown, a verdict.
+pub async fn test(
+    file: &Path,
+    options: UpOptions,
+    scenarios: Vec<crate::scenario::Pick>,
+    junit: Option<std::path::PathBuf>,
+    settings: crate::scenario::Settings,
+    healthy_within: Duration,
+) -> miette::Result<ExitCode> {
+    use std::io::Write;
+
+    let topology = topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    state.ensure().into_diagnostic()?;
+    if let Some(session) = Session::load_live(&state) {
+        return Err(miette!(
+            help = "`apphost down` stops it",
+            "apphost is already running `{}` here (pid {})",
+            session.app,
+            session.pid
+        ));
+    }
+    let roles = roles(&topology)?;
+    // Scenario files are read (and their mistakes shown) before anything starts.
+    let resources: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();
+    let mut files = HashMap::new();
+    for pick in &scenarios {
+        if let crate::scenario::Pick::File(path) = pick {
+            files.insert(path.clone(), crate::scenario::file::load(path, &resources)?);
+        }
+    }
+    let logs = LogStore::new(options.log_capacity);
+    // Resources' output goes to a file; apphost's own lines to the terminal.
+    let output_path = state.root.join("test-output.log");
+    let mut output = std::fs::File::create(&output_path).into_diagnostic()?;
+    let mut rx = logs.subscribe();
+    let names: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();
+    let stop_writing = CancellationToken::new();
+    let writer = tokio::spawn({
+        let stop = stop_writing.clone();
+        async move {
+            let printer = Printer::new(&names);
+            let mut write = |line: &crate::logs::LogLine| {
+                let _ = writeln!(output, "{}", printer.format(line));
+                if &*line.resource == "apphost" && line.stream == Stream::System {
+                    println!("{}", line.text);
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    line = rx.recv() => match line {
+                        Ok(line) => write(&line),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => break,
+                    },
+                }
+            }
+            // What was said before the stop is still written.
+            while let Ok(line) = rx.try_recv() {
+                write(&line);
+            }
+        }
+    });
+    let say = say_owned(&logs);
+    say(&format!("resource output: {}", output_path.display()));
+
+    let app = start(&topology, &state, &options, &logs, &LiveStack::new(logs.clone()), &say).await?;
+    let mut roles = roles;
+    // What the scenarios reach directly, as the planner wired it for the services.
+    let connection = |resource: &str| {
+        app.instances
+            .iter()
+            .find(|i| i.resource.name == resource)
+            .and_then(|i| i.connection_string())
+            .unwrap_or_default()
+    };
+    roles.broker_url = connection(&roles.broker);
+    // The receiver's effects are counted in its own database, reached as it reaches it.
+    if let Some(db) = database_of(&topology, &roles.receiver) {
+        roles.receiver_db_url = connection(&db);
+    }
+    let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
+    let mut reports = Vec::new();
+    let mut interrupted = false;
+    let healthy = async {
+        let mut changes = app.supervisor.changes();
+        while !app.supervisor.all_healthy() {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    let ready = tokio::select! {
+        r = tokio::time::timeout(healthy_within, healthy) => r.is_ok(),
+        _ = interrupt.recv() => { interrupted = true; false }
+    };
+    if ready {
+        let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings);
+        let runtime =
+            app.instances.iter().find(|i| i.resource.kind.spec().is_broker()).map_or("process", |i| i.runtime.as_str());
+        for pick in &scenarios {
+            use crate::scenario::Pick;
+            let name = match pick {
+                Pick::BuiltIn(name) => name.clone(),
+                Pick::File(path) => files[path].name.clone(),
+                Pick::Soak { .. } => "soak".into(),
+            };
+            say(&format!("scenario {name}: running"));
+            let run = async {
+                match pick {
+                    Pick::BuiltIn(name) if name == "apphost-killed" => {
+                        crate::scenario::apphost_killed(file, runtime, &topology.name).await
+                    }
+                    Pick::BuiltIn(name) => ctx.run(name).await,
+                    Pick::File(path) => ctx.run_steps(&name, &files[path].steps).await,
+                    Pick::Soak { duration, report } => crate::scenario::soak(&ctx, *duration, report).await,
+                }
+            };
+            let report = tokio::select! {
+                r = run => r,
+                _ = interrupt.recv() => { interrupted = true; break; }
+            };
+            say(&format!(
+                "scenario {name}: {} — acknowledged {}, refused {}, delivered {}, lost {}, duplicate effects {}, recovery {}",
+                if report.passed() { "passed" } else { "FAILED" },
+                report.acknowledged,
+                report.refused,
+                report.delivered,
+                report.lost,
+                report.duplicate_effects,
+                report.recovery_seconds.map_or("-".into(), |s| format!("{s:.1}s")),
+            ));
+            for note in &report.notes {
+                say(&format!("scenario {name}: {note}"));
+            }
+            if let Some(why) = &report.failure {
+                say(&format!("scenario {name}: {why}"));
+            }
+            reports.push(report);
+        }
+    } else if !interrupted {
+        for s in app.supervisor.snapshot().iter().filter(|s| s.state != crate::supervisor::State::Healthy) {
+            say(&format!("not healthy after {healthy_within:?}: {} is {}", s.name, s.state.label()));
+        }
+        reports.push(crate::scenario::Report {
+            scenario: "startup".into(),
+            failure: Some(format!(
+                "the stack was not healthy within {healthy_within:?}; see {}",
+                output_path.display()
+            )),
+            ..Default::default()
+        });
+    }
+    app.teardown(
+        options.teardown,
+        async move {
+            interrupt.recv().await;
+        },
+        &say,
+    )
+    .await;
+    stop_writing.cancel();
+    let _ = writer.await;
+    if let Some(path) = junit {
+        std::fs::write(&path, crate::scenario::junit(&reports)).into_diagnostic()?;
+        println!("JUnit report: {}", path.display());
+    }
+    let passed = reports.iter().filter(|r| r.passed()).count();
+    println!("{passed} passed, {} failed", reports.len() - passed);
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else if passed == reports.len() && !reports.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What `--scenario` named (all built-in ones when nothing): built-in
+/// scenarios, scenario files, or `soak` (for `duration`, reported to `report`).
+pub fn picks(names: Vec<String>, duration: Duration, report: PathBuf) -> miette::Result<Vec<Pick>> {
+    let names = if names.is_empty() { BUILT_IN.iter().map(|s| s.to_string()).collect() } else { names };
+    names
+        .into_iter()
+        .map(|name| {
+            let path = PathBuf::from(&name);
+            Ok(if name == "soak" {
+                Pick::Soak { duration, report: report.clone() }
+            } else if BUILT_IN.contains(&name.as_str()) {
+                Pick::BuiltIn(name)
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") || path.exists() {
+                Pick::File(path)
+            } else {
+                return Err(miette!(
+                    help = format!("built in: {}, soak; or a scenario file (`.yaml`)", BUILT_IN.join(", ")),
+                    "no scenario is called `{name}`"
+                ));
+            })
+        })
+        .collect()
+}
+
+/// The postgres resource that `service` references: its database.
+fn database_of(t: &Topology, service: &str) -> Option<String> {
+    t.resource(service)?
+        .references
+        .iter()
+        .find(|r| t.resource(&r.name).is_some_and(|x| x.kind == Kind::Postgres))
+        .map(|r| r.name.clone())
+}
+
+/// The demo's parts by name: `sender`, `receiver`, the artemis resource, and
+/// the postgres resource the sender references.
+fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
+    let named = |n: &str| {
+        t.resource(n)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| miette!("`apphost test` drives a resource called `{n}`, and {} has none", t.file.display()))
+    };
+    let sender = named("sender")?;
+    let receiver = named("receiver")?;
+    let broker = t
+        .resources
+        .iter()
+        .find(|r| r.kind.spec().is_broker())
+        .map(|r| r.name.clone())
+        .ok_or_else(|| miette!("no artemis resource to break"))?;
+    let sender_db = database_of(t, &sender).ok_or_else(|| miette!("`sender` references no postgres resource"))?;
+    let queue = t
+        .resource(&receiver)
+        .and_then(|r| r.env.iter().find(|(k, _)| k == "RECEIVER_ADDRESS").map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| "entity-items".to_owned());
+    Ok(crate::scenario::Roles {
+        sender,
+        receiver,
+        broker,
+        sender_db,
+        broker_url: String::new(),
+        queue,
+        receiver_db_url: String::new(),
+    })
+}

@@ -1,0 +1,151 @@
+//! `kind: artemis`: an ActiveMQ Artemis 2.40.0 broker (the official
+//! `apache/activemq-artemis` image's interface on docker; a broker instance
+//! created from the local distribution otherwise).
+
+use super::{Field, Init, Launch, LaunchContext, Need, Placement, ResourceKind, Step, Trouble, user};
+use crate::{plan::Instance, runtime::StartError, topology::Check, topology::Resource};
+
+pub struct Artemis;
+
+impl ResourceKind for Artemis {
+    fn name(&self) -> &'static str {
+        "artemis"
+    }
+
+    fn placement(&self) -> Placement {
+        Placement::Either
+    }
+
+    fn default_image(&self) -> Option<&'static str> {
+        Some("apache/activemq-artemis:2.40.0")
+    }
+
+    fn default_ports(&self) -> &'static [(&'static str, Option<u16>)] {
+        &[("amqp", Some(5672)), ("core", Some(61616))]
+    }
+
+    /// Artemis logs AMQ221007 once it accepts clients.
+    fn default_check(&self, _: &Resource) -> Option<Check> {
+        Some(Check::Log { pattern: "AMQ221007".into() })
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        &[Field::Image, Field::User]
+    }
+
+    fn has_password(&self) -> bool {
+        true
+    }
+
+    fn own_env(&self, me: &Instance, _: &super::EnvContext<'_>) -> Vec<(String, String)> {
+        vec![
+            ("ARTEMIS_USER".into(), user(&me.resource)),
+            ("ARTEMIS_PASSWORD".into(), me.password.clone().unwrap_or_default()),
+        ]
+    }
+
+    /// The AMQP acceptor, with the user apphost created.
+    fn connection_string(&self, broker: &Instance) -> Option<String> {
+        Some(format!(
+            "amqp://{}:{}@127.0.0.1:{}",
+            user(&broker.resource),
+            broker.password.clone().unwrap_or_default(),
+            broker.port("amqp").unwrap_or_default()
+        ))
+    }
+
+    fn data_path(&self) -> Option<&'static str> {
+        Some("/var/lib/artemis-instance")
+    }
+
+    fn troubles(&self) -> &'static [Trouble] {
+        &[(
+            "AMQ222212",
+            "disk full: Artemis blocks producers (more than its max-disk-usage of the disk is used); free disk space or raise <max-disk-usage> in broker.xml",
+        )]
+    }
+
+    fn is_broker(&self) -> bool {
+        true
+    }
+
+    fn launch(&self, instance: &Instance, at: &LaunchContext<'_>) -> Result<Launch, StartError> {
+        let home = local_install::artemis_home().map_err(super::missing)?;
+        local_install::which("java").ok_or_else(|| {
+            StartError::new("Java is not installed; Artemis needs Java 17")
+                .help("install it (`apt-get install openjdk-17-jre-headless`) or run the broker with `runtime: docker`")
+        })?;
+        let broker = at.files.join("broker");
+        let (core, amqp) = (instance.port("core"), instance.port("amqp"));
+        let mut create = vec!["create".to_owned(), broker.display().to_string()];
+        create.extend(["--user".into(), user(&instance.resource)]);
+        create.extend(["--password".into(), instance.password.clone().unwrap_or_default()]);
+        create.extend(
+            ["--require-login", "--silent", "--no-web", "--nio", "--no-autotune", "--java-memory", "512M"]
+                .map(str::to_owned),
+        );
+        create.extend(["--no-hornetq-acceptor", "--no-mqtt-acceptor", "--no-stomp-acceptor"].map(str::to_owned));
+        Ok(Launch {
+            program: broker.join("bin/artemis"),
+            args: vec!["run".into()],
+            cwd: None,
+            user: None,
+            uses_files: true,
+            init: Some(Init {
+                done: broker.join("bin/artemis"),
+                say: format!("creating an Artemis broker instance in {}", broker.display()),
+                steps: vec![Step::Run {
+                    what: "`artemis create`",
+                    program: home.join("bin/artemis"),
+                    args: create,
+                    stdin: None,
+                }],
+            }),
+            prepare: vec![Step::Rewrite {
+                path: broker.join("etc/broker.xml"),
+                edit: Box::new(move |xml| set_acceptor_ports(xml, core, amqp)),
+            }],
+            tools: None,
+        })
+    }
+
+    fn local_needs(&self) -> Vec<Need> {
+        vec![
+            Need {
+                what: "Java",
+                found: local_install::which("java").map(|p| p.display().to_string()).ok_or("not found".into()),
+                fix: "apt-get install openjdk-17-jre-headless",
+            },
+            Need {
+                what: "Artemis distribution",
+                found: local_install::artemis_home().map(|p| p.display().to_string()).map_err(|m| m.message),
+                fix: "run `.ci/setup` (fetches Artemis 2.40.0 from Maven Central) or set ARTEMIS_HOME",
+            },
+        ]
+    }
+}
+
+/// Points the `artemis` (CORE) and `amqp` acceptors of `xml` at loopback ports.
+fn set_acceptor_ports(xml: &str, core: Option<u16>, amqp: Option<u16>) -> String {
+    let mut xml = xml.to_owned();
+    for (name, port) in [("artemis", core), ("amqp", amqp)] {
+        let Some(port) = port else { continue };
+        let re = regex::Regex::new(&format!(r#"(<acceptor name="{name}">tcp://)[^:/?]+:\d+"#)).expect("valid regex");
+        xml = re.replace(&xml, format!("${{1}}127.0.0.1:{port}")).into_owned();
+    }
+    xml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acceptors_move_to_loopback_ports() {
+        let xml = r#"<acceptor name="artemis">tcp://0.0.0.0:61616?protocols=CORE</acceptor>
+<acceptor name="amqp">tcp://0.0.0.0:5672?protocols=AMQP</acceptor>"#;
+        let xml = set_acceptor_ports(xml, Some(1111), Some(2222));
+        assert!(xml.contains("tcp://127.0.0.1:1111?protocols=CORE"), "{xml}");
+        assert!(xml.contains("tcp://127.0.0.1:2222?protocols=AMQP"), "{xml}");
+    }
+}

@@ -1,0 +1,136 @@
+//! `kind: postgres`: a PostgreSQL 15 server (the official `postgres` image's
+//! interface on docker; `initdb` and `postgres` from the local installation
+//! otherwise, as the `postgres` user when apphost is root).
+
+use super::{Field, Init, Launch, LaunchContext, Need, Placement, ResourceKind, Step, Trouble, user};
+use crate::{plan::Instance, runtime::StartError, topology::Check, topology::Resource};
+
+pub struct Postgres;
+
+/// The database created at first start: `database:`, or the resource's name with `_` for `-`.
+pub fn database(resource: &Resource) -> String {
+    resource.database.clone().unwrap_or_else(|| resource.name.replace('-', "_"))
+}
+
+impl ResourceKind for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn placement(&self) -> Placement {
+        Placement::Either
+    }
+
+    fn default_image(&self) -> Option<&'static str> {
+        Some("postgres:15")
+    }
+
+    fn default_ports(&self) -> &'static [(&'static str, Option<u16>)] {
+        &[("tcp", Some(5432))]
+    }
+
+    fn default_check(&self, r: &Resource) -> Option<Check> {
+        let command = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "{port:tcp}", "-U", &user(r), "-d", &database(r)];
+        Some(Check::Exec { command: command.map(str::to_owned).to_vec() })
+    }
+
+    /// SIGTERM is a "smart" shutdown that waits for every client to leave.
+    fn stop_signal(&self) -> i32 {
+        libc::SIGINT
+    }
+
+    fn fields(&self) -> &'static [Field] {
+        &[Field::Image, Field::Database, Field::User]
+    }
+
+    fn has_password(&self) -> bool {
+        true
+    }
+
+    fn own_env(&self, me: &Instance, _: &super::EnvContext<'_>) -> Vec<(String, String)> {
+        let r = &me.resource;
+        vec![
+            ("POSTGRES_USER".into(), user(r)),
+            ("POSTGRES_PASSWORD".into(), me.password.clone().unwrap_or_default()),
+            ("POSTGRES_DB".into(), database(r)),
+        ]
+    }
+
+    fn connection_string(&self, target: &Instance) -> Option<String> {
+        let r = &target.resource;
+        Some(format!(
+            "postgres://{}:{}@127.0.0.1:{}/{}",
+            user(r),
+            target.password.clone().unwrap_or_default(),
+            target.port("tcp").unwrap_or_default(),
+            database(r)
+        ))
+    }
+
+    fn data_path(&self) -> Option<&'static str> {
+        Some("/var/lib/postgresql/data")
+    }
+
+    fn troubles(&self) -> &'static [Trouble] {
+        &[("No space left on device", "disk full: PostgreSQL cannot write; free disk space")]
+    }
+
+    fn launch(&self, instance: &Instance, at: &LaunchContext<'_>) -> Result<Launch, StartError> {
+        let bin = local_install::pg_bin_dir().map_err(super::missing)?;
+        let r = &instance.resource;
+        let data = at.files.join("pgdata");
+        let data_arg = data.display().to_string();
+        let pwfile = at.files.join("pwfile");
+        let create = format!("CREATE DATABASE \"{}\";\n", database(r).replace('"', "\"\""));
+        let port = instance.port("tcp").unwrap_or(5432).to_string();
+        Ok(Launch {
+            program: bin.join("postgres"),
+            args: ["-D", &data_arg, "-p", &port, "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]
+                .map(str::to_owned)
+                .to_vec(),
+            cwd: None,
+            user: Some("postgres"),
+            uses_files: true,
+            init: Some(Init {
+                done: data.join("PG_VERSION"),
+                say: format!("initialising a PostgreSQL cluster in {}", data.display()),
+                steps: vec![
+                    Step::Secret { path: pwfile.clone(), contents: instance.password.clone().unwrap_or_default() },
+                    Step::Run {
+                        what: "initdb",
+                        program: bin.join("initdb"),
+                        args: vec![
+                            "-D".into(),
+                            data_arg.clone(),
+                            "-U".into(),
+                            user(r),
+                            "-E".into(),
+                            "UTF8".into(),
+                            "--auth-host=scram-sha-256".into(),
+                            "--auth-local=trust".into(),
+                            format!("--pwfile={}", pwfile.display()),
+                        ],
+                        stdin: None,
+                    },
+                    // Single-user mode creates the database before anything listens.
+                    Step::Run {
+                        what: "creating the database",
+                        program: bin.join("postgres"),
+                        args: ["--single", "-D", &data_arg, "-F", "postgres"].map(str::to_owned).to_vec(),
+                        stdin: Some(create),
+                    },
+                ],
+            }),
+            prepare: Vec::new(),
+            tools: Some(bin),
+        })
+    }
+
+    fn local_needs(&self) -> Vec<Need> {
+        vec![Need {
+            what: "PostgreSQL server",
+            found: local_install::pg_bin_dir().map(|p| p.display().to_string()).map_err(|m| m.message),
+            fix: "apt-get install postgresql-15 (or set PG_BIN)",
+        }]
+    }
+}

@@ -1,0 +1,300 @@
+//! The composition root: from a topology to a running app ([`start`]) and
+//! back to nothing ([`RunningApp::teardown`]). It owns the app's one root
+//! cancellation and the set of its tasks (metrics monitor, control API, the
+//! announcement), which teardown cancels and then awaits, so nothing of the
+//! app outlives it. `up` and `test` both run an app through here.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use miette::{IntoDiagnostic, miette};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    build,
+    kinds::Placement,
+    logs::{LogStore, Stream},
+    monitor::Monitor,
+    plan::{self, RuntimeKind},
+    runtime::{
+        Runtime,
+        docker::{self, DockerRuntime},
+        process::ProcessRuntime,
+    },
+    state::{PidFile, Secrets, Session, StateDir},
+    supervisor::Supervisor,
+    topology::{RuntimeChoice, Topology},
+    view::LiveStack,
+};
+
+pub struct UpOptions {
+    pub runtime: Option<RuntimeChoice>,
+    pub release: bool,
+    /// Use the project binaries already built.
+    pub no_build: bool,
+    /// Bound on a graceful teardown before everything is killed.
+    pub teardown: Duration,
+    pub log_capacity: usize,
+    /// Show the dashboard (a terminal) rather than prefixed lines.
+    pub dashboard: bool,
+}
+
+/// Removes what a killed apphost left of this app: processes (by pid and
+/// start time) and containers and networks (by label). Returns what it removed.
+pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String> {
+    let mut removed: Vec<String> =
+        PidFile::new(state).reap().into_iter().map(|r| format!("process {} ({})", r.pid, r.resource)).collect();
+    if let Ok(engine) = docker::connect().await
+        && let Ok(runtime) = DockerRuntime::new(engine, &topology.name, "reaper").await
+    {
+        removed.extend(runtime.reap(false).await.into_iter().map(|c| format!("container {c}")));
+    }
+    removed
+}
+
+async fn choose_runtime(
+    topology: &Topology,
+    choice: RuntimeChoice,
+    say: &impl Fn(&str),
+) -> miette::Result<Result<bollard::Docker, String>> {
+    let needs_docker = topology.resources.iter().any(|r| r.kind.spec().placement() == Placement::Container);
+    let engine = match choice {
+        RuntimeChoice::Process => {
+            say("runtime: process (as asked)");
+            return Ok(Err("the process runtime was chosen".into()));
+        }
+        RuntimeChoice::Docker => docker::connect().await.map_err(|e| {
+            miette!(help = "start it (`dockerd &`, or `systemctl start docker`), set DOCKER_HOST, or run with `--runtime process`", "{e}")
+        })?,
+        RuntimeChoice::Auto => match docker::connect().await {
+            Ok(engine) => engine,
+            Err(e) => {
+                if needs_docker {
+                    return Err(miette!(help = "start Docker or set DOCKER_HOST; container resources cannot run as processes", "{e}"));
+                }
+                say(&format!("runtime: process ({e})"));
+                return Ok(Err(e));
+            }
+        },
+    };
+    // The service images must be here or pullable; in auto mode fall back if not.
+    for r in topology.resources.iter().filter(|r| r.kind.spec().placement() == Placement::Either) {
+        let image = r.image().unwrap_or_default();
+        if engine.inspect_image(&image).await.is_ok() {
+            continue;
+        }
+        let failed = match tokio::time::timeout(Duration::from_secs(120), docker::pull(&engine, &image, |_| {})).await {
+            Ok(result) => result.err(),
+            Err(_) => Some("no answer within 120s".into()),
+        };
+        if let Some(why) = failed {
+            let reason = format!("image `{image}` is missing and cannot be pulled: {why}");
+            if choice == RuntimeChoice::Docker || needs_docker {
+                return Err(miette!(
+                    help = "build the images locally (`.ci/images`) or run with `--runtime process`",
+                    "{reason}"
+                ));
+            }
+            say(&format!("runtime: process ({reason}; `.ci/images` builds it locally)"));
+            return Ok(Err(reason));
+        }
+    }
+    say(&format!("runtime: docker (engine at {})", docker::engine_address()));
+    Ok(Ok(engine))
+}
+
+/// A started app: what `up` and `test` run, and how it goes away again.
+pub struct RunningApp {
+    pub supervisor: Arc<Supervisor>,
+    pub instances: Vec<plan::Instance>,
+    /// Cancelled by `POST /v1/down` (`apphost down`): a request to go down.
+    pub down: CancellationToken,
+    state: StateDir,
+    runtimes: HashMap<&'static str, Arc<dyn Runtime>>,
+    docker: Option<Arc<DockerRuntime>>,
+    /// Ends every task of the app at teardown.
+    root: CancellationToken,
+    tasks: JoinSet<()>,
+    name: String,
+}
+
+/// Reaps leftovers, picks the runtime, plans, builds, and starts every job
+/// and the control API. Returns once jobs run; they become healthy later.
+pub async fn start(
+    topology: &Topology,
+    state: &StateDir,
+    options: &UpOptions,
+    logs: &LogStore,
+    view: &Arc<LiveStack>,
+    say: &impl Fn(&str),
+) -> miette::Result<RunningApp> {
+    for leftover in reap_leftovers(topology, state).await {
+        say(&format!("removed a leftover of an earlier run: {leftover}"));
+    }
+    let choice = options.runtime.unwrap_or(topology.runtime);
+    let engine = choose_runtime(topology, choice, say).await?;
+    let session_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    let mut secrets = Secrets::load(state).into_diagnostic()?;
+    let telemetry: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP_")).collect();
+    let instances = plan::plan(
+        topology,
+        engine.as_ref().map(|_| ()).map_err(Clone::clone),
+        &session_id,
+        |r| secrets.password(state, r),
+        &telemetry,
+    )?;
+    let masked: Arc<Vec<String>> = Arc::new(secrets.all().map(str::to_owned).collect());
+
+    let mut packages: Vec<String> = topology.resources.iter().filter_map(|r| r.kind.spec().package(r)).collect();
+    packages.dedup();
+    let binaries = if packages.is_empty() {
+        HashMap::new()
+    } else {
+        if !options.no_build {
+            say(&format!("building {} with cargo", packages.join(", ")));
+        }
+        let build_log: Arc<str> = "apphost".into();
+        let binaries = build::build(topology.root(), &packages, options.release, options.no_build, |line| {
+            logs.push(&build_log, Stream::Stderr, format!("cargo: {}", line.trim_start()))
+        })
+        .await?;
+        if !options.no_build {
+            say("build finished");
+        }
+        binaries
+    };
+
+    let mut runtimes: HashMap<&'static str, Arc<dyn Runtime>> = HashMap::new();
+    runtimes.insert("process", Arc::new(ProcessRuntime::new(state.clone(), binaries, topology.root().to_path_buf())));
+    let docker = match engine {
+        Ok(engine) => {
+            let rt = Arc::new(
+                DockerRuntime::new(engine, &topology.name, &session_id).await.map_err(|e| miette!("{}", e.message))?,
+            );
+            runtimes.insert("docker", rt.clone());
+            Some(rt)
+        }
+        Err(_) => None,
+    };
+
+    let supervisor = Arc::new(Supervisor::start(topology, instances.clone(), &runtimes, logs.clone(), masked));
+    let down = CancellationToken::new();
+    let root = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let sources = instances.iter().filter(|i| topology.metrics_from.contains(&i.resource.name)).cloned().collect();
+    let monitor = Monitor::spawn(supervisor.clone(), sources, root.clone(), &mut tasks);
+    view.started(supervisor.clone(), monitor.clone());
+    let (port, api) =
+        crate::control::serve(supervisor.clone(), view.clone(), token.clone(), down.clone(), root.clone())
+            .await
+            .into_diagnostic()?;
+    tasks.spawn(api);
+    tasks.spawn(announce_when_healthy(supervisor.clone(), say_owned(logs), root.clone()));
+    Session {
+        id: session_id,
+        pid: std::process::id(),
+        port,
+        token,
+        app: topology.name.clone(),
+        runtime: if docker.is_some() { "docker" } else { "process" }.into(),
+        started_at: chrono::Utc::now(),
+    }
+    .save(state)
+    .into_diagnostic()?;
+    say(&format!(
+        "`{}` is starting ({} resources); `apphost ps` shows them, Ctrl-C stops them",
+        topology.name,
+        instances.len()
+    ));
+    Ok(RunningApp {
+        supervisor,
+        instances,
+        down,
+        state: state.clone(),
+        runtimes,
+        docker,
+        root,
+        tasks,
+        name: topology.name.clone(),
+    })
+}
+
+impl RunningApp {
+    /// Stops everything in reverse dependency order within `deadline`
+    /// (`force` resolving first kills everything at once), removes what is
+    /// not persistent, ends the app's tasks and waits for them, and removes
+    /// the session.
+    pub async fn teardown(mut self, deadline: Duration, force: impl Future<Output = ()>, say: &impl Fn(&str)) {
+        say(&format!("stopping `{}` in reverse dependency order (Ctrl-C again to kill at once)", self.name));
+        {
+            let shutdown = self.supervisor.shutdown(deadline);
+            tokio::pin!(shutdown);
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = force => {
+                    say("second Ctrl-C: killing everything");
+                    self.supervisor.kill_all().await;
+                }
+            }
+        }
+        self.supervisor.abort();
+        // Whatever is left (a forced stop, a stuck child) goes by pid and label.
+        PidFile::new(&self.state).reap();
+        for instance in &self.instances {
+            match (instance.runtime, &self.docker) {
+                (RuntimeKind::Docker, Some(rt)) => rt.remove(instance).await,
+                _ => self.runtimes["process"].remove(instance).await,
+            }
+        }
+        if let Some(rt) = &self.docker {
+            rt.reap(false).await;
+        }
+        self.root.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        Session::remove(&self.state);
+        let _ = std::fs::remove_dir(self.state.root.join("run"));
+        say(&format!("`{}` is down", self.name));
+    }
+}
+
+/// Instance names as the log prefixes show them.
+pub fn display_names(topology: &Topology) -> Vec<String> {
+    std::iter::once("apphost".to_owned())
+        .chain(topology.resources.iter().flat_map(|r| {
+            (0..r.replicas).map(move |i| if r.replicas > 1 { format!("{}-{}", r.name, i + 1) } else { r.name.clone() })
+        }))
+        .collect()
+}
+
+/// A `say` that outlives the caller: apphost's own line in the log store.
+pub fn say_owned(logs: &LogStore) -> impl Fn(&str) + Send + 'static {
+    let logs = logs.clone();
+    let own: Arc<str> = "apphost".into();
+    move |text: &str| logs.push(&own, Stream::System, text)
+}
+
+/// Prints the endpoints once everything is healthy (once per run).
+async fn announce_when_healthy(
+    supervisor: Arc<Supervisor>,
+    say: impl Fn(&str) + Send + 'static,
+    stop: CancellationToken,
+) {
+    let mut changes = supervisor.changes();
+    loop {
+        if supervisor.all_healthy() {
+            say("all resources are healthy:");
+            for s in supervisor.snapshot() {
+                let endpoints: Vec<String> = s.endpoints.iter().map(ToString::to_string).collect();
+                say(&format!("  {:<14} {:<8} {}", s.name, s.runtime, endpoints.join("  ")));
+            }
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
