@@ -269,7 +269,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(session: &crate::state::Session) -> Self {
+    pub fn new(session: &crate::statedir::Session) -> Self {
         Self {
             base: format!("http://127.0.0.1:{}", session.port),
             token: session.token.clone(),

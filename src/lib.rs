@@ -13,7 +13,7 @@
 //! - [`logs`]: bounded per-resource output, shown by [`headless`] or the
 //!   dashboard through [`view`]; [`monitor`] samples CPU, memory and the
 //!   services' `/metrics`;
-//! - [`control`]: the loopback API the CLI talks to; [`state`] keeps
+//! - [`control`]: the loopback API the CLI talks to; [`statedir`] keeps
 //!   `.apphost/` (secrets, session, pids);
 //! - [`root`]: the composition root, from a topology to a running app and
 //!   back, owning the app's cancellation and tasks;
@@ -32,7 +32,7 @@ pub mod plan;
 pub mod root;
 pub mod runtime;
 pub mod scenario;
-pub mod state;
+pub mod statedir;
 pub mod supervisor;
 pub mod topology;
 pub mod view;

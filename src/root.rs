@@ -21,7 +21,7 @@ use crate::{
         docker::{self, DockerRuntime},
         process::ProcessRuntime,
     },
-    state::{PidFile, Secrets, Session, StateDir},
+    statedir::{PidFile, Secrets, Session, StateDir},
     supervisor::Supervisor,
     topology::{RuntimeChoice, Topology},
     view::LiveStack,

@@ -7,7 +7,7 @@ use miette::{IntoDiagnostic, miette};
 
 use crate::{
     control::Client,
-    state::{Session, StateDir},
+    statedir::{Session, StateDir},
     supervisor::State,
     topology,
 };

@@ -8,7 +8,7 @@ use miette::miette;
 use crate::{
     control::Client,
     root::reap_leftovers,
-    state::{Session, StateDir, process_running},
+    statedir::{Session, StateDir, process_running},
     topology,
 };
 

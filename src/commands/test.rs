@@ -18,7 +18,7 @@ use crate::{
     logs::{LogStore, Stream},
     root::{UpOptions, say_owned, start},
     scenario::{BUILT_IN, Pick},
-    state::{Session, StateDir},
+    statedir::{Session, StateDir},
     topology::{self, Topology},
     view::LiveStack,
 };

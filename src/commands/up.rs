@@ -12,7 +12,7 @@ use crate::{
     headless::Printer,
     logs::{LogStore, Stream},
     root::{UpOptions, display_names, start},
-    state::{Session, StateDir},
+    statedir::{Session, StateDir},
     topology::{self, Topology},
     view::LiveStack,
 };

@@ -24,7 +24,7 @@ use crate::{
     kinds::{Launch, LaunchContext, Step},
     logs::Stream,
     plan::{Instance, RuntimeKind},
-    state::{PidFile, PidRecord, StateDir, process_start_time},
+    statedir::{PidFile, PidRecord, StateDir, process_start_time},
 };
 
 pub struct ProcessRuntime {

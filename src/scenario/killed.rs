@@ -14,7 +14,7 @@ use contracts::{Endpoint, metrics::RECEIVER_PROCESSED};
 use super::Report;
 use crate::{
     runtime::docker,
-    state::{PidFile, Session, StateDir},
+    statedir::{PidFile, Session, StateDir},
     supervisor::{State, Status},
 };
 
@@ -126,7 +126,7 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
     }
     report.recovery_seconds = Some(killed_at.elapsed().as_secs_f64());
     let mut left: Vec<String> =
-        pids.iter().filter(|p| crate::state::process_running(**p)).map(|p| format!("process {p}")).collect();
+        pids.iter().filter(|p| crate::statedir::process_running(**p)).map(|p| format!("process {p}")).collect();
     if let Ok(engine) = docker::connect().await {
         left.extend(docker::leftovers(&engine, app).await);
     }
