@@ -10,27 +10,11 @@ use std::{
     },
 };
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 use tokio::sync::broadcast;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
-    /// apphost's own lines about the resource (lifecycle, build).
-    System,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LogLine {
-    pub seq: u64,
-    pub at: DateTime<Utc>,
-    pub resource: Arc<str>,
-    pub stream: Stream,
-    pub text: String,
-}
+// A line is what the dashboard shows and `GET /v1/logs` streams: one type for all three.
+pub use dashboard::{LogLine, Stream};
 
 /// Lines kept per resource unless configured otherwise.
 pub const DEFAULT_CAPACITY: usize = 10_000;

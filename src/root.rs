@@ -39,6 +39,23 @@ pub struct UpOptions {
     pub dashboard: bool,
 }
 
+/// Reads the topology at `file` and its state folder for a new session;
+/// refuses when a live session of the app already runs there.
+pub fn claim(file: &std::path::Path) -> miette::Result<(Topology, StateDir)> {
+    let topology = crate::topology::load(file)?;
+    let state = StateDir::for_topology(file);
+    state.ensure().into_diagnostic()?;
+    if let Some(session) = Session::load_live(&state) {
+        return Err(miette!(
+            help = "`apphost ps` shows it, `apphost dashboard` watches it, `apphost down` stops it",
+            "apphost is already running `{}` here (pid {})",
+            session.app,
+            session.pid
+        ));
+    }
+    Ok((topology, state))
+}
+
 /// Removes what a killed apphost left of this app: processes (by pid and
 /// start time) and containers and networks (by label). Returns what it removed.
 pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String> {

@@ -15,7 +15,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
-    logs::{self, LogStore},
+    logs::LogStore,
     monitor::Monitor,
     runtime::Exit,
     supervisor::{State, Status, Supervisor},
@@ -87,21 +87,7 @@ impl dashboard::Stack for LiveStack {
     }
 
     fn logs(&self, resource: Option<&str>, limit: usize) -> Vec<dashboard::LogLine> {
-        self.logs
-            .tail(resource, limit)
-            .into_iter()
-            .map(|l| dashboard::LogLine {
-                seq: l.seq,
-                at: l.at,
-                resource: l.resource,
-                stream: match l.stream {
-                    logs::Stream::Stdout => dashboard::Stream::Stdout,
-                    logs::Stream::Stderr => dashboard::Stream::Stderr,
-                    logs::Stream::System => dashboard::Stream::System,
-                },
-                text: l.text,
-            })
-            .collect()
+        self.logs.tail(resource, limit)
     }
 
     fn dropped_lines(&self, resource: Option<&str>) -> u64 {

@@ -64,10 +64,11 @@ pub struct Event {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
     Stderr,
-    /// apphost's own line about the resource.
+    /// apphost's own line about the resource (lifecycle, build).
     System,
 }
 

@@ -5,25 +5,10 @@ use std::{path::Path, process::ExitCode, time::Duration};
 
 use miette::{IntoDiagnostic, miette};
 
-use crate::{
-    control::Client,
-    statedir::{Session, StateDir},
-    supervisor::State,
-    topology,
-};
+use crate::{control::Client, root::claim, statedir::Session, supervisor::State};
 
 pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCode> {
-    let topology = topology::load(file)?;
-    let state = StateDir::for_topology(file);
-    state.ensure().into_diagnostic()?;
-    if let Some(session) = Session::load_live(&state) {
-        return Err(miette!(
-            help = "`apphost dashboard` shows it; `apphost down` stops it",
-            "apphost is already running `{}` here (pid {})",
-            session.app,
-            session.pid
-        ));
-    }
+    let (topology, state) = claim(file)?;
     let log_path = state.log_file();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).into_diagnostic()?;
     let exe = std::env::current_exe().into_diagnostic()?;

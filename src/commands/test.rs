@@ -16,10 +16,9 @@ use crate::{
     headless::Printer,
     kinds::Kind,
     logs::{LogStore, Stream},
-    root::{UpOptions, say_owned, start},
+    root::{UpOptions, claim, say_owned, start},
     scenario::{BUILT_IN, Pick},
-    statedir::{Session, StateDir},
-    topology::{self, Topology},
+    topology::Topology,
     view::LiveStack,
 };
 
@@ -34,17 +33,7 @@ pub async fn test(
 ) -> miette::Result<ExitCode> {
     use std::io::Write;
 
-    let topology = topology::load(file)?;
-    let state = StateDir::for_topology(file);
-    state.ensure().into_diagnostic()?;
-    if let Some(session) = Session::load_live(&state) {
-        return Err(miette!(
-            help = "`apphost down` stops it",
-            "apphost is already running `{}` here (pid {})",
-            session.app,
-            session.pid
-        ));
-    }
+    let (topology, state) = claim(file)?;
     let roles = roles(&topology)?;
     // Scenario files are read (and their mistakes shown) before anything starts.
     let resources: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();

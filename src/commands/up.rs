@@ -4,16 +4,16 @@
 
 use std::{path::Path, process::ExitCode, sync::Arc};
 
-use miette::{IntoDiagnostic, miette};
+use miette::IntoDiagnostic;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     headless::Printer,
-    logs::{LogStore, Stream},
-    root::{UpOptions, display_names, start},
-    statedir::{Session, StateDir},
-    topology::{self, Topology},
+    logs::{LogLine, LogStore, Stream},
+    root::{UpOptions, claim, display_names, start},
+    statedir::StateDir,
+    topology::Topology,
     view::LiveStack,
 };
 
@@ -29,17 +29,7 @@ enum Ending {
 }
 
 pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
-    let topology = topology::load(file)?;
-    let state = StateDir::for_topology(file);
-    state.ensure().into_diagnostic()?;
-    if let Some(session) = Session::load_live(&state) {
-        return Err(miette!(
-            help = "`apphost down` stops it; `apphost ps` shows it",
-            "apphost is already running `{}` here (pid {})",
-            session.app,
-            session.pid
-        ));
-    }
+    let (topology, state) = claim(file)?;
     let logs = LogStore::new(options.log_capacity);
     let own: Arc<str> = "apphost".into();
     let say = |text: &str| logs.push(&own, Stream::System, text);
@@ -54,7 +44,8 @@ pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
     }
     // The dashboard owns the screen: apphost's own lines go to a file.
     let log_path = state.log_file();
-    let own_log = write_own_lines(&logs, &log_path).into_diagnostic()?;
+    let stop_own_log = CancellationToken::new();
+    let own_log = write_own_lines(&logs, &log_path, stop_own_log.clone()).into_diagnostic()?;
     let stack = LiveStack::new(logs.clone());
     let stop = CancellationToken::new();
     let task = tokio::spawn(dashboard::run(stack.clone(), stop.clone(), dashboard::Options::default()));
@@ -65,7 +56,8 @@ pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
         ui.stop.cancel();
         let _ = task.await;
     }
-    own_log.abort();
+    stop_own_log.cancel();
+    let _ = own_log.await;
     if result.is_err() {
         eprintln!("apphost's own log: {}", log_path.display());
     }
@@ -73,30 +65,48 @@ pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
 }
 
 /// Appends apphost's own lines (and its lines about each resource) to `path`.
-fn write_own_lines(logs: &LogStore, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// Until `stop`, and then what was said before it.
+fn write_own_lines(
+    logs: &LogStore,
+    path: &Path,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::io::Write;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut file = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
     let mut rx = logs.subscribe();
     Ok(tokio::spawn(async move {
+        let write = |file: &mut std::io::BufWriter<std::fs::File>, line: Result<LogLine, RecvError>| match line {
+            Ok(line) if &*line.resource == "apphost" || line.stream == Stream::System => {
+                let at = line.at.format("%Y-%m-%dT%H:%M:%S%.3fZ");
+                let _ = writeln!(file, "{at} {:<12} {}", line.resource, line.text);
+            }
+            Ok(_) | Err(RecvError::Closed) => {}
+            Err(RecvError::Lagged(n)) => {
+                let _ = writeln!(file, "… {n} lines of output went by too fast to sort through");
+            }
+        };
         loop {
-            match rx.recv().await {
-                Ok(line) if &*line.resource == "apphost" || line.stream == Stream::System => {
-                    let _ = writeln!(
-                        file,
-                        "{} {:<12} {}",
-                        line.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                        line.resource,
-                        line.text
-                    );
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                line = rx.recv() => {
+                    let closed = matches!(line, Err(RecvError::Closed));
+                    write(&mut file, line);
+                    if closed {
+                        break;
+                    }
+                    // Readable as it goes (`tail -f`), without a write per line.
                     if rx.is_empty() {
                         let _ = file.flush();
                     }
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let _ = writeln!(file, "… {n} lines of output went by too fast to sort through");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(line) => write(&mut file, Ok(line)),
+                Err(TryRecvError::Lagged(n)) => write(&mut file, Err(RecvError::Lagged(n))),
+                Err(_) => break,
             }
         }
         let _ = file.flush();
