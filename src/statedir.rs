@@ -104,6 +104,11 @@ impl Secrets {
         Ok(password)
     }
 
+    /// The password of `resource`, if one was generated.
+    pub fn get(&self, resource: &str) -> Option<&str> {
+        self.passwords.get(resource).map(String::as_str)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &str> {
         self.passwords.values().map(String::as_str)
     }

@@ -24,13 +24,50 @@ pub(super) async fn post_item(
     Ok(item["id"].as_str().map(str::to_owned).ok_or(status))
 }
 
-/// Inbox rows the receiver committed since `since` (its database's clock).
-pub(super) async fn inbox_rows_since(pool: &sqlx::PgPool, since: chrono::DateTime<chrono::Utc>) -> Result<i64, String> {
-    sqlx::query_scalar("SELECT count(*) FROM inbox WHERE received_at >= $1")
-        .bind(since)
-        .fetch_one(pool)
+/// Applications beyond the first of the items `ids`, as the receiver's
+/// projection counts them (`applied`, raised in the transaction of each application).
+pub(super) async fn extra_applications(pool: &sqlx::PgPool, ids: &[String]) -> Result<u64, String> {
+    let extra: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(applied - 1), 0)::bigint FROM entity_items WHERE id::text = ANY($1)")
+            .bind(ids)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| format!("could not count the receiver's applications: {e}"))?;
+    Ok(extra.max(0) as u64)
+}
+
+/// The message id under which the receiver stored item `id`, if it has.
+pub(super) async fn message_id_of(pool: &sqlx::PgPool, id: &str) -> Result<Option<String>, String> {
+    sqlx::query_scalar("SELECT message_id FROM entity_items WHERE id::text = $1")
+        .bind(id)
+        .fetch_optional(pool)
         .await
-        .map_err(|e| format!("could not count the receiver's inbox rows: {e}"))
+        .map_err(|e| format!("could not read the receiver's item {id}: {e}"))
+}
+
+/// Sends item `id` (its event as the receiver's API returns it) to `queue`
+/// again under its first `message_id`, with a new `_AMQ_DUPL_ID` so that
+/// Artemis's duplicate detection lets it through: a redelivery only the
+/// receiver's own deduplication can absorb.
+pub(super) async fn redeliver(
+    client: &reqwest::Client,
+    receiver: &str,
+    url: &str,
+    queue: &str,
+    id: &str,
+    message_id: &str,
+) -> Result<(), String> {
+    let event = client
+        .get(format!("{receiver}/api/EntityItems/{id}"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("could not read item {id} from the receiver: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    let properties = [("_AMQ_DUPL_ID".to_owned(), uuid::Uuid::new_v4().to_string())];
+    send(url, queue, message_id, &properties, event.to_vec()).await
 }
 
 /// Ids the receiver has stored, read page by page.
@@ -59,34 +96,50 @@ pub(super) async fn stored(client: &reqwest::Client, url: &str) -> Result<HashSe
 /// Puts a message no receiver can process on `queue`, as an independent
 /// producer would: right subject, a body that is not JSON.
 pub(super) async fn send_poison(url: &str, queue: &str) -> Result<(), String> {
+    let id = format!("poison-{}", uuid::Uuid::new_v4());
+    send(url, queue, &id, &[], b"{this is not json".to_vec()).await
+}
+
+/// Sends one `EntityItemCreated` message with `body` to `queue`.
+async fn send(
+    url: &str,
+    queue: &str,
+    message_id: &str,
+    properties: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<(), String> {
     use fe2o3_amqp::{
         Connection, Sender, Session,
         types::{
-            messaging::{Message, MessageId, Properties, Target},
+            messaging::{ApplicationProperties, Message, MessageId, Properties, Target},
             primitives::{Binary, Symbol},
         },
     };
     let send = async {
-        let mut connection = Connection::open(format!("apphost-poison-{}", uuid::Uuid::new_v4()), url)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut connection =
+            Connection::open(format!("apphost-test-{}", uuid::Uuid::new_v4()), url).await.map_err(|e| e.to_string())?;
         let mut session = Session::begin(&mut connection).await.map_err(|e| e.to_string())?;
         let target = Target::builder().address(queue.to_owned()).capabilities(vec![Symbol::from("queue")]).build();
         let mut sender = Sender::builder()
-            .name("apphost-poison")
+            .name("apphost-test")
             .target(target)
             .attach(&mut session)
             .await
             .map_err(|e| e.to_string())?;
+        let mut application = ApplicationProperties::builder();
+        for (k, v) in properties {
+            application = application.insert(k.clone(), v.clone());
+        }
         let message = Message::builder()
             .properties(
                 Properties::builder()
-                    .message_id(MessageId::String(format!("poison-{}", uuid::Uuid::new_v4())))
+                    .message_id(MessageId::String(message_id.to_owned()))
                     .subject("EntityItemCreated".to_owned())
                     .content_type("application/json")
                     .build(),
             )
-            .data(Binary::from(b"{this is not json".to_vec()))
+            .application_properties(application.build())
+            .data(Binary::from(body))
             .build();
         sender.send(message).await.map_err(|e| e.to_string())?;
         let _ = sender.close().await;
@@ -96,5 +149,5 @@ pub(super) async fn send_poison(url: &str, queue: &str) -> Result<(), String> {
     };
     tokio::time::timeout(Duration::from_secs(20), send)
         .await
-        .map_err(|_| "the broker did not take the poison message".to_owned())?
+        .map_err(|_| "the broker did not take the message".to_owned())?
 }

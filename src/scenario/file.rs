@@ -10,6 +10,7 @@
 //!   - wait: { healthy: broker }
 //!   - chaos: { action: kill, resource: sender, when: batch-in-flight }
 //!   - poison
+//!   - redeliver
 //!   - stop-load
 //!   - assert: { refused_at_most: 0, unavailable_at_least: 0, rejected_at_least: 1 }
 //! ```
@@ -30,14 +31,14 @@ pub struct ScenarioFile {
     pub steps: Vec<Step>,
 }
 
-const STEPS: [&str; 7] = ["load", "stop-load", "wait", "chaos", "poison", "assert", ""];
+const STEPS: [&str; 8] = ["load", "stop-load", "wait", "chaos", "poison", "redeliver", "assert", ""];
 
 /// A scenario file with a mistake, rendered against its source.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("scenario file {file} has a problem")]
 #[diagnostic(
     code(apphost::scenario),
-    help("steps are load, stop-load, wait, chaos, poison and assert; see `apphost test --help`")
+    help("steps are load, stop-load, wait, chaos, poison, redeliver and assert; see `apphost test --help`")
 )]
 pub struct InvalidScenario {
     pub file: String,
@@ -85,7 +86,7 @@ pub fn parse(path: &Path, text: &str, resources: &[String]) -> Result<ScenarioFi
     }
     let steps = steps.ok_or_else(|| {
         Diag::new("the scenario has no `steps`", root.span, "here")
-            .help("add `steps:` with a list of load, wait, chaos, poison, stop-load and assert")
+            .help("add `steps:` with a list of load, wait, chaos, poison, redeliver, stop-load and assert")
     })?;
     if !steps.iter().any(|s| matches!(s, Step::Load { .. })) {
         return Err(Diag::new("the scenario never starts load", root.span, "no `load` step")
@@ -106,7 +107,7 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
         let mut diag = Diag::new(format!("unknown step `{word}`"), span, "unknown step");
         diag.help = Some(match did_you_mean(word, STEPS.iter().copied().filter(|s| !s.is_empty())) {
             Some(best) => format!("did you mean `{best}`?"),
-            None => "steps are: load, stop-load, wait, chaos, poison, assert".into(),
+            None => "steps are: load, stop-load, wait, chaos, poison, redeliver, assert".into(),
         });
         diag
     };
@@ -115,6 +116,7 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
             "load" => Ok(Step::Load { rate: None }),
             "stop-load" => Ok(Step::StopLoad),
             "poison" => Ok(Step::Poison),
+            "redeliver" => Ok(Step::Redeliver),
             other => Err(unknown(other, node.span)),
         };
     }

@@ -9,12 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use contracts::{Endpoint, metrics::RECEIVER_PROCESSED};
+use contracts::Endpoint;
 
 use super::Report;
 use crate::{
     runtime::docker,
-    statedir::{PidFile, Session, StateDir},
+    statedir::{PidFile, Secrets, Session, StateDir},
     supervisor::{State, Status},
 };
 
@@ -104,12 +104,16 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     report.lost = ids.len() - report.delivered;
-    // A fresh receiver that never restarted: its counter against what it delivered.
-    let processed = crate::monitor::scrape(&client, &[format!("{receiver}/metrics")])
+    // Counted on the second receiver's projection, as every scenario counts them.
+    let db = receiver_db(&dir, &ps)?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&db)
         .await
-        .and_then(|scrape| scrape.get(RECEIVER_PROCESSED.series))
-        .ok_or("the second receiver's /metrics did not answer")?;
-    report.duplicate_effects = (processed - report.delivered as f64).max(0.0) as u64;
+        .map_err(|e| format!("cannot reach the second receiver's database: {e}"))?;
+    report.duplicate_effects = super::demo::extra_applications(&pool, &ids).await?;
+    pool.close().await;
     let pids: Vec<u32> = PidFile::new(&dir).read().into_iter().map(|r| r.pid).collect();
 
     // SIGKILL: no teardown of its own.
@@ -140,4 +144,18 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
         return Err(format!("{} acknowledged items were not delivered before the kill", report.lost));
     }
     Ok(())
+}
+
+/// The second stack's `receiver-db`, as its receiver reaches it: the user and
+/// database the demo's file gives it, its generated password, its port.
+fn receiver_db(dir: &StateDir, ps: &[Status]) -> Result<String, String> {
+    let secrets = Secrets::load(dir).map_err(|e| format!("cannot read the second stack's secrets: {e}"))?;
+    let password = secrets.get("receiver-db").ok_or("the second stack has no `receiver-db` password")?;
+    let port = ps
+        .iter()
+        .find(|s| s.name == "receiver-db")
+        .and_then(|s| s.endpoints.first())
+        .and_then(|e| e.url.rsplit(':').next()?.parse::<u16>().ok())
+        .ok_or("the second stack has no `receiver-db` endpoint")?;
+    Ok(format!("postgres://apphost:{password}@127.0.0.1:{port}/receiver"))
 }

@@ -21,6 +21,11 @@ pub(super) struct Load {
 
 impl Load {
     /// Stops it; returns (acknowledged ids, refused, of which 503).
+    /// The ids acknowledged until now.
+    pub(super) fn acknowledged_so_far(&self) -> Vec<String> {
+        self.acknowledged.lock().expect("lock").clone()
+    }
+
     pub(super) async fn finish(self) -> (Vec<String>, usize, usize) {
         self.stop.cancel();
         let _ = self.task.await;

@@ -7,16 +7,13 @@
 //!   reads scenario files into steps;
 //! - `run`: the step interpreter, and the checks every scenario ends with;
 //! - `load`: the steady HTTP load at the sender;
-//! - `effects`: the receiver's effects, counted per life of its process;
+//! - `effects`: duplicate effects, counted on the receiver's projection;
 //! - `demo`: what is particular to the demo stack (its API, its inbox
 //!   table, a poison message);
 //! - [`soak`], [`apphost_killed`]: the long soak and the killed-apphost scenario;
 //! - [`junit`]: the reports as a JUnit suite.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
 
@@ -39,7 +36,7 @@ pub use killed::apphost_killed;
 pub use soak::soak;
 
 /// Run by `apphost test` with no `--scenario`, in this order.
-pub const BUILT_IN: [&str; 8] = [
+pub const BUILT_IN: [&str; 9] = [
     "smoke",
     "broker-outage",
     "receiver-offline",
@@ -47,6 +44,7 @@ pub const BUILT_IN: [&str; 8] = [
     "receiver-crash",
     "db-restart",
     "poison",
+    "redelivery",
     "apphost-killed",
 ];
 
@@ -117,7 +115,6 @@ pub struct Ctx {
     pub roles: Roles,
     pub settings: Settings,
     client: reqwest::Client,
-    effects: Mutex<effects::Effects>,
     receiver_db: Option<sqlx::PgPool>,
 }
 
@@ -129,8 +126,7 @@ impl Ctx {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&roles.receiver_db_url)
             .ok();
-        let effects = Mutex::new(effects::Effects::next_life(None, 0, 0.0));
-        Self { supervisor, roles, settings, client, effects, receiver_db }
+        Self { supervisor, roles, settings, client, receiver_db }
     }
 
     pub(super) fn url(&self, resource: &str) -> Result<String, String> {

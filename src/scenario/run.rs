@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use contracts::{
     Action,
-    metrics::{OUTBOX_PENDING, OUTBOX_PUBLISHED, RECEIVER_PROCESSED, RECEIVER_REJECTED},
+    metrics::{OUTBOX_PENDING, OUTBOX_PUBLISHED, RECEIVER_DUPLICATES, RECEIVER_PROCESSED, RECEIVER_REJECTED},
 };
 
 use super::{
@@ -18,27 +18,51 @@ use crate::supervisor::State;
 
 impl Ctx {
     /// Brings `target` to the middle of a batch (see [`Self::batch_in_flight`])
-    /// and says how it was caught, with the burst's acknowledged ids. The
-    /// receiver's life is counted first, so that a kill can follow the moment
-    /// the batch is seen.
+    /// and says how it was caught, with the burst's acknowledged ids.
     pub(super) async fn mid_batch(&self, target: &str) -> Result<(String, Vec<String>), String> {
         let on_receiver = target == self.roles.receiver;
-        if on_receiver {
-            self.close_life().await?;
-        }
         let (in_flight, burst) = self.batch_in_flight(target).await?;
         let what = if on_receiver { "messages published but not yet processed" } else { "outbox rows in flight" };
         Ok((format!("with {in_flight} {what}"), burst))
     }
 
     pub(super) async fn act(&self, resource: &str, action: Action) -> Result<(), String> {
-        if resource == self.roles.receiver && action.ends_process() {
-            // This receiver's counters end here: keep what they showed, watch the next ones from 0.
-            self.close_life().await?;
-            self.open_life();
-        }
         self.supervisor.record(resource, format!("test: {action}"));
         self.supervisor.act(resource, action).await.map(|_| ())
+    }
+
+    /// Sends acknowledged item `id` again once the receiver has it (see
+    /// [`steps::Step::Redeliver`]) and waits until the receiver has seen the
+    /// copy: absorbed as a duplicate, or applied again. Says what was done.
+    async fn redeliver(&self, id: &str) -> Result<String, String> {
+        let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
+        let deadline = Instant::now() + self.settings.settle;
+        let message_id = loop {
+            if let Some(message_id) = demo::message_id_of(pool, id).await? {
+                break message_id;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("item {id} never reached the receiver, so it could not be redelivered"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let absorbed = self.receiver_metric(RECEIVER_DUPLICATES.series).await;
+        let receiver = self.url(&self.roles.receiver)?;
+        demo::redeliver(&self.client, &receiver, &self.roles.broker_url, &self.roles.queue, id, &message_id).await?;
+        // The row is read first: a receiver that applied the copy also counts it as a duplicate delivery.
+        let seen = loop {
+            if demo::extra_applications(pool, &[id.to_owned()]).await? > 0 {
+                break "applied it again";
+            }
+            if self.receiver_metric(RECEIVER_DUPLICATES.series).await > absorbed {
+                break "absorbed it";
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the receiver never saw the redelivered message {message_id}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        Ok(format!("item {id} redelivered under its message id {message_id}; the receiver {seen}"))
     }
 
     /// Whether every instance became healthy within `limit`.
@@ -96,7 +120,6 @@ impl Ctx {
     }
 
     pub(super) async fn drive(&self, name: &str, steps: &[Step], report: &mut Report) -> Result<(), String> {
-        self.watch_effects().await;
         let rejected_before = self.receiver_metric(RECEIVER_REJECTED.series).await;
         let mut load: Option<Load> = None;
         let mut acknowledged = Vec::new();
@@ -147,6 +170,12 @@ impl Ctx {
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
+                    fault_end = Some(Instant::now());
+                }
+                Step::Redeliver => {
+                    let so_far = load.as_ref().map(Load::acknowledged_so_far).unwrap_or_default();
+                    let id = so_far.first().or(acknowledged.first()).cloned().ok_or("nothing to redeliver yet")?;
+                    report.notes.push(self.redeliver(&id).await?);
                     fault_end = Some(Instant::now());
                 }
                 Step::Assert(expect) => expectations.push(expect.clone()),
@@ -243,12 +272,7 @@ impl Ctx {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         report.lost = missing;
-        let absorbed;
-        (report.duplicate_effects, absorbed) = self.tally().await?;
-        if absorbed >= 1.0 {
-            let s = if absorbed == 1.0 { "" } else { "s" };
-            report.notes.push(format!("the receiver's inbox absorbed {absorbed} redelivered message{s}"));
-        }
+        report.duplicate_effects = self.duplicate_effects(acknowledged).await?;
         if report.lost > 0 {
             return Err(format!(
                 "{} acknowledged items never reached the receiver within {:?}",
@@ -257,7 +281,7 @@ impl Ctx {
         }
         if report.duplicate_effects > 0 {
             return Err(format!(
-                "the receiver counted {} more effects than it committed inbox rows: messages took effect twice",
+                "acknowledged items were applied {} more time(s) than once: messages took effect twice",
                 report.duplicate_effects
             ));
         }

@@ -72,7 +72,6 @@ struct Fault {
 pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let started = Instant::now();
     let mut report = Report { scenario: "soak".into(), ..Default::default() };
-    ctx.watch_effects().await;
     let mut faults: Vec<Fault> = Vec::new();
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
@@ -236,9 +235,8 @@ fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, re
         "How it is counted:\n\
          - *acknowledged*: POSTs answered 201 (a refusal promised nothing);\n\
          - *lost*: acknowledged ids missing from the receiver's `GET /api/EntityItems` once the load stopped;\n\
-         - *duplicate effects*: for each life of the receiver's process, how far its `receiver_processed_total` \
-           ran ahead of the inbox rows its database committed in that life (read before every kill or stop of the \
-           receiver, and at the end).\n\n",
+         - *duplicate effects*: applications of acknowledged items beyond the first, as the receiver's \
+           projection counts them (`entity_items.applied`, raised in the same transaction as every application).\n\n",
     );
     for note in &report.notes {
         text.push_str(&format!("- {note}\n"));

@@ -19,6 +19,10 @@ pub enum Step {
     Chaos(Chaos),
     /// A malformed message on the receiver's queue, from an independent producer.
     Poison,
+    /// An item already delivered, sent again under its message id (and a new
+    /// `_AMQ_DUPL_ID`, so the broker lets it through): only the receiver's
+    /// deduplication stands between it and a second effect.
+    Redeliver,
     Assert(Expect),
 }
 
@@ -108,6 +112,7 @@ pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Ve
             Some(Expect { unavailable_at_least: Some(1), ..Expect::default() }),
         ),
         "poison" => under_load(vec![Poison], Some(Expect { rejected_at_least: Some(1), ..Expect::default() })),
+        "redelivery" => under_load(vec![Redeliver], None),
         _ => return None,
     };
     Some(steps)

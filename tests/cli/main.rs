@@ -232,21 +232,25 @@ async fn every_built_in_scenario_passes_on_the_docker_runtime() {
     let _one = ONE_STACK.lock().await;
     // 5 s faults instead of the default 30 s keep CI short; the logic is the same.
     let (_, stdout, xml) = apphost_test(&["--runtime", "docker", "--no-build", "--outage", "5s"]).await;
-    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
-    assert!(xml.contains(r#"tests="8" failures="0""#), "{xml}");
+    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    assert!(xml.contains(r#"tests="9" failures="0""#), "{xml}");
+    assert!(
+        stdout.contains("redelivered under its message id") && stdout.contains("the receiver absorbed it"),
+        "the redelivery arrived and the inbox absorbed it:\n{stdout}"
+    );
     assert!(stdout.contains("outbox rows in flight"), "sender-crash strikes with a batch in flight:\n{stdout}");
     assert!(stdout.contains("kill `receiver` with"), "receiver-crash strikes mid-batch:\n{stdout}");
     assert!(stdout.contains("scenario apphost-killed: passed"), "{stdout}");
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }
 
-/// The duplicate-effect check has teeth, also after the receiver restarted
-/// (its counters start again at 0): when the receiver counted an effect whose
-/// inbox row is not there (as when a message is applied without its record),
-/// the scenario fails and says so. The test kills the receiver in the
-/// scenario, then takes one row of its new life away with `psql`.
+/// The duplicate-effect count reads the effect itself: when an acknowledged
+/// item's row says it was applied twice, the scenario fails and says so,
+/// also after the receiver was killed and restarted (its counters start
+/// again; the row does not). The test raises `applied` on a row of the
+/// restarted receiver with `psql`, as a second application would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_effect_without_its_inbox_row_fails_the_scenario() {
+async fn a_second_application_of_an_item_fails_the_scenario() {
     let _one = ONE_STACK.lock().await;
     let state = helpers::StateDir::new();
     std::fs::create_dir_all(&state).unwrap();
@@ -261,14 +265,11 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         .unwrap();
     let mut run = Running::collect(run);
 
-    // Once the restarted receiver has stored a few items, remove the newest one and its inbox row.
+    // Once the restarted receiver has stored items, count one of them applied twice.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    let removed = loop {
+    let doubled = loop {
         if let Ok(Some(status)) = run.child.try_wait() {
-            panic!(
-                "the scenario ended ({status}) before a row of the new receiver could be taken away:\n{}",
-                run.output()
-            );
+            panic!("the scenario ended ({status}) before a row could be doubled:\n{}", run.output());
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -277,47 +278,86 @@ async fn an_effect_without_its_inbox_row_fails_the_scenario() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(ps) = helpers::ps(&state).await else { continue };
-        // The restarted receiver, by its launch time: rows stamped since are its own.
-        let Some(launched) = ps
-            .iter()
-            .find(|s| s["name"] == "receiver" && s["restarts"].as_u64() >= Some(1) && s["state"] == "healthy")
-            .and_then(|s| s["started_at"].as_str())
-            .filter(|t| t.chars().all(|c| c.is_ascii_digit() || "-:.TZ+".contains(c)))
-        else {
-            continue;
-        };
+        let restarted =
+            ps.iter().any(|s| s["name"] == "receiver" && s["restarts"].as_u64() >= Some(1) && s["state"] == "healthy");
         let Some(port) = ps.iter().find(|s| s["name"] == "receiver-db").and_then(|s| {
             s["endpoints"].as_array()?.iter().find_map(|e| e["url"].as_str()?.rsplit(':').next()?.parse::<u16>().ok())
         }) else {
             continue;
         };
+        if !restarted {
+            continue;
+        }
         let secrets: serde_json::Value =
             serde_json::from_slice(&std::fs::read(state.join("secrets.json")).unwrap()).unwrap();
         let password = secrets["passwords"]["receiver-db"].as_str().unwrap().to_owned();
-        let sql = format!(
-            "WITH newest AS (SELECT message_id FROM inbox WHERE received_at >= '{launched}' ORDER BY received_at DESC LIMIT 1), \
-             gone AS (DELETE FROM entity_items WHERE message_id IN (SELECT message_id FROM newest) RETURNING message_id) \
-             DELETE FROM inbox WHERE message_id IN (SELECT message_id FROM gone) RETURNING message_id"
-        );
+        let sql = "UPDATE entity_items SET applied = applied + 1 \
+                   WHERE id = (SELECT id FROM entity_items ORDER BY received_at DESC LIMIT 1) RETURNING id";
         let psql = tokio::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "apphost", "-d", "receiver", "-Atc", &sql])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "apphost", "-d", "receiver", "-Atc", sql])
             .env("PGPASSWORD", &password)
             .env("PGCONNECT_TIMEOUT", "5")
             .kill_on_drop(true)
             .output();
         let Ok(out) = tokio::time::timeout(Duration::from_secs(10), psql).await else { continue };
         let out = out.expect("psql (Debian's postgresql-client)");
-        // The id returned, if a row went (then psql's "DELETE 1").
-        let removed =
-            String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("DELETE")).unwrap_or("").to_owned();
-        if out.status.success() && !removed.is_empty() {
-            break removed;
+        let doubled =
+            String::from_utf8_lossy(&out.stdout).lines().find(|l| !l.starts_with("UPDATE")).unwrap_or("").to_owned();
+        if out.status.success() && !doubled.is_empty() {
+            break doubled;
         }
     };
 
     let status = run.wait_exit(Duration::from_secs(300)).await;
     let stdout = run.output();
-    assert!(!status.success(), "message {removed} was taken away, yet:\n{stdout}");
-    assert!(stdout.contains("lost 1, duplicate effects 1"), "{stdout}");
+    assert!(!status.success(), "item {doubled} was applied twice, yet:\n{stdout}");
+    assert!(stdout.contains("lost 0, duplicate effects 1"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+/// The receiver's deduplication is what keeps a redelivery from a second
+/// effect, and the scenarios see it when it is gone: the same `redelivery`
+/// scenario that passes against the real receiver fails against one built
+/// with the `no-dedup` feature (a binary no user build has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_without_deduplication_fails_the_redelivery_scenario() {
+    let _one = ONE_STACK.lock().await;
+    let workspace = helpers::workspace();
+    let built = tokio::process::Command::new(env!("CARGO"))
+        .args(["build", "-p", "receiver", "--bin", "receiver-no-dedup", "--features", "receiver/no-dedup"])
+        .current_dir(&workspace)
+        .output()
+        .await
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(workspace.join("target"), std::path::PathBuf::from);
+    let (sender, mutant) = (target.join("debug/sender"), target.join("debug/receiver-no-dedup"));
+    assert!(sender.exists() && mutant.exists(), "{} and {}", sender.display(), mutant.display());
+
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("mutant.yaml");
+    let service = |name: &str, program: &std::path::Path, db: &str| {
+        format!(
+            "  {name}:\n    kind: executable\n    command: {}\n    ports: [{{ name: http }}]\n    health: {{ http: /health/ready }}\n    references: [{db}, broker]\n    wait_for: [{db}, broker]\n",
+            program.display()
+        )
+    };
+    let topology = format!(
+        "name: mutant\nresources:\n  sender-db: {{ kind: postgres, database: sender }}\n  receiver-db: {{ kind: postgres, database: receiver }}\n  broker:\n    kind: artemis\n    health: {{ log: AMQ221007, start_period: 60s }}\n{}{}",
+        service("sender", &sender, "sender-db"),
+        service("receiver", &mutant, "receiver-db"),
+    );
+    std::fs::write(&file, topology).unwrap();
+    let out = apphost(&state)
+        .args(["test", "--runtime", "process", "--settle", "20s", "--scenario", "redelivery", "-f"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a receiver without deduplication passed:\n{stdout}");
+    assert!(stdout.contains("the receiver applied it again"), "{stdout}");
+    assert!(stdout.contains("duplicate effects 1"), "{stdout}");
     assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
 }

@@ -17,7 +17,8 @@ pub struct Stored {
 }
 
 /// Stores a batch in one transaction: inbox rows first (conflicts skipped),
-/// then the items of the messages that were new.
+/// then the items of the messages that were new. Each application of an item
+/// counts (`applied`): an item applied again shows as `applied > 1`.
 pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
@@ -38,19 +39,33 @@ pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Err
 
     // The first copy of each new message id; a second copy in the same batch is a duplicate.
     let mut taken = HashSet::new();
-    let fresh: Vec<&&Event> =
-        events.iter().filter(|e| new.contains(&e.message_id) && taken.insert(e.message_id.as_str())).collect();
-    if !fresh.is_empty() {
-        let item_ids: Vec<Uuid> = fresh.iter().map(|e| e.item.id).collect();
-        let names: Vec<&str> = fresh.iter().map(|e| e.item.name.as_str()).collect();
-        let values: Vec<Decimal> = fresh.iter().map(|e| e.item.value).collect();
-        let created: Vec<DateTime<Utc>> = fresh.iter().map(|e| e.item.created_at).collect();
-        let message_ids: Vec<&str> = fresh.iter().map(|e| e.message_id.as_str()).collect();
-        // The same item under a new message id (a replayed event) keeps the first copy.
+    let fresh: Vec<&Event> = if cfg!(feature = "no-dedup") {
+        // Broken on purpose (tests only): every delivery is applied.
+        events.to_vec()
+    } else {
+        events.iter().copied().filter(|e| new.contains(&e.message_id) && taken.insert(e.message_id.as_str())).collect()
+    };
+    // One statement cannot touch a row twice: the copies of one item in a batch
+    // go in rounds, each round at most one copy of an item.
+    let mut rounds: Vec<Vec<&Event>> = Vec::new();
+    for event in fresh {
+        match rounds.iter_mut().find(|round| round.iter().all(|e| e.item.id != event.item.id)) {
+            Some(round) => round.push(event),
+            None => rounds.push(vec![event]),
+        }
+    }
+    for round in rounds {
+        let item_ids: Vec<Uuid> = round.iter().map(|e| e.item.id).collect();
+        let names: Vec<&str> = round.iter().map(|e| e.item.name.as_str()).collect();
+        let values: Vec<Decimal> = round.iter().map(|e| e.item.value).collect();
+        let created: Vec<DateTime<Utc>> = round.iter().map(|e| e.item.created_at).collect();
+        let message_ids: Vec<&str> = round.iter().map(|e| e.message_id.as_str()).collect();
+        // The same item applied again (a replayed event under a new message id)
+        // keeps its first copy and counts the application.
         sqlx::query(
             "INSERT INTO entity_items (id, name, value, created_at, message_id)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::timestamptz[], $5::text[])
-             ON CONFLICT (id) DO NOTHING",
+             ON CONFLICT (id) DO UPDATE SET applied = entity_items.applied + 1",
         )
         .bind(&item_ids)
         .bind(&names)

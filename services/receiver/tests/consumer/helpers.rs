@@ -64,10 +64,12 @@ impl Drop for TestReceiver {
 
 /// A well-formed `EntityItemCreated` message with a fresh item.
 pub fn event(message_id: &str, name: &str) -> Outgoing {
-    let body = format!(
-        r#"{{"id":"{}","name":"{name}","value":12.50,"createdAt":"{}"}}"#,
-        uuid::Uuid::now_v7(),
-        chrono::Utc::now().to_rfc3339()
-    );
+    event_of(uuid::Uuid::now_v7(), message_id, name)
+}
+
+/// The event of item `item` under `message_id`.
+pub fn event_of(item: uuid::Uuid, message_id: &str, name: &str) -> Outgoing {
+    let body =
+        format!(r#"{{"id":"{item}","name":"{name}","value":12.50,"createdAt":"{}"}}"#, chrono::Utc::now().to_rfc3339());
     Outgoing { id: Some(message_id.to_owned()), subject: Some("EntityItemCreated".into()), body, ..Default::default() }
 }

@@ -36,7 +36,34 @@ async fn a_redelivered_message_id_has_no_second_effect() {
         .await
         .unwrap();
     assert_eq!(names, ["first", "other"], "the first copy wins; the duplicate changed nothing");
+    assert_eq!(applications(&db).await, 2, "each item applied once");
     assert!(peer::drain(broker, &queue, 1).await.is_empty(), "every delivery was accepted");
+}
+
+/// Every application of an item to the projection counts: the same item
+/// under a second message id (which the inbox cannot recognise) shows as
+/// applied twice, so a duplicate effect can be seen in the data.
+#[tokio::test]
+async fn an_item_applied_again_counts_its_second_application() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+    let item = uuid::Uuid::now_v7();
+    peer::send(broker, &queue, &[helpers::event_of(item, "m-1", "first"), helpers::event_of(item, "m-2", "again")])
+        .await;
+    eventually("both deliveries to be processed", Duration::from_secs(20), || async {
+        (receiver.metric("receiver_processed_total").await == 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count("entity_items").await, 1);
+    assert_eq!(applications(&db).await, 2, "the second application is on the row");
+}
+
+/// Applications of every item, as the projection counts them.
+async fn applications(db: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(db).await.unwrap();
+    sqlx::query_scalar("SELECT coalesce(sum(applied), 0)::bigint FROM entity_items").fetch_one(&pool).await.unwrap()
 }
 
 #[tokio::test]
