@@ -273,11 +273,19 @@ impl Client {
         Self {
             base: format!("http://127.0.0.1:{}", session.port),
             token: session.token.clone(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("http client"),
+            // No bound on a whole request: a followed log stream lasts as long as it is read.
+            http: crate::loopback::client(None),
         }
     }
 
+    /// A request that answers at once (bounded at 120 s).
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, String> {
+        let request = self.http.get(format!("{}{path}", self.base)).timeout(Duration::from_secs(120));
+        request.bearer_auth(&self.token).send().await.map_err(|e| e.to_string())
+    }
+
+    /// A stream that stays open as long as the server sends (`logs -f`).
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, String> {
         self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())
     }
 
@@ -317,6 +325,7 @@ impl Client {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(120))
             .bearer_auth(&self.token)
             .send()
             .await

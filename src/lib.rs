@@ -27,6 +27,7 @@ pub mod control;
 pub mod headless;
 pub mod kinds;
 pub mod logs;
+pub mod loopback;
 pub mod monitor;
 pub mod plan;
 pub mod root;

@@ -149,8 +149,7 @@ impl Monitor {
             Arc::new(Self { samples: Mutex::default(), version: AtomicU64::new(0), has_sources: !sources.is_empty() });
         let this = monitor.clone();
         tasks.spawn(async move {
-            let client =
-                reqwest::Client::builder().timeout(Duration::from_secs(1)).no_proxy().build().expect("an HTTP client");
+            let client = crate::loopback::client(Some(Duration::from_secs(1)));
             let urls: Vec<String> = sources
                 .iter()
                 .filter_map(|i| i.port("http"))

@@ -107,7 +107,7 @@ pub async fn logs(
     if let Some(r) = &resource {
         path.push_str(&format!("&resource={r}"));
     }
-    let response = client.get(&path).await.map_err(|e| miette!("{e}"))?;
+    let response = client.stream(&path).await.map_err(|e| miette!("{e}"))?;
     if !response.status().is_success() {
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         return Err(miette!("{}", body["error"].as_str().unwrap_or("cannot read logs")));

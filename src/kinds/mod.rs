@@ -293,6 +293,10 @@ fn process_env(me: &Instance, ctx: &EnvContext<'_>) -> Vec<(String, String)> {
         env.push(("HTTP_PORTS".into(), http.to_string()));
         env.push(("HOST".into(), "127.0.0.1".into()));
     }
+    // Loopback calls never go through a proxy apphost's environment may name.
+    let no_proxy = crate::loopback::no_proxy();
+    env.push(("NO_PROXY".into(), no_proxy.clone()));
+    env.push(("no_proxy".into(), no_proxy));
     env.push(("OTEL_SERVICE_NAME".into(), me.resource.name.clone()));
     env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), format!("service.instance.id={}-{}", me.name, ctx.session)));
     env.extend(ctx.telemetry.iter().cloned());

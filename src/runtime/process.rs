@@ -364,16 +364,37 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) {
     }
 }
 
+/// Writes `contents` to a new file at `path`, readable by `owner` (or us)
+/// alone from the moment it exists. The folder may belong to the server's
+/// user, who could have planted a link there: whatever is at `path` is
+/// unlinked (which never follows a link), and the file is created
+/// exclusively and without following links (a link planted again in
+/// between makes the start fail, never a write elsewhere); it is handed to
+/// `owner` through its descriptor, not its path.
+fn write_secret(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    file.write_all(contents.as_bytes())
+}
+
 /// Carries out `steps` as `owner` (ourselves when `None`).
 async fn run_steps(steps: &[Step], owner: Option<(u32, u32)>) -> Result<(), StartError> {
     for step in steps {
         match step {
-            Step::Secret { path, contents } => {
-                std::fs::write(path, contents)
-                    .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
-                    .map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?;
-                chown(path, owner);
-            }
+            Step::Secret { path, contents } => write_secret(path, contents, owner)
+                .map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?,
             Step::Run { what, program, args, stdin } => {
                 let mut command = Command::new(program);
                 command.args(args);
@@ -397,6 +418,31 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    /// A link planted where a secret goes (as the server's user could, in a
+    /// folder it owns) is replaced, never followed: the file it points at
+    /// keeps its contents and mode.
+    #[tokio::test]
+    async fn a_planted_link_where_a_secret_goes_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("apphost-secret-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("ld.so.preload");
+        std::fs::write(&target, "keep").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let pwfile = dir.join("pwfile");
+        std::os::unix::fs::symlink(&target, &pwfile).unwrap();
+
+        let steps = [Step::Secret { path: pwfile.clone(), contents: "s3cret".into() }];
+        run_steps(&steps, None).await.unwrap();
+
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep", "the link's target is untouched");
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);
+        let written = std::fs::symlink_metadata(&pwfile).unwrap();
+        assert!(written.file_type().is_file(), "the secret is a file of its own");
+        assert_eq!(written.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&pwfile).unwrap(), "s3cret");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn data_dirs_open_the_way_down_from_the_state_folder_and_nothing_above() {

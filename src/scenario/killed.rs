@@ -54,7 +54,7 @@ async fn drive(file: &Path, runtime: &str, state: &Path, app: &str, report: &mut
         .spawn()
         .map_err(|e| format!("cannot start a second apphost: {e}"))?;
     let dir = StateDir { root: state.to_path_buf() };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+    let client = crate::loopback::client(Some(Duration::from_secs(10)));
     // Up and healthy, through its control API.
     let deadline = Instant::now() + Duration::from_secs(300);
     let ps: Vec<Status> = loop {

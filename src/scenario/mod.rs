@@ -120,7 +120,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(supervisor: Arc<Supervisor>, roles: Roles, settings: Settings) -> Self {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        let client = crate::loopback::client(Some(Duration::from_secs(10)));
         let receiver_db = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))

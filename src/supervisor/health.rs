@@ -37,7 +37,7 @@ pub(super) async fn watch(
         return;
     };
     let started = Instant::now();
-    let client = reqwest::Client::builder().timeout(probe.timeout).build().expect("http client");
+    let client = crate::loopback::client(Some(probe.timeout));
     let regex = match &probe.check {
         Check::Log { pattern } => regex::Regex::new(pattern).ok(),
         _ => None,

@@ -45,6 +45,40 @@ async fn process_runtime_runs_the_demo_and_down_removes_it() {
     }
 }
 
+/// A system proxy is never used for loopback: with `HTTP_PROXY` (and
+/// friends) pointing at a proxy that never answers, the health probes pass,
+/// the CLI reaches the control API, and every process apphost starts is
+/// told `NO_PROXY` for loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_proxy_is_never_used_for_loopback() {
+    let _one = ONE_STACK.lock().await;
+    // Accepts connections (into its backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", silent.local_addr().unwrap());
+    let env = [("HTTP_PROXY", proxy.as_str()), ("http_proxy", proxy.as_str()), ("ALL_PROXY", proxy.as_str())];
+    let mut stack = Stack::up_with("process", &env).await;
+    let ps = stack.wait_healthy(HEALTHY_WITHIN).await;
+
+    let through = apphost(&stack.state).envs(env).args(["ps", "--json"]).output().await.unwrap();
+    assert!(through.status.success(), "ps with a proxy set: {}", String::from_utf8_lossy(&through.stderr));
+    for service in ["sender", "receiver"] {
+        let pid = ps
+            .iter()
+            .find(|s| s["name"] == service)
+            .and_then(|s| s["id"].as_str()?.strip_prefix("pid ")?.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no pid for {service}: {ps:?}"));
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let no_proxy = environ
+            .split(|b| *b == 0)
+            .find_map(|v| String::from_utf8_lossy(v).strip_prefix("NO_PROXY=").map(str::to_owned))
+            .unwrap_or_default();
+        assert!(no_proxy.split(',').any(|h| h == "127.0.0.1"), "{service} has NO_PROXY={no_proxy:?}");
+    }
+    let down = apphost(&stack.state).envs(env).arg("down").output().await.unwrap();
+    assert!(down.status.success(), "down with a proxy set: {}", String::from_utf8_lossy(&down.stderr));
+    drop(silent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_runtime_runs_the_demo_and_down_removes_it() {
     let _one = ONE_STACK.lock().await;
