@@ -123,6 +123,7 @@ impl Job {
                 s.id = Some(id);
             });
             self.set(State::Running);
+            let ran_since = tokio::time::Instant::now();
             let (health_tx, health_rx) = watch::channel(None);
             let probe = tokio::spawn(health::watch(
                 self.instance.clone(),
@@ -158,6 +159,14 @@ impl Job {
                 Ended::Exited(exit) => {
                     self.set(State::Exited(exit));
                     let restart = self.instance.resource.restart.clone();
+                    // A stable run forgives the crashes before it.
+                    if crashes > 0 && ran_since.elapsed() >= restart.reset_after {
+                        crashes = 0;
+                        self.shared.event(
+                            &name,
+                            format!("ran over {:?} before it ended: restart count reset", restart.reset_after),
+                        );
+                    }
                     let again = match restart.policy {
                         RestartPolicy::Always => true,
                         RestartPolicy::OnFailure => !exit.success(),

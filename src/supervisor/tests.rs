@@ -28,14 +28,17 @@ type Journal = Arc<Mutex<Vec<(Duration, String)>>>;
 struct Script {
     /// How long a start takes.
     start: Duration,
-    /// Exits on its own this long after starting, with this exit.
-    exit_after: Option<(Duration, Exit)>,
+    /// Exits on its own this long after starting, with this exit: the first
+    /// entry for the first start, and so on (the last one for the rest).
+    exits: Vec<(Duration, Exit)>,
 }
 
 struct Fake {
     t0: Instant,
     journal: Journal,
     scripts: HashMap<String, Script>,
+    /// Starts so far, per instance.
+    starts: Mutex<HashMap<String, usize>>,
 }
 
 impl Fake {
@@ -56,12 +59,18 @@ impl Runtime for Fake {
     ) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
         async move {
             let script = self.scripts.get(&instance.name).cloned().unwrap_or_default();
+            let nth = {
+                let mut starts = self.starts.lock().unwrap();
+                let n = starts.entry(instance.name.clone()).or_default();
+                *n += 1;
+                *n - 1
+            };
             Fake::note(&self.journal, self.t0, format!("starting {}", instance.name));
             tokio::time::sleep(script.start).await;
             Fake::note(&self.journal, self.t0, format!("started {}", instance.name));
             let (exit, _) = watch::channel(None);
             let exit = Arc::new(exit);
-            if let Some((after, how)) = script.exit_after {
+            if let Some(&(after, how)) = script.exits.get(nth).or(script.exits.last()) {
                 let exit = exit.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
@@ -138,6 +147,7 @@ fn supervise(yaml: &str, scripts: &[(&str, Script)]) -> (Supervisor, Journal) {
         t0: Instant::now(),
         journal: journal.clone(),
         scripts: scripts.iter().map(|(n, s)| (n.to_string(), s.clone())).collect(),
+        starts: Mutex::default(),
     };
     let runtimes: HashMap<&'static str, Arc<dyn Runtime>> = HashMap::from([("process", Arc::new(fake) as _)]);
     let supervisor = Supervisor::start(&t, instances, &runtimes, LogStore::new(100), Arc::default());
@@ -199,7 +209,7 @@ resources:
     command: crashy
     restart: { policy: on_failure, max_restarts: 3, backoff: 1s, max_backoff: 3s }
 ";
-    let crash = Script { exit_after: Some((Duration::ZERO, Exit::Code(1))), ..Script::default() };
+    let crash = Script { exits: vec![(Duration::ZERO, Exit::Code(1))], ..Script::default() };
     let (supervisor, journal) = supervise(yaml, &[("crashy", crash)]);
     until(&supervisor, "crashy failed", |s| matches!(s["crashy"], State::Failed(_))).await;
     let starts: Vec<u64> = entries(&journal, "starting ").into_iter().map(|(at, _)| at).collect();
@@ -215,9 +225,31 @@ resources:
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stable_run_resets_the_count_of_restarts_and_the_backoff() {
+    let yaml = "
+resources:
+  flaky:
+    kind: executable
+    command: flaky
+    restart: { policy: on_failure, max_restarts: 2, backoff: 1s, max_backoff: 30s, reset_after: 60s }
+";
+    let crash = (Duration::ZERO, Exit::Code(1));
+    // Two quick crashes, a stable run of 120 s, then quick crashes again.
+    let flaky =
+        Script { exits: vec![crash, crash, (Duration::from_secs(120), Exit::Code(1)), crash], ..Script::default() };
+    let (supervisor, journal) = supervise(yaml, &[("flaky", flaky)]);
+    until(&supervisor, "flaky failed", |s| matches!(s["flaky"], State::Failed(_))).await;
+    let starts: Vec<u64> = entries(&journal, "starting ").into_iter().map(|(at, _)| at).collect();
+    // 0, +1 s, +2 s (it runs 120 s, so the count starts again), then +1 s,
+    // +2 s and given up after 2 restarts in a row. Without the reset it would
+    // be given up on when the long run ended: [0, 1, 3].
+    assert_eq!(starts, [0, 1, 3, 124, 126]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_clean_exit_is_not_restarted_under_on_failure() {
     let yaml = "resources:\n  once: { kind: executable, command: once }\n";
-    let done = Script { exit_after: Some((Duration::from_secs(1), Exit::Code(0))), ..Script::default() };
+    let done = Script { exits: vec![(Duration::from_secs(1), Exit::Code(0))], ..Script::default() };
     let (supervisor, journal) = supervise(yaml, &[("once", done)]);
     until(&supervisor, "once exited", |s| s["once"] == State::Exited(Exit::Code(0))).await;
     tokio::time::sleep(Duration::from_secs(60)).await;

@@ -133,9 +133,13 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restart {
     pub policy: RestartPolicy,
+    /// Restarts in a row before it is given up on as failed.
     pub max_restarts: u32,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// A run at least this long was stable: the count of restarts in a row
+    /// and the backoff start again (as Kubernetes' backoff reset does).
+    pub reset_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

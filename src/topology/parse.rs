@@ -161,6 +161,7 @@ fn resource(src: &Source<'_>, name: String, key: Node<'_>, body: Node<'_>) -> Re
             max_restarts: 5,
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
         },
         replicas: 1,
         shutdown: Shutdown { signal: kind.spec().stop_signal(), grace: Duration::from_secs(10) },
@@ -376,13 +377,14 @@ fn restart(src: &Source<'_>, node: &Node<'_>, mut current: Restart) -> Result<Re
     }
     let entries =
         node.mapping(src).map_err(|_| node.wrong_type("a policy (`no`, `on_failure`, `always`) or a mapping"))?;
-    check_keys(&entries, &["policy", "max_restarts", "backoff", "max_backoff"], "`restart`")?;
+    check_keys(&entries, &["policy", "max_restarts", "backoff", "max_backoff", "reset_after"], "`restart`")?;
     for (k, _, v) in &entries {
         match k.as_str() {
             "policy" => current.policy = policy(v)?,
             "max_restarts" => current.max_restarts = v.integer(0, 10_000)? as u32,
             "backoff" => current.backoff = duration(v)?,
-            _ => current.max_backoff = duration(v)?,
+            "max_backoff" => current.max_backoff = duration(v)?,
+            _ => current.reset_after = duration(v)?,
         }
     }
     Ok(current)

@@ -50,7 +50,7 @@ pub fn json_schema() -> Value {
                 { "type": "object", "additionalProperties": false, "properties": {
                     "policy": { "enum": ["no", "on_failure", "always"] },
                     "max_restarts": { "type": "integer", "minimum": 0 },
-                    "backoff": duration, "max_backoff": duration
+                    "backoff": duration, "max_backoff": duration, "reset_after": duration
                 }}
             ]},
             "replicas": { "type": "integer", "minimum": 1, "maximum": 64 },
