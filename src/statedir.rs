@@ -30,12 +30,26 @@ impl StateDir {
         Self { root: dir.join(".apphost") }
     }
 
-    /// Creates the folder: others may pass through it (a database server
-    /// running as `postgres` reaches its data below) but not list it; the
-    /// secrets in it are owner-only files.
+    /// Creates the folder (mode 0711: others may pass through it, as a
+    /// database server running as `postgres` must to reach its data, but not
+    /// list it; the secrets in it are owner-only files), or checks that the
+    /// one there can be trusted with secrets and process records: a folder
+    /// of ours that nobody else can write to, not a link. A folder apphost
+    /// did not create keeps its mode.
     pub fn ensure(&self) -> std::io::Result<()> {
-        fs::create_dir_all(&self.root)?;
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o711))
+        match fs::symlink_metadata(&self.root) {
+            Ok(meta) => trusted(&self.root, &meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent)?;
+                }
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new().mode(0o711).create(&self.root)?;
+                // The umask may have taken some of it away; the folder is ours.
+                fs::set_permissions(&self.root, fs::Permissions::from_mode(0o711))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Data of persistent resources (process runtime).
@@ -63,6 +77,34 @@ impl StateDir {
 
     pub fn pids_file(&self) -> PathBuf {
         self.root.join("pids.json")
+    }
+}
+
+/// Whether a state folder that is already there can be trusted: others could
+/// plant links in one they can write to (which root would then follow) or
+/// forge the records of what to stop.
+fn trusted(root: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        Err(std::io::Error::other(format!(
+            "the state folder {} {why}; apphost keeps secrets and the processes it started there. \
+             Use a folder of your own that only you can write to (set APPHOST_STATE_DIR, e.g. to a new folder), \
+             or leave it unset for `.apphost` beside the topology file",
+            root.display()
+        )))
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.file_type().is_symlink() {
+        refuse("is a symbolic link".into())
+    } else if !meta.is_dir() {
+        refuse("is not a folder".into())
+    } else if meta.uid() != me {
+        refuse(format!("belongs to another user (uid {}, not {me})", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        refuse(format!("can be written by others (mode {:o})", meta.mode() & 0o7777))
+    } else {
+        Ok(())
     }
 }
 
@@ -168,6 +210,13 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether a record may be acted on at all: never init or the kernel's own
+/// (a record of pid 1 would make `kill(-1)`, every process there is), never
+/// apphost itself.
+fn may_signal(record: &PidRecord) -> bool {
+    record.pid > 1 && record.pid <= i32::MAX as u32 && record.pid != std::process::id()
+}
+
 /// The processes of this app, as `pids.json` lists them.
 pub struct PidFile {
     path: PathBuf,
@@ -206,7 +255,7 @@ impl PidFile {
     /// Returns what it killed.
     pub fn reap(&self) -> Vec<PidRecord> {
         let mut killed = Vec::new();
-        for record in self.read() {
+        for record in self.read().into_iter().filter(may_signal) {
             if process_start_time(record.pid) == Some(record.start_time) {
                 // SAFETY: kill(2) on a process group we created (pgid = pid).
                 unsafe {
@@ -238,6 +287,59 @@ mod tests {
         assert_eq!(again.password(&dir, "db").unwrap(), first, "reused across runs");
         assert_ne!(again.password(&dir, "other").unwrap(), first);
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    fn temp_folder() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("apphost-state-{}", uuid::Uuid::new_v4().simple()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_new_state_folder_is_made_passable_but_not_listable() {
+        let base = temp_folder();
+        let dir = StateDir { root: base.join("deeper").join(".apphost") };
+        dir.ensure().unwrap();
+        assert_eq!(fs::metadata(&dir.root).unwrap().permissions().mode() & 0o7777, 0o711);
+        dir.ensure().unwrap();
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn a_state_folder_others_can_write_is_refused_and_keeps_its_mode() {
+        let base = temp_folder();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = StateDir { root: base.clone() }.ensure().unwrap_err().to_string();
+        assert!(err.contains("can be written by others (mode 1777)") && err.contains("APPHOST_STATE_DIR"), "{err}");
+        assert_eq!(fs::metadata(&base).unwrap().permissions().mode() & 0o7777, 0o1777, "its mode is left alone");
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn a_state_folder_of_another_user_or_a_link_is_refused() {
+        let base = temp_folder();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&base, &link).unwrap();
+        let err = StateDir { root: link }.ensure().unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        // As root (CI), hand a folder to `nobody`; as anyone else the chown cannot be done, nor needed.
+        let theirs = base.join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_ok() {
+            let err = StateDir { root: theirs }.ensure().unwrap_err().to_string();
+            assert!(err.contains("belongs to another user (uid 65534"), "{err}");
+        }
+        fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn no_record_can_make_apphost_signal_init_everything_or_itself() {
+        let record = |pid| PidRecord { resource: "forged".into(), pid, start_time: 0 };
+        assert!(!may_signal(&record(0)));
+        assert!(!may_signal(&record(1)), "pid 1 would mean kill(-1)");
+        assert!(!may_signal(&record(u32::MAX)), "as pid_t this is -1");
+        assert!(!may_signal(&record(std::process::id())));
+        assert!(may_signal(&record(std::process::id() + 1)));
     }
 
     #[test]

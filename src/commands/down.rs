@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::ExitCode, time::Duration};
 
-use miette::miette;
+use miette::{IntoDiagnostic, miette};
 
 use crate::{
     control::Client,
@@ -18,6 +18,10 @@ const WAIT: Duration = Duration::from_secs(120);
 pub async fn down(file: &Path) -> miette::Result<ExitCode> {
     let topology = topology::load(file)?;
     let state = StateDir::for_topology(file);
+    // Records in a folder others could write are not acted on.
+    if state.root.exists() {
+        state.ensure().into_diagnostic()?;
+    }
     let Some(session) = Session::load_live(&state) else {
         Session::remove(&state);
         let removed = reap_leftovers(&topology, &state).await;

@@ -348,7 +348,8 @@ fn make_dir_for(dir: &Path, top: &Path, owner: Option<(u32, u32)>) -> Result<(),
     std::fs::create_dir_all(dir).map_err(|e| StartError::new(format!("cannot create {}: {e}", dir.display())))?;
     if owner.is_some() {
         let mut parent = dir.parent();
-        while let Some(p) = parent.filter(|p| p.starts_with(top)) {
+        // Below the state folder only: it is ours and passable already (`StateDir::ensure`).
+        while let Some(p) = parent.filter(|p| p.starts_with(top) && *p != top) {
             let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711));
             parent = p.parent();
         }
@@ -449,6 +450,7 @@ mod tests {
         let base = std::env::temp_dir().join(format!("apphost-mkdir-{}", uuid::Uuid::new_v4().simple()));
         let top = base.join("state");
         std::fs::create_dir_all(&top).unwrap();
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o711)).unwrap();
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o750)).unwrap();
         let me = std::fs::metadata(&base).unwrap();
         let dir = top.join("run").join("db");
@@ -456,7 +458,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&top.join("run")), 0o711);
-        assert_eq!(mode(&top), 0o711);
+        assert_eq!(mode(&top), 0o711, "the state folder as StateDir::ensure made it");
         assert_eq!(mode(&base), 0o750, "nothing above the state folder changes");
         std::fs::remove_dir_all(base).unwrap();
     }
