@@ -108,6 +108,16 @@ fn trusted(root: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
     }
 }
 
+/// Opens a log under the state folder for appending (`truncate`: from
+/// empty), readable by the owner only: what the services print may hold
+/// anything, and a file an older apphost left 0644 is narrowed too.
+pub fn private_log(path: &Path, truncate: bool) -> std::io::Result<fs::File> {
+    let file =
+        fs::OpenOptions::new().create(true).append(!truncate).write(true).truncate(truncate).mode(0o600).open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// Writes `contents` to `path` readable by the owner only, atomically.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -273,6 +283,21 @@ impl PidFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_under_the_state_folder_are_owner_only_even_when_an_older_one_was_not() {
+        let base = temp_folder();
+        let path = base.join("apphost.log");
+        fs::write(&path, "old\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        private_log(&path, false).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old\n", "appended to, not emptied");
+        let fresh = base.join("test-output.log");
+        private_log(&fresh, true).unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(base).unwrap();
+    }
 
     #[test]
     fn secrets_are_owner_only_and_reused() {

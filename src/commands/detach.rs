@@ -10,7 +10,7 @@ use crate::{control::Client, root::claim, statedir::Session, supervisor::State};
 pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCode> {
     let (topology, state) = claim(file)?;
     let log_path = state.log_file();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).into_diagnostic()?;
+    let log = crate::statedir::private_log(&log_path, false).into_diagnostic()?;
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut command = tokio::process::Command::new(exe);
     command.arg("-f").arg(file).arg("up").arg("--headless").args(args);

@@ -46,7 +46,7 @@ pub async fn test(
     let logs = LogStore::new(options.log_capacity);
     // Resources' output goes to a file; apphost's own lines to the terminal.
     let output_path = state.root.join("test-output.log");
-    let mut output = std::fs::File::create(&output_path).into_diagnostic()?;
+    let mut output = crate::statedir::private_log(&output_path, true).into_diagnostic()?;
     let mut rx = logs.subscribe();
     let names: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();
     let stop_writing = CancellationToken::new();

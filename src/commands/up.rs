@@ -73,7 +73,7 @@ fn write_own_lines(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::io::Write;
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-    let mut file = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+    let mut file = std::io::BufWriter::new(crate::statedir::private_log(path, false)?);
     let mut rx = logs.subscribe();
     Ok(tokio::spawn(async move {
         let write = |file: &mut std::io::BufWriter<std::fs::File>, line: Result<LogLine, RecvError>| match line {

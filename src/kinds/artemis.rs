@@ -77,9 +77,13 @@ impl ResourceKind for Artemis {
         })?;
         let broker = at.files.join("broker");
         let (core, amqp) = (instance.port("core"), instance.port("amqp"));
+        let (user_name, password) = (user(&instance.resource), instance.password.clone().unwrap_or_default());
         let mut create = vec!["create".to_owned(), broker.display().to_string()];
         create.extend(["--user".into(), user(&instance.resource)]);
-        create.extend(["--password".into(), instance.password.clone().unwrap_or_default()]);
+        // A throwaway password on `artemis create`'s command line (which other
+        // users can read in /proc); the real one goes into the users file
+        // before every start, readable by its owner alone.
+        create.extend(["--password".into(), uuid::Uuid::new_v4().simple().to_string()]);
         create.extend(
             ["--require-login", "--silent", "--no-web", "--nio", "--no-autotune", "--java-memory", "512M"]
                 .map(str::to_owned),
@@ -101,10 +105,18 @@ impl ResourceKind for Artemis {
                     stdin: None,
                 }],
             }),
-            prepare: vec![Step::Rewrite {
-                path: broker.join("etc/broker.xml"),
-                edit: Box::new(move |xml| set_acceptor_ports(xml, core, amqp)),
-            }],
+            prepare: vec![
+                Step::Rewrite {
+                    path: broker.join("etc/broker.xml"),
+                    edit: Box::new(move |xml| set_acceptor_ports(xml, core, amqp)),
+                    private: false,
+                },
+                Step::Rewrite {
+                    path: broker.join("etc/artemis-users.properties"),
+                    edit: Box::new(move |users| set_password(users, &user_name, &password)),
+                    private: true,
+                },
+            ],
             tools: None,
         })
     }
@@ -125,6 +137,18 @@ impl ResourceKind for Artemis {
     }
 }
 
+/// `users` (an `artemis-users.properties`) with `user`'s password set to
+/// `password`, in plain text (what Artemis reads when it is not `ENC(…)`).
+fn set_password(users: &str, user: &str, password: &str) -> String {
+    let mut lines: Vec<String> = users
+        .lines()
+        .filter(|line| line.split_once('=').is_none_or(|(name, _)| name.trim() != user))
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{user} = {password}"));
+    lines.join("\n") + "\n"
+}
+
 /// Points the `artemis` (CORE) and `amqp` acceptors of `xml` at loopback ports.
 fn set_acceptor_ports(xml: &str, core: Option<u16>, amqp: Option<u16>) -> String {
     let mut xml = xml.to_owned();
@@ -139,6 +163,31 @@ fn set_acceptor_ports(xml: &str, core: Option<u16>, amqp: Option<u16>) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_password_goes_into_the_users_file_not_on_a_command_line() {
+        let users = "## comment\napphost = ENC(1234)\nother = x\n";
+        assert_eq!(set_password(users, "apphost", "s3cret"), "## comment\nother = x\napphost = s3cret\n");
+
+        let t =
+            crate::topology::parse_str(std::path::Path::new("apphost.yaml"), "resources:\n  mq: { kind: artemis }\n")
+                .unwrap();
+        let instances = crate::plan::plan(&t, Err(String::new()), "s", |_| Ok("s3cret-pw".into()), &[]).unwrap();
+        let files = std::env::temp_dir().join("apphost-artemis-plan");
+        let binaries = std::collections::HashMap::new();
+        let at = LaunchContext { root: std::path::Path::new("."), binaries: &binaries, files };
+        // Without Java or a distribution here the plan cannot be made; nothing to check then.
+        let Ok(launch) = Artemis.launch(&instances[0], &at) else { return };
+        let init = launch.init.expect("an init");
+        for step in init.steps.iter().chain(&launch.prepare) {
+            if let Step::Run { args, .. } = step {
+                assert!(!args.iter().any(|a| a.contains("s3cret-pw")), "the password is on a command line: {args:?}");
+            }
+        }
+        assert!(launch.prepare.iter().any(
+            |s| matches!(s, Step::Rewrite { private: true, path, .. } if path.ends_with("artemis-users.properties"))
+        ));
+    }
 
     #[test]
     fn acceptors_move_to_loopback_ports() {

@@ -165,8 +165,8 @@ pub enum Step {
     Secret { path: PathBuf, contents: String },
     /// A command run to its end; `what` names it in an error.
     Run { what: &'static str, program: PathBuf, args: Vec<String>, stdin: Option<String> },
-    /// A text file changed in place.
-    Rewrite { path: PathBuf, edit: Box<dyn Fn(&str) -> String + Send + Sync> },
+    /// A text file changed in place; a `private` one is left readable by its owner only.
+    Rewrite { path: PathBuf, edit: Box<dyn Fn(&str) -> String + Send + Sync>, private: bool },
 }
 
 /// Something a kind needs on this machine to run as a local process, for `apphost doctor`.

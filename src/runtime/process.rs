@@ -403,11 +403,12 @@ async fn run_steps(steps: &[Step], owner: Option<(u32, u32)>) -> Result<(), Star
                     .await
                     .map_err(|e| StartError::new(format!("{what} failed: {e}")))?;
             }
-            Step::Rewrite { path, edit } => {
+            Step::Rewrite { path, edit, private } => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| StartError::new(format!("cannot read {}: {e}", path.display())))?;
-                std::fs::write(path, edit(&text))
-                    .map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?;
+                let written =
+                    if *private { write_secret(path, &edit(&text), owner) } else { std::fs::write(path, edit(&text)) };
+                written.map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?;
             }
         }
     }

@@ -367,4 +367,7 @@ async fn a_panic_in_the_dashboard_gives_the_terminal_back_and_takes_the_stack_do
     assert!(!state.join("session.json").exists(), "the session ended");
     let own = std::fs::read_to_string(state.join("apphost.log")).unwrap();
     assert!(own.contains("the dashboard crashed") && own.contains("`calm` is down"), "{own}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join("apphost.log")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "apphost's own log is owner-only");
 }
