@@ -53,6 +53,7 @@ pub fn resource(status: &Status, usage: Option<(Option<f64>, u64)>) -> dashboard
         State::Exited(Exit::Signal(signal)) => (Phase::Failed, format!("killed ({signal})"), Health::Unknown),
         State::Exited(Exit::Unknown) => (Phase::Failed, "gone".to_owned(), Health::Unknown),
         State::Failed(_) => (Phase::Failed, "failed".to_owned(), Health::Unknown),
+        State::Blocked(_) => (Phase::Failed, "blocked".to_owned(), Health::Unknown),
     };
     let up = status.state.is_up();
     dashboard::Resource {

@@ -43,6 +43,26 @@ pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCod
             println!("`apphost dashboard` watches it, `apphost logs -f` follows it, `apphost down` stops it");
             return Ok(ExitCode::SUCCESS);
         }
+        // Something failed for good: say what, at once, instead of waiting out the deadline.
+        if let Some(session) = Session::load_live(&state)
+            && let Ok(statuses) = Client::new(&session).ps().await
+            && let Some(failed) = statuses.iter().find(|s| matches!(s.state, State::Failed(_)))
+        {
+            for s in statuses.iter().filter(|s| matches!(s.state, State::Failed(_) | State::Blocked(_))) {
+                eprintln!("  {:<14} {}", s.name, s.state.label());
+            }
+            return Err(miette!(
+                help = format!(
+                    "`apphost logs {}` shows its output ({} has apphost's); the rest of the app is still up: fix it and `apphost start {}`, or `apphost down`",
+                    failed.name,
+                    log_path.display(),
+                    failed.name
+                ),
+                "`{}` {}",
+                failed.name,
+                failed.state.label()
+            ));
+        }
         if let Ok(Some(status)) = child.try_wait() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();

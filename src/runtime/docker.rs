@@ -287,10 +287,7 @@ impl DockerRuntime {
                 bollard::errors::Error::DockerResponseServerError { status_code: 304, .. } => Ok(()),
                 e => Err(e),
             })
-            .map_err(|e| {
-                StartError::new(format!("cannot start container `{name}`: {e}"))
-                    .help("a port may be taken; `apphost doctor` checks the fixed ports")
-            })?;
+            .map_err(|e| start_error(&name, &e.to_string()))?;
         stream_logs(self.docker.clone(), id.clone(), out);
         let (tx, rx) = watch::channel(None);
         let docker = self.docker.clone();
@@ -314,6 +311,18 @@ impl DockerRuntime {
             network: self.app.clone(),
             alias: instance.name.clone(),
         }))
+    }
+}
+
+/// Why container `name` did not start, with a hint only where it fits the error.
+fn start_error(name: &str, error: &str) -> StartError {
+    let err = StartError::new(format!("cannot start container `{name}`: {error}"));
+    if error.contains("port is already allocated") || error.contains("address already in use") {
+        err.help("a port is taken; `apphost doctor` checks the fixed ports")
+    } else if error.contains("permission denied") || error.contains("operation not permitted") {
+        err.help("the engine may not be allowed to run containers here (a rootless or nested engine); try `--runtime process`")
+    } else {
+        err
     }
 }
 
@@ -466,5 +475,19 @@ impl Running for Container {
             Some(Usage { cpu_seconds: cpu, memory_bytes: memory.usage?.saturating_sub(cache) })
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_is_given_only_where_it_fits_the_error() {
+        let taken = start_error("db", "driver failed: Bind for 127.0.0.1:5432 failed: port is already allocated");
+        assert!(taken.help.is_some_and(|h| h.contains("port is taken")));
+        let oci = start_error("db", "OCI runtime create failed: setrlimit: operation not permitted");
+        assert!(oci.help.as_deref().is_some_and(|h| !h.contains("port")), "{:?}", oci.help);
+        assert_eq!(start_error("db", "no such image").help, None);
     }
 }

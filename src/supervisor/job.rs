@@ -326,6 +326,12 @@ impl Job {
             if unmet.is_empty() {
                 return None;
             }
+            // What it waits for has failed for good: it is blocked, and says by what.
+            match self.failed_dependency() {
+                Some(cause) if self.state() != Some(State::Blocked(cause.clone())) => self.set(State::Blocked(cause)),
+                None if matches!(self.state(), Some(State::Blocked(_))) => self.set(State::Pending),
+                _ => {}
+            }
             if !announced {
                 self.out.system(&format!("waiting for {}", unmet.join(", ")));
                 announced = true;
@@ -348,6 +354,18 @@ impl Job {
                 }
             }
         }
+    }
+
+    /// The root cause when something this instance waits for has failed for
+    /// good (or is itself blocked by a failure).
+    fn failed_dependency(&self) -> Option<String> {
+        self.deps.iter().find_map(|(instances, name, _)| {
+            instances.iter().find_map(|i| match self.shared.status(i)?.state {
+                State::Failed(reason) => Some(format!("`{name}` failed: {reason}")),
+                State::Blocked(cause) => Some(cause),
+                _ => None,
+            })
+        })
     }
 
     fn met(&self, instance: &str, condition: Condition) -> bool {

@@ -43,6 +43,8 @@ pub enum State {
     Stopped,
     Exited(Exit),
     Failed(String),
+    /// Waiting for something that failed for good: the root cause.
+    Blocked(String),
 }
 
 impl State {
@@ -57,6 +59,7 @@ impl State {
             State::Stopped => "stopped".into(),
             State::Exited(exit) => format!("exited ({exit})"),
             State::Failed(reason) => format!("failed: {reason}"),
+            State::Blocked(cause) => format!("blocked: {cause}"),
         }
     }
 

@@ -28,6 +28,8 @@ type Journal = Arc<Mutex<Vec<(Duration, String)>>>;
 struct Script {
     /// How long a start takes.
     start: Duration,
+    /// The start fails with this message.
+    fails: Option<&'static str>,
     /// Exits on its own this long after starting, with this exit: the first
     /// entry for the first start, and so on (the last one for the rest).
     exits: Vec<(Duration, Exit)>,
@@ -67,6 +69,9 @@ impl Runtime for Fake {
             };
             Fake::note(&self.journal, self.t0, format!("starting {}", instance.name));
             tokio::time::sleep(script.start).await;
+            if let Some(why) = script.fails {
+                return Err(StartError::new(why));
+            }
             Fake::note(&self.journal, self.t0, format!("started {}", instance.name));
             let (exit, _) = watch::channel(None);
             let exit = Arc::new(exit);
@@ -244,6 +249,22 @@ resources:
     // +2 s and given up after 2 restarts in a row. Without the reset it would
     // be given up on when the long run ended: [0, 1, 3].
     assert_eq!(starts, [0, 1, 3, 124, 126]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_waits_for_a_failed_resource_is_blocked_and_names_the_root_cause() {
+    let broken = Script { fails: Some("the engine refused it"), ..Script::default() };
+    let (supervisor, journal) = supervise(CHAIN, &[("db", broken)]);
+    until(&supervisor, "api and web blocked", |s| {
+        matches!(&s["api"], State::Blocked(_)) && matches!(&s["web"], State::Blocked(_))
+    })
+    .await;
+    let states: HashMap<String, State> = supervisor.snapshot().into_iter().map(|s| (s.name, s.state)).collect();
+    assert_eq!(states["db"], State::Failed("the engine refused it".into()));
+    // web waits for api, which waits for db: both name db's failure.
+    assert_eq!(states["api"], State::Blocked("`db` failed: the engine refused it".into()));
+    assert_eq!(states["web"], State::Blocked("`db` failed: the engine refused it".into()));
+    assert_eq!(entries(&journal, "starting ").len(), 1, "nothing waiting for it started");
 }
 
 #[tokio::test(start_paused = true)]

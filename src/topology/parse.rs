@@ -208,7 +208,7 @@ fn resource(src: &Source<'_>, name: String, key: Node<'_>, body: Node<'_>) -> Re
             "health" => explicit_health = Some(probe(src, v)?),
             "restart" => r.restart = restart(src, v, r.restart.clone())?,
             "replicas" => r.replicas = v.integer(1, 64)? as u32,
-            "shutdown" => r.shutdown = shutdown(src, v)?,
+            "shutdown" => r.shutdown = shutdown(src, v, r.shutdown.clone())?,
             "runtime" => r.runtime = runtime(v)?,
             "database" => r.database = Some(v.string()?),
             "user" => r.user = Some(v.string()?),
@@ -390,10 +390,12 @@ fn restart(src: &Source<'_>, node: &Node<'_>, mut current: Restart) -> Result<Re
     Ok(current)
 }
 
-fn shutdown(src: &Source<'_>, node: &Node<'_>) -> Result<Shutdown, Diag> {
+/// `current` is the kind's default: what the file leaves out stays as it is
+/// (a `grace` alone must not turn PostgreSQL's SIGINT into a SIGTERM).
+fn shutdown(src: &Source<'_>, node: &Node<'_>, current: Shutdown) -> Result<Shutdown, Diag> {
     let entries = node.mapping(src)?;
     check_keys(&entries, &["signal", "grace"], "`shutdown`")?;
-    let mut s = Shutdown { signal: libc::SIGTERM, grace: Duration::from_secs(10) };
+    let mut s = current;
     for (k, _, v) in &entries {
         match k.as_str() {
             "signal" => {

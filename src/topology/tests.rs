@@ -138,3 +138,18 @@ fn durations() {
     assert_eq!(parse_duration("10"), None, "a unit is required");
     assert_eq!(parse_duration("5 min"), None);
 }
+
+/// A `grace` alone keeps the kind's stop signal: PostgreSQL's SIGTERM is a
+/// "smart" shutdown that waits for every client, so its kind stops it with SIGINT.
+#[test]
+fn a_grace_alone_keeps_the_kinds_stop_signal() {
+    let t = parse_str(
+        Path::new("x.yaml"),
+        "resources:\n  db: { kind: postgres, shutdown: { grace: 5s } }\n  api: { kind: project, shutdown: { grace: 2s } }\n",
+    )
+    .unwrap();
+    let db = &t.resource("db").unwrap().shutdown;
+    assert_eq!((db.signal, db.grace), (libc::SIGINT, std::time::Duration::from_secs(5)));
+    let api = &t.resource("api").unwrap().shutdown;
+    assert_eq!((api.signal, api.grace), (libc::SIGTERM, std::time::Duration::from_secs(2)));
+}

@@ -395,3 +395,27 @@ async fn a_receiver_without_deduplication_fails_the_redelivery_scenario() {
     assert!(stdout.contains("duplicate effects 1"), "{stdout}");
     assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
 }
+
+/// With what a resource waits for failed for good, `apphost up -d` does not
+/// wait out its 15-minute deadline: it exits non-zero at once, naming the
+/// root cause and what it blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_detached_fails_fast_naming_the_root_cause() {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("broken.yaml");
+    std::fs::write(
+        &file,
+        "name: broken\nresources:\n  broken: { kind: executable, command: /nonexistent/apphost-test-program }\n  web:\n    kind: executable\n    command: sleep\n    args: [\"300\"]\n    wait_for: { broken: started }\n",
+    )
+    .unwrap();
+    let up = apphost(&state).args(["up", "-d", "-f"]).arg(&file).output();
+    let out = tokio::time::timeout(Duration::from_secs(120), up).await.expect("up -d gave up waiting").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("`broken` failed: cannot start"), "the root cause is named:\n{stderr}");
+    assert!(stderr.contains("web") && stderr.contains("blocked: `broken` failed"), "and what it blocks:\n{stderr}");
+    assert!(!stderr.contains("port"), "no hint that does not fit:\n{stderr}");
+    let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+}
