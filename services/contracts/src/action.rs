@@ -58,11 +58,6 @@ impl Action {
             _ => None,
         }
     }
-
-    /// Whether it ends the resource's running process (its counters start again).
-    pub fn ends_process(self) -> bool {
-        matches!(self, Action::Stop | Action::Restart | Action::Kill)
-    }
 }
 
 impl fmt::Display for Action {
