@@ -49,12 +49,15 @@ impl Ctx {
         let absorbed = self.receiver_metric(RECEIVER_DUPLICATES.series).await;
         let receiver = self.url(&self.roles.receiver)?;
         demo::redeliver(&self.client, &receiver, &self.roles.broker_url, &self.roles.queue, id, &message_id).await?;
-        // The row is read first: a receiver that applied the copy also counts it as a duplicate delivery.
+        // The receiver counts a duplicate delivery after its transaction commits, so once
+        // the count moved the row is final: read it then, not before (a receiver that
+        // applied the copy counts it as a duplicate delivery too).
         let seen = loop {
+            let counted = self.receiver_metric(RECEIVER_DUPLICATES.series).await > absorbed;
             if demo::extra_applications(pool, &[id.to_owned()]).await? > 0 {
                 break "applied it again";
             }
-            if self.receiver_metric(RECEIVER_DUPLICATES.series).await > absorbed {
+            if counted {
                 break "absorbed it";
             }
             if Instant::now() > deadline {
