@@ -24,7 +24,7 @@ use fe2o3_amqp::{
 use service_defaults::{
     amqp::{AmqpSession, AmqpSettings},
     backoff::Backoff,
-    db::is_transient,
+    db::{is_about_the_data, is_transient},
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -190,7 +190,11 @@ impl Consumer {
     async fn commit(&self, receiver: &Receiver, batch: Vec<Pending>, cancel: &CancellationToken) -> Result<(), String> {
         let events: Vec<&Event> = batch.iter().map(|p| &p.event).collect();
         match self.store_with_retry(&events, cancel).await {
-            Commit::Stored(stored) => self.accept(receiver, batch, stored).await,
+            Commit::Stored(stored) => {
+                self.tally(&batch, stored);
+                // If this fails the commit stands: the redelivery is absorbed by the inbox.
+                accept_all(receiver, &batch).await
+            }
             Commit::Cancelled => release(receiver, &batch).await,
             Commit::Fatal(err) if batch.len() == 1 => {
                 let reason = format!("the message cannot be stored: {err}");
@@ -206,29 +210,38 @@ impl Consumer {
         }
     }
 
+    /// Stores `events`, holding them unsettled and retrying while the database
+    /// cannot take them (down, read-only, out of disk, a statement cancelled):
+    /// only an error about the data itself ends the attempt ([`Commit::Fatal`]).
     async fn store_with_retry(&self, events: &[&Event], cancel: &CancellationToken) -> Commit {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match store::store(&self.pool, events).await {
                 Ok(stored) => return Commit::Stored(stored),
-                Err(err) if is_transient(&err) => {
+                Err(err) if is_about_the_data(&err) => return Commit::Fatal(err),
+                Err(err) => {
                     let delay = backoff.next_delay();
                     if backoff.worth_logging() {
-                        tracing::warn!(error = %err, held = events.len(), retry_in = ?delay, "database unavailable; holding messages unsettled");
+                        let code = sqlstate(&err);
+                        if is_transient(&err) {
+                            tracing::warn!(error = %err, code = code.as_deref(), held = events.len(), retry_in = ?delay, "database unavailable; holding messages unsettled");
+                        } else {
+                            tracing::error!(error = %err, code = code.as_deref(), held = events.len(), retry_in = ?delay, "the database refuses the batch for a reason outside its data; holding messages unsettled until it is fixed");
+                        }
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => return Commit::Cancelled,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
-                Err(err) => return Commit::Fatal(err),
             }
         }
     }
 
-    async fn accept(&self, receiver: &Receiver, batch: Vec<Pending>, mut stored: Stored) -> Result<(), String> {
+    /// Counts a stored batch: new messages as processed, the rest as duplicates.
+    fn tally(&self, batch: &[Pending], mut stored: Stored) {
         let now = Utc::now();
-        for pending in &batch {
+        for pending in batch {
             // `remove`: a message id twice in one batch counts once as new.
             if stored.new.remove(&pending.event.message_id) {
                 self.metrics.processed.inc();
@@ -239,10 +252,16 @@ impl Consumer {
                 tracing::debug!(message_id = %pending.event.message_id, "duplicate delivery absorbed");
             }
         }
-        // If this fails the commit stands: the redelivery is absorbed by the inbox.
-        receiver.accept_all(batch.iter().map(|p| &p.delivery)).await.map_err(|e| e.to_string())?;
-        Ok(())
     }
+}
+
+async fn accept_all(receiver: &Receiver, batch: &[Pending]) -> Result<(), String> {
+    receiver.accept_all(batch.iter().map(|p| &p.delivery)).await.map_err(|e| e.to_string())
+}
+
+/// The SQLSTATE of a database error, for the log.
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned())
 }
 
 async fn release(receiver: &Receiver, batch: &[Pending]) -> Result<(), String> {

@@ -74,8 +74,9 @@ pub async fn wait_until_reachable(
 #[error("cancelled while waiting for the database")]
 pub struct Cancelled;
 
-/// True when the error says the database is unreachable or busy right now,
-/// not that the statement or its data is wrong: retrying later can succeed.
+/// True when the error says the database is unreachable, busy or unable to
+/// write right now, not that the statement or its data is wrong: retrying
+/// later can succeed.
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
@@ -86,13 +87,29 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception, 53: insufficient resources, 57P: operator
-            // intervention (shutdown, restart), 40001/40P01: serialization, deadlock.
+            // intervention (shutdown, restart), 57014: statement cancelled (a timeout,
+            // an operator), 25006: read-only (a standby, a failover in progress),
+            // 58: system error (I/O), 40001/40P01: serialization, deadlock.
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
+                || code.starts_with("58")
+                || code == "57014"
+                || code == "25006"
                 || code == "40001"
                 || code == "40P01"
         }),
+        _ => false,
+    }
+}
+
+/// True only when the error is about the data sent (SQLSTATE class 22, data
+/// exception, or 23, integrity constraint violation): the same statement with
+/// the same data fails again whenever it is tried. Everything else (an
+/// outage, a full disk, a missing table, a bug) is about the surroundings.
+pub fn is_about_the_data(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
         _ => false,
     }
 }

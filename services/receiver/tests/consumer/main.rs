@@ -151,6 +151,66 @@ async fn while_its_database_is_down_nothing_is_accepted_and_all_arrives_later() 
     receiver.stop().await;
 }
 
+/// A database that cannot write for a while (read-only, SQLSTATE 25006, as
+/// during a failover) is the surroundings, not the messages: the batch is
+/// held and retried, never rejected to the DLQ, one by one or whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_holds_messages_instead_of_rejecting_them() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+    let name = db.rsplit('/').next().unwrap().to_owned();
+    // From another database, which stays writable.
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", db.rsplit_once('/').unwrap().0)).await.unwrap();
+    // New sessions start read-only; the receiver's current ones are ended so it opens new ones.
+    let read_only = async |on: bool| {
+        let setting = if on { "SET default_transaction_read_only = on" } else { "RESET default_transaction_read_only" };
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} {setting}"))).execute(&admin).await.unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .execute(&admin)
+            .await
+            .unwrap();
+    };
+    read_only(true).await;
+
+    let messages: Vec<_> = (0..5).map(|i| event(&format!("m-{i}"), &format!("n{i}"))).collect();
+    peer::send(broker, &queue, &messages).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.metric("receiver_processed_total").await, 0.0, "nothing can be written yet");
+    assert_eq!(receiver.metric("receiver_rejected_total").await, 0.0, "a read-only database is not poison");
+
+    read_only(false).await;
+    eventually("the held messages to be stored", Duration::from_secs(30), || async {
+        (receiver.metric("receiver_processed_total").await == 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count("entity_items").await, 5);
+    assert_eq!(receiver.metric("receiver_rejected_total").await, 0.0, "nothing went to the DLQ");
+    receiver.stop().await;
+}
+
+/// A message id PostgreSQL cannot store (a NUL character: SQLSTATE 22021)
+/// fails whenever it is tried: that message alone is rejected to the DLQ,
+/// and the rest of its batch is stored.
+#[tokio::test]
+async fn a_message_the_database_refuses_for_its_data_is_rejected_alone() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+    peer::send(broker, &queue, &[event("m-0", "before"), event("m-\u{0}-1", "nul"), event("m-2", "after")]).await;
+    eventually("two stored and one rejected", Duration::from_secs(20), || async {
+        let processed = receiver.metric("receiver_processed_total").await;
+        let rejected = receiver.metric("receiver_rejected_total").await;
+        (processed == 2.0 && rejected == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count("entity_items").await, 2);
+    receiver.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_reconnects_after_the_broker_restarts() {
     let broker = Artemis::start_private();
