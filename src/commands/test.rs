@@ -97,16 +97,23 @@ pub async fn test(
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut reports = Vec::new();
     let mut interrupted = false;
+    // Healthy, or a resource failed for good: then say so at once instead of waiting out the limit.
     let healthy = async {
         let mut changes = app.supervisor.changes();
-        while !app.supervisor.all_healthy() {
+        loop {
+            if app.supervisor.all_healthy() {
+                return true;
+            }
+            if app.supervisor.snapshot().iter().any(|s| matches!(s.state, crate::supervisor::State::Failed(_))) {
+                return false;
+            }
             if changes.changed().await.is_err() {
-                break;
+                return false;
             }
         }
     };
     let ready = tokio::select! {
-        r = tokio::time::timeout(healthy_within, healthy) => r.is_ok(),
+        r = tokio::time::timeout(healthy_within, healthy) => r.unwrap_or(false),
         _ = interrupt.recv() => { interrupted = true; false }
     };
     if ready {
@@ -154,15 +161,16 @@ pub async fn test(
             reports.push(report);
         }
     } else if !interrupted {
-        for s in app.supervisor.snapshot().iter().filter(|s| s.state != crate::supervisor::State::Healthy) {
-            say(&format!("not healthy after {healthy_within:?}: {} is {}", s.name, s.state.label()));
+        let snapshot = app.supervisor.snapshot();
+        let failed = snapshot.iter().any(|s| matches!(s.state, crate::supervisor::State::Failed(_)));
+        let when =
+            if failed { "failed at start-up".to_owned() } else { format!("not healthy after {healthy_within:?}") };
+        for s in snapshot.iter().filter(|s| s.state != crate::supervisor::State::Healthy) {
+            say(&format!("{when}: {} is {}", s.name, s.state.label()));
         }
         reports.push(crate::scenario::Report {
             scenario: "startup".into(),
-            failure: Some(format!(
-                "the stack was not healthy within {healthy_within:?}; see {}",
-                output_path.display()
-            )),
+            failure: Some(format!("the stack {when}; see {}", output_path.display())),
             ..Default::default()
         });
     }

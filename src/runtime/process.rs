@@ -69,7 +69,12 @@ impl ProcessRuntime {
             if owner.is_some()
                 && let Some(closed) = files.ancestors().find(|a| {
                     std::fs::metadata(a)
-                        .is_ok_and(|m| m.permissions().mode() & 0o001 == 0 && !a.starts_with(&self.state.root))
+                        // Below the state folder apphost made them passable; the state folder itself
+                        // and what is above it are the user's (an existing folder is never re-moded).
+                        .is_ok_and(|m| {
+                            m.permissions().mode() & 0o001 == 0
+                                && (!a.starts_with(&self.state.root) || *a == self.state.root.as_path())
+                        })
                 })
             {
                 return Err(StartError::new(format!(
