@@ -9,6 +9,7 @@
 //!   - chaos: { action: stop, resource: broker, for: 10s }
 //!   - wait: { healthy: broker }
 //!   - chaos: { action: kill, resource: sender, when: batch-in-flight }
+//!   - chaos: { action: kill, resource: receiver, when: commit-held }   # or store-blocked
 //!   - poison
 //!   - redeliver
 //!   - stop-load
@@ -174,17 +175,12 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
                     "resource" => target = Some(resource(*v)?),
                     "for" => lasting = Some(duration(*v)?),
                     _ => {
-                        when = match v.string()?.as_str() {
-                            "now" => When::Now,
-                            "batch-in-flight" => When::BatchInFlight,
-                            other => {
-                                return Err(Diag::new(
-                                    format!("unknown moment `{other}`"),
-                                    v.span,
-                                    "expected `now` or `batch-in-flight`",
-                                ));
-                            }
-                        }
+                        let name = v.string()?;
+                        when = When::ALL.into_iter().find(|w| w.as_str() == name).ok_or_else(|| {
+                            let all: Vec<&str> = When::ALL.iter().map(|w| w.as_str()).collect();
+                            Diag::new(format!("unknown moment `{name}`"), v.span, "unknown moment")
+                                .help(format!("moments: {}", all.join(", ")))
+                        })?;
                     }
                 }
             }
@@ -195,6 +191,11 @@ fn step(src: &Source<'_>, node: Node<'_>, resources: &[String]) -> Result<Step, 
             if lasting.is_some() && action.undo().is_none() {
                 return Err(Diag::new(format!("`for` cannot undo `{}`", action.as_str()), value.span, "here")
                     .help("`for` goes with stop, pause and partition"));
+            }
+            if when.holds_the_database() && action != Action::Kill {
+                return Err(Diag::new(format!("`{}` goes with `kill` only", when.as_str()), value.span, "here").help(
+                    "the receiver is held at its database until it is killed; any other action would wait there",
+                ));
             }
             Ok(Step::Chaos(Chaos { action, resource, lasting, when }))
         }
@@ -275,6 +276,14 @@ mod tests {
         assert_eq!(
             problem("steps:\n  - load\n  - chaos: { action: kill, resource: sender, for: 5s }\n"),
             "`for` cannot undo `kill`: here (`for` goes with stop, pause and partition)"
+        );
+        assert_eq!(
+            problem("steps:\n  - load\n  - chaos: { action: kill, resource: receiver, when: later }\n"),
+            "unknown moment `later`: unknown moment (moments: now, batch-in-flight, commit-held, store-blocked)"
+        );
+        assert!(
+            problem("steps:\n  - load\n  - chaos: { action: pause, resource: receiver, when: commit-held }\n")
+                .starts_with("`commit-held` goes with `kill` only")
         );
         assert!(problem("steps:\n  - wait: 1s\n").starts_with("the scenario never starts load"));
         assert!(problem("stepz: []\n").contains("did you mean `steps`?"));

@@ -24,6 +24,7 @@ use crate::supervisor::Supervisor;
 mod demo;
 mod effects;
 pub mod file;
+mod hold;
 mod junit;
 mod killed;
 mod load;
@@ -36,12 +37,14 @@ pub use killed::apphost_killed;
 pub use soak::soak;
 
 /// Run by `apphost test` with no `--scenario`, in this order.
-pub const BUILT_IN: [&str; 9] = [
+pub const BUILT_IN: [&str; 11] = [
     "smoke",
     "broker-outage",
     "receiver-offline",
     "sender-crash",
     "receiver-crash",
+    "receiver-crash-after-commit",
+    "receiver-crash-before-commit",
     "db-restart",
     "poison",
     "redelivery",

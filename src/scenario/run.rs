@@ -68,6 +68,27 @@ impl Ctx {
         Ok(format!("item {id} redelivered under its message id {message_id}; the receiver {seen}"))
     }
 
+    /// After a crash between commit and accept, the broker must hand the
+    /// stored batch to the new receiver, which sees it as duplicates (its
+    /// counter starts again at 0). Proves the crash landed in that window.
+    async fn redelivered_after_crash(&self) -> Result<String, String> {
+        let deadline = Instant::now() + self.settings.settle;
+        loop {
+            let seen = self.receiver_metric(RECEIVER_DUPLICATES.series).await;
+            if seen >= 1.0 {
+                return Ok(format!(
+                    "the broker redelivered the committed batch: the new receiver saw {seen} duplicate(s)"
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err("the batch committed before the crash was never redelivered, so the crash did not land \
+                            between commit and accept"
+                    .into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Whether every instance became healthy within `limit`.
     pub(super) async fn wait_all_healthy(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -145,12 +166,22 @@ impl Ctx {
                     self.wait_state(resource, |s| *s == State::Healthy, Duration::from_secs(180)).await?;
                 }
                 Step::Chaos(chaos) => {
+                    let mut held = None;
                     if chaos.when == When::BatchInFlight {
                         let (how, burst) = self.mid_batch(&chaos.resource).await?;
                         acknowledged.extend(burst);
                         report.notes.push(format!("{} `{}` {how}", chaos.action, chaos.resource));
+                    } else if chaos.when.holds_the_database() {
+                        let (hold, how, burst) = self.hold_receiver(&chaos.resource, chaos.when).await?;
+                        acknowledged.extend(burst);
+                        report.notes.push(format!("{} `{}` {how}", chaos.action, chaos.resource));
+                        held = Some(hold);
                     }
-                    self.act(&chaos.resource, chaos.action).await?;
+                    let acted = self.act(&chaos.resource, chaos.action).await;
+                    if let Some(hold) = held {
+                        hold.release().await?;
+                    }
+                    acted?;
                     fault_end = Some(Instant::now());
                     if let (Some(lasting), Some(back)) = (chaos.lasting, chaos.action.undo()) {
                         // The fault lasts while the next steps run; a `wait: { healthy }` waits for its end.
@@ -162,6 +193,9 @@ impl Ctx {
                         // The restart policy (or the restart) brings it back; the fault ends when it is healthy.
                         self.wait_state(&chaos.resource, |s| *s == State::Healthy, Duration::from_secs(180)).await?;
                         fault_end = Some(Instant::now());
+                    }
+                    if chaos.when == When::CommitHeld {
+                        report.notes.push(self.redelivered_after_crash().await?);
                     }
                 }
                 Step::Poison => {

@@ -10,7 +10,7 @@ use std::{
 
 use rand::{Rng, seq::SliceRandom};
 
-use super::{Ctx, Report};
+use super::{Ctx, Report, steps::When};
 use contracts::{Action, metrics::RECEIVER_REJECTED};
 
 use crate::supervisor::State;
@@ -29,16 +29,20 @@ enum Part {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Act(Action, Part),
+    /// The receiver killed at a point of its batch held at its database.
+    HeldKill(When),
     Poison,
 }
 
-const FAULTS: [Kind; 7] = [
+const FAULTS: [Kind; 9] = [
     Kind::Act(Action::Stop, Part::Broker),
     Kind::Act(Action::Kill, Part::Broker),
     Kind::Act(Action::Stop, Part::Receiver),
     Kind::Act(Action::Kill, Part::Receiver),
     Kind::Act(Action::Kill, Part::Sender),
     Kind::Act(Action::Stop, Part::SenderDb),
+    Kind::HeldKill(When::CommitHeld),
+    Kind::HeldKill(When::StoreBlocked),
     Kind::Poison,
 ];
 
@@ -56,6 +60,8 @@ impl std::fmt::Display for Kind {
                 };
                 write!(f, "{action}-{part}")
             }
+            Kind::HeldKill(When::CommitHeld) => f.write_str("kill-receiver-after-commit"),
+            Kind::HeldKill(_) => f.write_str("kill-receiver-before-commit"),
             Kind::Poison => f.write_str("poison"),
         }
     }
@@ -139,8 +145,6 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
 async fn fault(ctx: &Ctx, kind: Kind) -> Result<(String, Vec<String>), String> {
     let r = &ctx.roles;
     let outage = ctx.settings.outage;
-    // Not running and not on its way back.
-    let gone = |s: &State| matches!(s, State::Exited(_) | State::Failed(_) | State::Stopped);
     let mut extra = Vec::new();
     let target = |part| match part {
         Part::Broker => &r.broker,
@@ -158,33 +162,15 @@ async fn fault(ctx: &Ctx, kind: Kind) -> Result<(String, Vec<String>), String> {
         }
         Kind::Act(action, part) => {
             let target = target(part);
-            let mut note = format!("`{target}` SIGKILLed");
             // The services are struck mid-batch: the relay publishing, the receiver processing.
-            if part != Part::Broker {
-                let (how, burst) = ctx.mid_batch(target).await?;
-                extra = burst;
-                note = format!("`{target}` SIGKILLed {how}");
-            }
-            let started_at =
-                || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
-            let before = started_at();
-            let killed = Instant::now();
-            ctx.act(target, action).await?;
-            // The fault lasts (and its recovery is timed) from here until the stack is healthy
-            // again; wait until the supervisor has seen the kill, so that is not measured too early.
-            while started_at() == before && killed.elapsed() < Duration::from_secs(10) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            // The restart policy brings it back; when it does not within 2 s (policy `no`), start it.
-            let all_gone =
-                || ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state));
-            let seen = Instant::now();
-            while all_gone() && seen.elapsed() < Duration::from_secs(2) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if all_gone() {
-                ctx.act(target, Action::Start).await?;
-            }
+            let when = if part == Part::Broker { When::Now } else { When::BatchInFlight };
+            let (note, burst) = kill(ctx, target, action, when).await?;
+            extra = burst;
+            note
+        }
+        Kind::HeldKill(when) => {
+            let (note, burst) = kill(ctx, &r.receiver, Action::Kill, when).await?;
+            extra = burst;
             note
         }
         Kind::Poison => {
@@ -261,4 +247,44 @@ fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, re
         ));
     }
     text
+}
+
+/// Kills `target` at moment `when` and waits until the supervisor brings it
+/// back (or starts it, if its policy does not). A note and the ids of the
+/// writes made to catch it there.
+async fn kill(ctx: &Ctx, target: &str, action: Action, when: When) -> Result<(String, Vec<String>), String> {
+    // Not running and not on its way back.
+    let gone = |s: &State| matches!(s, State::Exited(_) | State::Failed(_) | State::Stopped);
+    let (mut note, mut burst, mut held) = (format!("`{target}` SIGKILLed"), Vec::new(), None);
+    if when == When::BatchInFlight {
+        let (how, extra) = ctx.mid_batch(target).await?;
+        (note, burst) = (format!("`{target}` SIGKILLed {how}"), extra);
+    } else if when.holds_the_database() {
+        let (hold, how, extra) = ctx.hold_receiver(target, when).await?;
+        (note, burst, held) = (format!("`{target}` SIGKILLed {how}"), extra, Some(hold));
+    }
+    let started_at =
+        || ctx.supervisor.snapshot().into_iter().find(|s| s.resource == *target).and_then(|s| s.started_at);
+    let before = started_at();
+    let killed = Instant::now();
+    let acted = ctx.act(target, action).await;
+    if let Some(hold) = held {
+        hold.release().await?;
+    }
+    acted?;
+    // The fault lasts (and its recovery is timed) from here until the stack is healthy
+    // again; wait until the supervisor has seen the kill, so that is not measured too early.
+    while started_at() == before && killed.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The restart policy brings it back; when it does not within 2 s (policy `no`), start it.
+    let all_gone = || ctx.supervisor.snapshot().iter().filter(|s| s.resource == *target).all(|s| gone(&s.state));
+    let seen = Instant::now();
+    while all_gone() && seen.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if all_gone() {
+        ctx.act(target, Action::Start).await?;
+    }
+    Ok((note, burst))
 }

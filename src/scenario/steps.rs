@@ -43,6 +43,31 @@ pub enum When {
     /// relay has rows taken but not yet accepted by the broker; for the
     /// receiver, it holds deliveries not yet committed and settled.
     BatchInFlight,
+    /// The receiver's commit is durable but has not answered, so nothing is
+    /// accepted yet (held at its database; see `scenario::hold`). Kill only.
+    CommitHeld,
+    /// The receiver is inside its transaction, before commit (its insert
+    /// waits on a lock; see `scenario::hold`). Kill only.
+    StoreBlocked,
+}
+
+impl When {
+    pub const ALL: [When; 4] = [When::Now, When::BatchInFlight, When::CommitHeld, When::StoreBlocked];
+
+    /// The name scenario files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::Now => "now",
+            When::BatchInFlight => "batch-in-flight",
+            When::CommitHeld => "commit-held",
+            When::StoreBlocked => "store-blocked",
+        }
+    }
+
+    /// Whether the moment is arranged at the receiver's database.
+    pub fn holds_the_database(self) -> bool {
+        matches!(self, When::CommitHeld | When::StoreBlocked)
+    }
 }
 
 /// Checks beyond the ones every scenario makes (lost = 0, duplicate effects = 0).
@@ -91,6 +116,33 @@ pub fn built_in(name: &str, roles: &super::Roles, outage: Duration) -> Option<Ve
                     when: When::BatchInFlight,
                 }),
                 WaitHealthy(roles.sender.clone()),
+            ],
+            None,
+        ),
+        // Killed between its commit and its accept: the broker redelivers a stored
+        // batch, and only deduplication keeps it from a second effect.
+        "receiver-crash-after-commit" => under_load(
+            vec![
+                Chaos(self::Chaos {
+                    action: Action::Kill,
+                    resource: roles.receiver.clone(),
+                    lasting: None,
+                    when: When::CommitHeld,
+                }),
+                WaitHealthy(roles.receiver.clone()),
+            ],
+            None,
+        ),
+        // Killed inside its transaction: nothing was stored, and nothing may be accepted.
+        "receiver-crash-before-commit" => under_load(
+            vec![
+                Chaos(self::Chaos {
+                    action: Action::Kill,
+                    resource: roles.receiver.clone(),
+                    lasting: None,
+                    when: When::StoreBlocked,
+                }),
+                WaitHealthy(roles.receiver.clone()),
             ],
             None,
         ),

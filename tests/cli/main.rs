@@ -266,14 +266,23 @@ async fn every_built_in_scenario_passes_on_the_docker_runtime() {
     let _one = ONE_STACK.lock().await;
     // 5 s faults instead of the default 30 s keep CI short; the logic is the same.
     let (_, stdout, xml) = apphost_test(&["--runtime", "docker", "--no-build", "--outage", "5s"]).await;
-    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
-    assert!(xml.contains(r#"tests="9" failures="0""#), "{xml}");
+    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
+    assert!(xml.contains(r#"tests="11" failures="0""#), "{xml}");
     assert!(
         stdout.contains("redelivered under its message id") && stdout.contains("the receiver absorbed it"),
         "the redelivery arrived and the inbox absorbed it:\n{stdout}"
     );
     assert!(stdout.contains("outbox rows in flight"), "sender-crash strikes with a batch in flight:\n{stdout}");
     assert!(stdout.contains("kill `receiver` with"), "receiver-crash strikes mid-batch:\n{stdout}");
+    assert!(
+        stdout.contains("commit(s) durable but not yet answered")
+            && stdout.contains("the broker redelivered the committed batch"),
+        "receiver-crash-after-commit lands between commit and accept:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("transaction(s) not yet committed"),
+        "receiver-crash-before-commit lands before commit:\n{stdout}"
+    );
     assert!(stdout.contains("scenario apphost-killed: passed"), "{stdout}");
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }
@@ -350,22 +359,50 @@ async fn a_second_application_of_an_item_fails_the_scenario() {
 }
 
 /// The receiver's deduplication is what keeps a redelivery from a second
-/// effect, and the scenarios see it when it is gone: the same `redelivery`
-/// scenario that passes against the real receiver fails against one built
-/// with the `no-dedup` feature (a binary no user build has).
+/// effect, and the scenarios see it when it is gone: the `redelivery` and
+/// `receiver-crash-after-commit` scenarios, which pass against the real
+/// receiver, fail against one built with the `no-dedup` feature (a binary no
+/// user build has).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_without_deduplication_fails_the_redelivery_scenario() {
+async fn a_receiver_without_deduplication_fails_the_redelivery_scenarios() {
     let _one = ONE_STACK.lock().await;
+    let stdout = run_mutant("no-dedup", &["redelivery", "receiver-crash-after-commit"]).await;
+    assert!(stdout.contains("the receiver applied it again"), "{stdout}");
+    assert!(stdout.contains("scenario redelivery: FAILED") && stdout.contains("duplicate effects 1,"), "{stdout}");
+    assert!(stdout.contains("scenario receiver-crash-after-commit: FAILED"), "{stdout}");
+    assert!(stdout.contains("the broker redelivered the committed batch"), "{stdout}");
+    assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
+}
+
+/// Accepting before the commit loses what a crash catches in between, and
+/// the `receiver-crash-before-commit` scenario, which passes against the
+/// real receiver, reports it lost against one built with the
+/// `accept-before-commit` feature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_accepts_before_its_commit_fails_the_crash_scenario() {
+    let _one = ONE_STACK.lock().await;
+    let stdout = run_mutant("accept-before-commit", &["receiver-crash-before-commit"]).await;
+    assert!(stdout.contains("scenario receiver-crash-before-commit: FAILED"), "{stdout}");
+    assert!(stdout.contains("transaction(s) not yet committed"), "{stdout}");
+    assert!(stdout.contains("acknowledged items never reached the receiver"), "{stdout}");
+    assert!(!stdout.contains(", lost 0,"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+/// Runs `scenarios` on the process runtime against the receiver built with
+/// test-only `feature` (binary `receiver-FEATURE`); the run must fail. Its stdout.
+async fn run_mutant(feature: &str, scenarios: &[&str]) -> String {
     let workspace = helpers::workspace();
+    let bin = format!("receiver-{feature}");
     let built = tokio::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "receiver", "--bin", "receiver-no-dedup", "--features", "receiver/no-dedup"])
+        .args(["build", "-p", "receiver", "--bin", &bin, "--features", &format!("receiver/{feature}")])
         .current_dir(&workspace)
         .output()
         .await
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or(workspace.join("target"), std::path::PathBuf::from);
-    let (sender, mutant) = (target.join("debug/sender"), target.join("debug/receiver-no-dedup"));
+    let (sender, mutant) = (target.join("debug/sender"), target.join("debug").join(&bin));
     assert!(sender.exists() && mutant.exists(), "{} and {}", sender.display(), mutant.display());
 
     let state = helpers::StateDir::new();
@@ -383,17 +420,15 @@ async fn a_receiver_without_deduplication_fails_the_redelivery_scenario() {
         service("receiver", &mutant, "receiver-db"),
     );
     std::fs::write(&file, topology).unwrap();
-    let out = apphost(&state)
-        .args(["test", "--runtime", "process", "--settle", "20s", "--scenario", "redelivery", "-f"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "a receiver without deduplication passed:\n{stdout}");
-    assert!(stdout.contains("the receiver applied it again"), "{stdout}");
-    assert!(stdout.contains("duplicate effects 1"), "{stdout}");
-    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+    let mut test = apphost(&state);
+    test.args(["test", "--runtime", "process", "--settle", "20s", "-f"]).arg(&file);
+    for scenario in scenarios {
+        test.args(["--scenario", scenario]);
+    }
+    let out = test.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "the receiver built with `{feature}` passed:\n{stdout}");
+    stdout
 }
 
 /// With what a resource waits for failed for good, `apphost up -d` does not
