@@ -54,7 +54,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A page of items in creation order; pass `next` as `after` for the next page.
+/// A page of items in the order they became visible; pass `next` as `after`
+/// for the next page. Reading on from the last item seen later returns what
+/// committed since, whatever its id.
 #[derive(Debug, Serialize)]
 pub struct Page {
     pub items: Vec<Item>,
@@ -87,10 +89,23 @@ pub async fn list(
     if !problem.errors.is_empty() {
         return Err(problem.into());
     }
+    // In the order rows became visible (see the `paging_order` migration): only rows
+    // whose transaction is older than any still running, so none can appear behind
+    // the cursor later; a row committed meanwhile shows once those end.
+    if let Some(after) = after {
+        let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM entity_items WHERE id = $1)")
+            .bind(after)
+            .fetch_one(&pool)
+            .await?;
+        if !known {
+            return Err(Problem::invalid("after", "must be the `next` of a previous page (no item has this id)").into());
+        }
+    }
     let mut items: Vec<Item> = sqlx::query_as(
         "SELECT id, name, value, created_at FROM entity_items
-          WHERE $1::uuid IS NULL OR id > $1
-          ORDER BY id LIMIT $2",
+          WHERE txid < pg_snapshot_xmin(pg_current_snapshot())
+            AND ($1::uuid IS NULL OR (txid, id) > (SELECT txid, id FROM entity_items WHERE id = $1))
+          ORDER BY txid, id LIMIT $2",
     )
     .bind(after)
     .bind(limit + 1)

@@ -67,11 +67,11 @@ pub struct ProblemSchema {
 #[utoipa::path(get, path = "/api/EntityItems",
     params(
         ("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
-        ("after" = Option<Uuid>, Query, description = "the `next` cursor of the previous page"),
+        ("after" = Option<Uuid>, Query, description = "the `next` of the previous page, or the id of the last item read: reading on from it later returns what became visible since, whatever its id"),
     ),
     responses(
-        (status = 200, description = "a page of items in creation order", body = PageSchema),
-        (status = 400, description = "bad `limit` or `after`, or an unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 200, description = "a page of items in the order they became visible (a row shows once every older transaction has ended, so none can appear behind a cursor)", body = PageSchema),
+        (status = 400, description = "bad `limit`, an `after` that is no item's id, or an unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
     ))]
 #[allow(dead_code)]
 fn list() {}

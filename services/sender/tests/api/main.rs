@@ -39,6 +39,12 @@ async fn create_then_read_back_one_and_all_pages() {
     for i in 0..4 {
         assert_eq!(app.post_json(&format!(r#"{{"name":"n{i}","value":{i}}}"#)).await.status(), 201);
     }
+    // A row is listed once every older transaction on the server has ended (other tests share it).
+    eventually("all five items to be listed", Duration::from_secs(30), || async {
+        let all: Value = app.get("/api/EntityItems").await.json().await.ok()?;
+        (all["items"].as_array()?.len() == 5).then_some(())
+    })
+    .await;
     let mut seen = Vec::new();
     let mut path = "/api/EntityItems?limit=2".to_owned();
     loop {
@@ -61,6 +67,59 @@ async fn create_then_read_back_one_and_all_pages() {
     let all: Value = app.get("/api/EntityItems").await.json().await.unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 5);
     assert!(all["next"].is_null());
+}
+
+/// A client that reads to the end and later reads on from the last item it
+/// saw gets every item once, also one whose transaction took its id first
+/// but committed after later items were already read.
+#[tokio::test]
+async fn reading_on_from_the_last_item_seen_never_skips_a_late_commit() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+
+    // A writer takes an early id (UUIDv7: id order is creation order) and is slow to commit.
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO entity_items (id, name, value) VALUES ($1, 'slow', 1)")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    for name in ["n0", "n1"] {
+        assert_eq!(app.post_json(&format!(r#"{{"name":"{name}","value":1}}"#)).await.status(), 201);
+    }
+    let (mut seen, mut last) = (Vec::new(), None);
+    read_on(&app, &mut seen, &mut last).await;
+    slow.commit().await.unwrap();
+    assert_eq!(app.post_json(r#"{"name":"n2","value":1}"#).await.status(), 201);
+    // A row shows once every older transaction on the server has ended (other tests share it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 4 && std::time::Instant::now() < deadline {
+        read_on(&app, &mut seen, &mut last).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, ["slow", "n0", "n1", "n2"], "every item once, in the order they became visible");
+
+    let (status, body) = problem(app.get(&format!("/api/EntityItems?after={}", uuid::Uuid::now_v7())).await).await;
+    assert_eq!(status, 400, "an `after` that is no item is refused: {body}");
+}
+
+/// Reads pages from `last` (or the start) to the end, as a client keeping its place does.
+async fn read_on(app: &TestApp, seen: &mut Vec<String>, last: &mut Option<String>) {
+    loop {
+        let path = match last {
+            Some(id) => format!("/api/EntityItems?limit=2&after={id}"),
+            None => "/api/EntityItems?limit=2".to_owned(),
+        };
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["name"].as_str().unwrap().to_owned());
+            *last = Some(item["id"].as_str().unwrap().to_owned());
+        }
+        if page["next"].is_null() {
+            return;
+        }
+    }
 }
 
 #[tokio::test]
