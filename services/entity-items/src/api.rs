@@ -26,6 +26,21 @@ pub enum ApiError {
     Invalid(Problem),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// `COMMIT` failed in a way that does not say whether it took effect
+    /// (the connection broke, the server was stopped while it answered).
+    #[error("commit outcome unknown: {0}")]
+    CommitUnknown(sqlx::Error),
+}
+
+impl ApiError {
+    /// The error of a failed `COMMIT`: unknown unless the database said it rolled back.
+    pub fn from_commit(err: sqlx::Error) -> Self {
+        let rolled_back = err.as_database_error().and_then(|db| db.code()).is_some_and(|code| {
+            // serialization failure, deadlock, a deferred constraint, a transaction already failed
+            code == "40001" || code == "40P01" || code.starts_with("23") || code == "25P02"
+        });
+        if rolled_back { Self::Database(err) } else { Self::CommitUnknown(err) }
+    }
 }
 
 impl From<Problem> for ApiError {
@@ -42,6 +57,16 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %err, "database unavailable; answering 503");
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
                     .detail("nothing was written; retry shortly")
+                    .into_response()
+            }
+            Self::CommitUnknown(err) => {
+                tracing::error!(error = %err, "the commit's outcome is unknown; answering 503");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the outcome is unknown")
+                    .detail(
+                        "the database connection failed while committing, so the item may or may not have been \
+                         stored; send the request again with the same Idempotency-Key to get the first answer \
+                         (without one, a retry may store it twice)",
+                    )
                     .into_response()
             }
             Self::Database(err) => {

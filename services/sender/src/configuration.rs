@@ -20,6 +20,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// Relay tasks in this process (they share the table safely).
     pub relays: usize,
+    /// How long an `Idempotency-Key` and its answer are kept.
+    pub idempotency_retention: Duration,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
             broker,
             relay,
             relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 1usize)?.max(1),
+            idempotency_retention: duration_var(env, "IDEMPOTENCY_RETENTION", Duration::from_secs(24 * 3600))?,
         })
     }
 }

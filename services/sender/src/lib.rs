@@ -6,6 +6,7 @@
 //! `entity-items` domain, errors as problem details).
 
 pub mod configuration;
+pub mod idempotency;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

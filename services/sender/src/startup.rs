@@ -79,7 +79,12 @@ impl Application {
             background.clone(),
         ));
 
-        let state = routes::AppState { pool: pool.clone(), wakeup };
+        workers.spawn(crate::idempotency::forget_expired(
+            pool.clone(),
+            settings.idempotency_retention,
+            background.clone(),
+        ));
+        let state = routes::AppState { pool: pool.clone(), wakeup, retention: settings.idempotency_retention };
         let router = routes::router(state, &metrics, routes::readiness(pool.clone(), outbox_metrics));
         tracing::info!(port, broker = %settings.broker.masked_url(), address = %settings.broker.address, relays = settings.relays, "sender listening");
         let served = service_defaults::http::serve(listener, router, cancel.clone()).await;

@@ -1,7 +1,6 @@
 //! `POST /api/EntityItems`: the entity row and its outbox row in one transaction.
 
 use axum::{
-    Json,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -12,6 +11,7 @@ use service_defaults::{http::Problem, telemetry};
 use uuid::Uuid;
 
 use super::AppState;
+use crate::idempotency::{self, Earlier};
 
 fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -38,21 +38,27 @@ fn body_problem(rejection: BytesRejection) -> Problem {
 
 /// `POST /api/EntityItems`
 #[utoipa::path(post, path = "/api/EntityItems", request_body = crate::openapi::CreateItem,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters, bare or quoted. A request sent again with the same key and body gets the first answer (201, `Idempotent-Replayed: true`) instead of a second item; kept 24 h (`IDEMPOTENCY_RETENTION`)"),
+    ),
     responses(
-        (status = 201, description = "stored; the event will reach the broker", body = crate::openapi::ItemSchema),
-        (status = 400, description = "invalid input, fields named in `errors`", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 201, description = "stored; the event will reach the broker (or the first answer to this Idempotency-Key, replayed)", body = crate::openapi::ItemSchema),
+        (status = 400, description = "invalid input, fields (or the Idempotency-Key header) named in `errors`", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
         (status = 413, description = "body over 64 KiB", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
         (status = 415, description = "not `application/json`", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable; nothing written", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 422, description = "the Idempotency-Key already answered a request with another body", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable: nothing written; or the commit's outcome is unknown (the title says which): retry with the same Idempotency-Key", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency::key(&headers)?;
     require_json(&headers)?;
     let body = body.map_err(body_problem)?;
     let new = NewItem::parse(&body)?;
+    let hash = key.as_ref().map(|_| idempotency::fingerprint(&body));
 
     let id = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
@@ -75,9 +81,35 @@ pub async fn create(
         },
     )
     .await?;
-    tx.commit().await?;
+    if let (Some(key), Some(hash)) = (&key, &hash)
+        && !idempotency::record(&mut tx, key, hash, item.id, &payload, state.retention).await?
+    {
+        // The key answered before (or just now, in a request this one waited for).
+        tx.rollback().await?;
+        return match idempotency::earlier(&state.pool, key, hash).await? {
+            Some(Earlier::Replay { item, response }) => Ok(created(item, response, true)),
+            Some(Earlier::Mismatch(problem)) => Err(problem.into()),
+            None => Err(Problem::new(StatusCode::CONFLICT, "the Idempotency-Key expired meanwhile")
+                .detail("send the request again")
+                .into()),
+        };
+    }
+    tx.commit().await.map_err(ApiError::from_commit)?;
     state.wakeup.notify();
+    Ok(created(item.id, payload, false))
+}
 
-    let location = HeaderValue::from_str(&format!("/api/EntityItems/{}", item.id)).expect("ascii");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(item)).into_response())
+/// 201 with the item's location and its JSON (`replayed`: the first answer to a key, again).
+fn created(id: Uuid, json: String, replayed: bool) -> Response {
+    let location = HeaderValue::from_str(&format!("/api/EntityItems/{id}")).expect("ascii");
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        json,
+    )
+        .into_response();
+    if replayed {
+        response.headers_mut().insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
 }

@@ -22,6 +22,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub wakeup: Wakeup,
+    /// How long an `Idempotency-Key` is kept.
+    pub retention: std::time::Duration,
 }
 
 pub fn router(state: AppState, metrics: &Metrics, ready: ReadinessCheck) -> Router {

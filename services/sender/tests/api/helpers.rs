@@ -66,6 +66,18 @@ impl TestApp {
             .expect("POST")
     }
 
+    /// A POST with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, key: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/EntityItems", self.base))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.base)).send().await.expect("GET")
     }

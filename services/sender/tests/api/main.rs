@@ -4,6 +4,7 @@
 mod binary;
 mod end_to_end;
 mod helpers;
+mod idempotency;
 
 use std::time::Duration;
 
