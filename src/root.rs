@@ -61,12 +61,44 @@ pub fn claim(file: &std::path::Path) -> miette::Result<(Topology, StateDir)> {
 pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String> {
     let mut removed: Vec<String> =
         PidFile::new(state).reap().into_iter().map(|r| format!("process {} ({})", r.pid, r.resource)).collect();
-    if let Ok(engine) = docker::connect().await
-        && let Ok(runtime) = DockerRuntime::new(engine, &topology.name, "reaper").await
-    {
+    if let Ok(engine) = docker::connect().await {
+        let runtime = DockerRuntime::reaper(engine, &topology.name, &docker::owner_of(&state.root));
         removed.extend(runtime.reap(false).await.into_iter().map(|c| format!("container {c}")));
     }
     removed
+}
+
+/// Refuses to start when another apphost (another state folder, another
+/// host on a shared engine) runs an app of the same name: its containers and
+/// network have the names this one would take, and are never touched.
+pub async fn refuse_foreign(topology: &Topology, state: &StateDir) -> miette::Result<()> {
+    let Ok(engine) = docker::connect().await else { return Ok(()) };
+    let Some((other, what)) = docker::foreign_stack(&engine, &topology.name, &docker::owner_of(&state.root)).await
+    else {
+        return Ok(());
+    };
+    let folder = other.split_once(':').map(|(_, path)| path).unwrap_or(&other);
+    let gone = !std::path::Path::new(folder).exists();
+    Err(miette!(
+        help = if gone {
+            format!(
+                "that folder is gone; remove its leftovers with `docker rm -f $(docker ps -aq --filter label={}={other})` \
+                 and `docker network rm {}`, or give this app another `name:` in {}",
+                docker::LABEL_OWNER,
+                topology.name,
+                topology.file.display()
+            )
+        } else {
+            format!(
+                "stop it with `apphost down` where it runs (its state folder is {folder}), or give this app another \
+                 `name:` in {}",
+                topology.file.display()
+            )
+        },
+        "another apphost runs an app called `{}` on this Docker engine (state folder {other}): {}",
+        topology.name,
+        what.join(", ")
+    ))
 }
 
 async fn choose_runtime(
@@ -145,6 +177,7 @@ pub async fn start(
     view: &Arc<LiveStack>,
     say: &impl Fn(&str),
 ) -> miette::Result<RunningApp> {
+    refuse_foreign(topology, state).await?;
     for leftover in reap_leftovers(topology, state).await {
         say(&format!("removed a leftover of an earlier run: {leftover}"));
     }
@@ -188,7 +221,9 @@ pub async fn start(
     let docker = match engine {
         Ok(engine) => {
             let rt = Arc::new(
-                DockerRuntime::new(engine, &topology.name, &session_id).await.map_err(|e| miette!("{}", e.message))?,
+                DockerRuntime::new(engine, &topology.name, &session_id, &docker::owner_of(&state.root))
+                    .await
+                    .map_err(|e| miette!("{}", e.message))?,
             );
             runtimes.insert("docker", rt.clone());
             Some(rt)

@@ -2,9 +2,12 @@
 //!
 //! The engine comes from `DOCKER_HOST` or the local socket (a Podman socket
 //! answers the same API). Every container, network and volume carries the
-//! labels `apphost.app` and `apphost.session`, and has a deterministic name
+//! labels `apphost.app`, `apphost.session` and `apphost.owner` (the host and
+//! state folder of the apphost that made it), and has a deterministic name
 //! (`APP-RESOURCE`), so a later `up` or `down` finds what a killed apphost
-//! left. Ports are bound to 127.0.0.1 only.
+//! left. Only what carries this state folder's owner label is ever removed:
+//! a same-named app from another folder is refused, never touched. Ports are
+//! bound to 127.0.0.1 only.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -34,6 +37,58 @@ pub const LABEL_APP: &str = "apphost.app";
 pub const LABEL_RESOURCE: &str = "apphost.resource";
 pub const LABEL_SESSION: &str = "apphost.session";
 pub const LABEL_PERSISTENT: &str = "apphost.persistent";
+pub const LABEL_OWNER: &str = "apphost.owner";
+
+/// Who owns a stack on the engine: this host and the state folder's path.
+pub fn owner_of(state: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let path = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+    format!("{}:{}", host.trim(), path.display())
+}
+
+/// Whether `labels` say another apphost made it (none: an older apphost, taken as ours).
+fn foreign_to(labels: Option<&HashMap<String, String>>, owner: &str) -> Option<String> {
+    labels.and_then(|l| l.get(LABEL_OWNER)).filter(|o| *o != owner).cloned()
+}
+
+/// Another apphost's stack of the same app name on this engine: its owner
+/// (host:state folder) and what of it is there. `None` when there is none.
+pub async fn foreign_stack(docker: &Docker, app: &str, owner: &str) -> Option<(String, Vec<String>)> {
+    let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+        .await
+        .unwrap_or_default();
+    let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::new().build())).await.unwrap_or_default();
+    let mut other = None;
+    let mut what = Vec::new();
+    for c in containers {
+        if let Some(o) = foreign_to(c.labels.as_ref(), owner) {
+            what.push(format!(
+                "container {}",
+                c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/')
+            ));
+            other.get_or_insert(o);
+        }
+    }
+    // The network is named after the app, whoever labelled it.
+    for n in networks.into_iter().filter(|n| n.name.as_deref() == Some(app)) {
+        let labels = n.labels.as_ref();
+        let ours = labels.and_then(|l| l.get(LABEL_APP)).is_some_and(|a| a == app);
+        match foreign_to(labels, owner) {
+            Some(o) => {
+                what.push(format!("network {app}"));
+                other.get_or_insert(o);
+            }
+            None if !ours => {
+                what.push(format!("network {app} (not made by apphost)"));
+                other.get_or_insert_with(|| "something other than apphost".to_owned());
+            }
+            None => {}
+        }
+    }
+    other.map(|o| (o, what))
+}
 
 /// Where the engine is, for messages.
 pub fn engine_address() -> String {
@@ -62,12 +117,18 @@ pub struct DockerRuntime {
     docker: Docker,
     app: String,
     session: String,
+    owner: String,
 }
 
 impl DockerRuntime {
+    /// For removing what a session of `owner` left; creates nothing.
+    pub fn reaper(docker: Docker, app: &str, owner: &str) -> Self {
+        Self { docker, app: app.to_owned(), session: "reaper".to_owned(), owner: owner.to_owned() }
+    }
+
     /// Creates the app's network if it is not there yet.
-    pub async fn new(docker: Docker, app: &str, session: &str) -> Result<Self, StartError> {
-        let this = Self { docker, app: app.to_owned(), session: session.to_owned() };
+    pub async fn new(docker: Docker, app: &str, session: &str, owner: &str) -> Result<Self, StartError> {
+        let this = Self { docker, app: app.to_owned(), session: session.to_owned(), owner: owner.to_owned() };
         let filters = HashMap::from([("name", vec![app])]);
         let existing = this
             .docker
@@ -79,7 +140,10 @@ impl DockerRuntime {
                 .create_network(NetworkCreateRequest {
                     name: app.to_owned(),
                     driver: Some("bridge".into()),
-                    labels: Some(HashMap::from([(LABEL_APP.to_owned(), app.to_owned())])),
+                    labels: Some(HashMap::from([
+                        (LABEL_APP.to_owned(), app.to_owned()),
+                        (LABEL_OWNER.to_owned(), this.owner.clone()),
+                    ])),
                     ..Default::default()
                 })
                 .await
@@ -111,6 +175,9 @@ impl DockerRuntime {
         let containers = self.docker.list_containers(Some(options)).await.unwrap_or_default();
         let mut touched = Vec::new();
         for c in containers {
+            if foreign_to(c.labels.as_ref(), &self.owner).is_some() {
+                continue;
+            }
             let Some(id) = c.id else { continue };
             let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_else(|| id.clone());
             let persistent = c.labels.as_ref().and_then(|l| l.get(LABEL_PERSISTENT)).is_some_and(|v| v == "true");
@@ -124,7 +191,13 @@ impl DockerRuntime {
             }
             touched.push(name.trim_start_matches('/').to_owned());
         }
-        let _ = self.docker.remove_network(&self.app).await;
+        let network = self.docker.inspect_network(&self.app, None).await.ok();
+        if network.is_some_and(|n| {
+            let labels = n.labels.as_ref();
+            labels.and_then(|l| l.get(LABEL_APP)) == Some(&self.app) && foreign_to(labels, &self.owner).is_none()
+        }) {
+            let _ = self.docker.remove_network(&self.app).await;
+        }
         touched
     }
 }
@@ -194,8 +267,12 @@ impl Runtime for DockerRuntime {
             // Started before in this session (stopped on request, or crashed): start
             // the same container again, so its data survives a restart.
             if let Ok(existing) = self.docker.inspect_container(&name, None).await {
-                let session =
-                    existing.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_SESSION));
+                let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
+                if let Some(other) = foreign_to(labels, &self.owner) {
+                    return Err(StartError::new(format!("container `{name}` belongs to another apphost ({other})"))
+                        .help("stop that stack with `apphost down` in its folder, or give this app another `name:`"));
+                }
+                let session = labels.and_then(|l| l.get(LABEL_SESSION));
                 if session == Some(&self.session)
                     && let Some(id) = existing.id
                 {
@@ -231,6 +308,7 @@ impl Runtime for DockerRuntime {
                 (LABEL_RESOURCE.to_owned(), instance.name.clone()),
                 (LABEL_SESSION.to_owned(), self.session.clone()),
                 (LABEL_PERSISTENT.to_owned(), r.persistent.to_string()),
+                (LABEL_OWNER.to_owned(), self.owner.clone()),
             ]);
             let body = ContainerCreateBody {
                 image: Some(image.clone()),

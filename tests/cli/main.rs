@@ -454,3 +454,41 @@ async fn up_detached_fails_fast_naming_the_root_cause() {
     let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
 }
+
+/// Two folders with the same app name on one engine: the second `up` is
+/// refused, naming the first's state folder, and neither its `up` nor its
+/// `down` touches the first stack's container or network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_named_app_from_another_folder_is_refused_and_never_touched() {
+    let (first, second) = (helpers::StateDir::new(), helpers::StateDir::new());
+    let topology = "name: twin-stack\nresources:\n  db: { kind: postgres }\n";
+    for state in [&first, &second] {
+        std::fs::create_dir_all(state).unwrap();
+        std::fs::write(state.join("twin.yaml"), topology).unwrap();
+    }
+    let up = |state: &helpers::StateDir| {
+        let mut c = apphost(state);
+        c.args(["up", "-d", "--runtime", "docker", "-f"]).arg(state.join("twin.yaml"));
+        c
+    };
+    let started = up(&first).output().await.unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let docker = apphost::runtime::docker::connect().await.unwrap();
+    let id = docker.inspect_container("twin-stack-db", None).await.unwrap().id;
+
+    let refused = up(&second).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("another apphost runs an app called `twin-stack`"), "{stderr}");
+    assert!(stderr.contains(&first.display().to_string()), "names the other state folder:\n{stderr}");
+    let down = apphost(&second).args(["down", "-f"]).arg(second.join("twin.yaml")).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+
+    let still = docker.inspect_container("twin-stack-db", None).await.expect("the first stack's container is there");
+    assert_eq!(still.id, id, "the same container");
+    assert_eq!(still.state.and_then(|s| s.running), Some(true), "still running");
+    assert!(docker.inspect_network("twin-stack", None).await.is_ok(), "its network too");
+    let down = apphost(&first).args(["down", "-f"]).arg(first.join("twin.yaml")).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(docker.inspect_container("twin-stack-db", None).await.is_err(), "its own down removes it");
+}
