@@ -21,7 +21,7 @@ use crate::{
         docker::{self, DockerRuntime},
         process::ProcessRuntime,
     },
-    statedir::{PidFile, Secrets, Session, StateDir},
+    statedir::{PidFile, Secrets, Session, StateDir, StateLock},
     supervisor::Supervisor,
     topology::{RuntimeChoice, Topology},
     view::LiveStack,
@@ -39,21 +39,30 @@ pub struct UpOptions {
     pub dashboard: bool,
 }
 
-/// Reads the topology at `file` and its state folder for a new session;
-/// refuses when a live session of the app already runs there.
-pub fn claim(file: &std::path::Path) -> miette::Result<(Topology, StateDir)> {
+/// Reads the topology at `file` and takes its state folder's lock for a new
+/// session (held until the returned lock is dropped); refuses when another
+/// apphost holds it.
+pub fn claim(file: &std::path::Path) -> miette::Result<(Topology, StateDir, StateLock)> {
     let topology = crate::topology::load(file)?;
     let state = StateDir::for_topology(file);
     state.ensure().into_diagnostic()?;
-    if let Some(session) = Session::load_live(&state) {
-        return Err(miette!(
-            help = "`apphost ps` shows it, `apphost dashboard` watches it, `apphost down` stops it",
-            "apphost is already running `{}` here (pid {})",
-            session.app,
-            session.pid
-        ));
+    match state.lock().into_diagnostic()? {
+        Some(lock) => Ok((topology, state, lock)),
+        None => Err(match Session::load(&state) {
+            Some(session) => miette!(
+                help = "`apphost ps` shows it, `apphost dashboard` watches it, `apphost down` stops it",
+                "apphost is already running `{}` here (pid {})",
+                session.app,
+                session.pid
+            ),
+            None => miette!(
+                help = "wait for it (`apphost ps`), or stop it with `apphost down`",
+                "another apphost is starting `{}` here ({} is locked)",
+                topology.name,
+                state.lock_file().display()
+            ),
+        }),
     }
-    Ok((topology, state))
 }
 
 /// Removes what a killed apphost left of this app: processes (by pid and

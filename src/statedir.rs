@@ -78,6 +78,51 @@ impl StateDir {
     pub fn pids_file(&self) -> PathBuf {
         self.root.join("pids.json")
     }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Takes the state's lock, held by the one apphost that runs the app here
+    /// for its whole life; `None` if another holds it. The kernel lets go when
+    /// the holder dies however it dies, so a lock is never stale. Tried for a
+    /// second: a [`Self::locked`] check holds it for an instant.
+    pub fn lock(&self) -> std::io::Result<Option<StateLock>> {
+        self.ensure()?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.lock_file())?;
+        for _ in 0..20 {
+            // SAFETY: flock(2) on a descriptor this function owns.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(StateLock { _file: file }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
+    /// Whether an apphost holds this state's lock now (it runs or is starting).
+    pub fn locked(&self) -> bool {
+        let Ok(file) = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(self.lock_file()) else {
+            return false;
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: flock(2) on a descriptor this function owns; closing it lets go.
+        unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) != 0 }
+    }
+}
+
+/// The state's lock, released when dropped or when the process ends. The
+/// descriptor is close-on-exec: no child inherits it.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
 }
 
 /// Whether a state folder that is already there can be trusted: others could
@@ -184,10 +229,16 @@ impl Session {
         write_private(&dir.session_file(), &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)
     }
 
-    /// The session file, if one exists and its apphost process is still alive.
+    /// The session file, if one exists and its apphost still holds the state's
+    /// lock: a pid alone could have been reused by another process since.
     pub fn load_live(dir: &StateDir) -> Option<Self> {
-        let session: Self = serde_json::from_slice(&fs::read(dir.session_file()).ok()?).ok()?;
-        process_running(session.pid).then_some(session)
+        let session = Self::load(dir)?;
+        dir.locked().then_some(session)
+    }
+
+    /// The session file as it is, live or not.
+    pub fn load(dir: &StateDir) -> Option<Self> {
+        serde_json::from_slice(&fs::read(dir.session_file()).ok()?).ok()
     }
 
     pub fn remove(dir: &StateDir) {
@@ -227,6 +278,11 @@ fn may_signal(record: &PidRecord) -> bool {
     record.pid > 1 && record.pid <= i32::MAX as u32 && record.pid != std::process::id()
 }
 
+/// One read-modify-write of `pids.json` at a time: jobs start processes
+/// concurrently, and two interleaved updates would lose a record. (Only the
+/// holder of the state's lock writes it.)
+static PIDS_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The processes of this app, as `pids.json` lists them.
 pub struct PidFile {
     path: PathBuf,
@@ -249,6 +305,7 @@ impl PidFile {
     }
 
     pub fn add(&self, record: PidRecord) {
+        let _one = PIDS_WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut records = self.read();
         records.retain(|r| r.pid != record.pid);
         records.push(record);
@@ -256,6 +313,7 @@ impl PidFile {
     }
 
     pub fn remove(&self, pid: u32) {
+        let _one = PIDS_WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut records = self.read();
         records.retain(|r| r.pid != pid);
         self.write(&records);
@@ -312,6 +370,55 @@ mod tests {
         assert_eq!(again.password(&dir, "db").unwrap(), first, "reused across runs");
         assert_ne!(again.password(&dir, "other").unwrap(), first);
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    fn session(pid: u32) -> Session {
+        Session {
+            id: "s".into(),
+            pid,
+            port: 1,
+            token: "t".into(),
+            app: "a".into(),
+            runtime: "process".into(),
+            started_at: chrono::Utc::now(),
+        }
+    }
+
+    /// A session file whose pid now belongs to a live process that is not an
+    /// apphost (here: this test) is stale: only the state's lock makes it live.
+    #[test]
+    fn a_session_is_live_while_its_lock_is_held_not_while_its_pid_runs() {
+        let dir = StateDir { root: temp_folder().join("state") };
+        session(std::process::id()).save(&dir).unwrap();
+        assert!(Session::load_live(&dir).is_none(), "a pid that runs proves nothing");
+        let lock = dir.lock().unwrap().expect("nobody holds it");
+        assert!(Session::load_live(&dir).is_some(), "held: live");
+        assert!(dir.lock().unwrap().is_none(), "a second claim is refused");
+        drop(lock);
+        assert!(Session::load_live(&dir).is_none(), "released with its holder");
+        assert!(dir.lock().unwrap().is_some(), "and can be taken again");
+    }
+
+    /// Jobs record their processes concurrently; none is lost.
+    #[test]
+    fn concurrent_pid_records_are_all_kept() {
+        let dir = StateDir { root: temp_folder().join("state") };
+        dir.ensure().unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..8u32 {
+                let dir = &dir;
+                scope.spawn(move || {
+                    for i in 0..25 {
+                        PidFile::new(dir).add(PidRecord {
+                            resource: format!("r{t}"),
+                            pid: 1000 + t * 100 + i,
+                            start_time: 1,
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(PidFile::new(&dir).read().len(), 200);
     }
 
     fn temp_folder() -> PathBuf {

@@ -8,7 +8,9 @@ use miette::{IntoDiagnostic, miette};
 use crate::{control::Client, root::claim, statedir::Session, supervisor::State};
 
 pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCode> {
-    let (topology, state) = claim(file)?;
+    // Checked here; the background apphost takes the lock for its life.
+    let (topology, state, lock) = claim(file)?;
+    drop(lock);
     let log_path = state.log_file();
     let log = crate::statedir::private_log(&log_path, false).into_diagnostic()?;
     let exe = std::env::current_exe().into_diagnostic()?;
@@ -27,10 +29,12 @@ pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCod
         });
     }
     let mut child = command.spawn().into_diagnostic()?;
+    // Only the session this child started counts: another `up` may have won the lock.
+    let ours = child.id();
     println!("starting `{}` in the background (output: {})", topology.name, log_path.display());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
     loop {
-        if let Some(session) = Session::load_live(&state)
+        if let Some(session) = Session::load_live(&state).filter(|s| Some(s.pid) == ours)
             && let Ok(statuses) = Client::new(&session).ps().await
             && !statuses.is_empty()
             && statuses.iter().all(|s| s.state == State::Healthy)
@@ -44,7 +48,7 @@ pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCod
             return Ok(ExitCode::SUCCESS);
         }
         // Something failed for good: say what, at once, instead of waiting out the deadline.
-        if let Some(session) = Session::load_live(&state)
+        if let Some(session) = Session::load_live(&state).filter(|s| Some(s.pid) == ours)
             && let Ok(statuses) = Client::new(&session).ps().await
             && let Some(failed) = statuses.iter().find(|s| matches!(s.state, State::Failed(_)))
         {

@@ -23,6 +23,21 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
         state.ensure().into_diagnostic()?;
     }
     let Some(session) = Session::load_live(&state) else {
+        // No apphost may start here while the leftovers go.
+        let lock = if state.root.exists() { state.lock() } else { Err(std::io::ErrorKind::NotFound.into()) };
+        let _lock = match lock {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                return Err(miette!(
+                    help = "wait until it has started, then `apphost down` again",
+                    "an apphost is starting `{}` here ({} is locked)",
+                    topology.name,
+                    state.lock_file().display()
+                ));
+            }
+            // A folder that cannot hold a lock (read-only) has nothing apphost started.
+            Err(_) => None,
+        };
         Session::remove(&state);
         let removed = reap_leftovers(&topology, &state).await;
         let _ = std::fs::remove_dir_all(state.root.join("run"));

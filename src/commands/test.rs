@@ -33,7 +33,7 @@ pub async fn test(
 ) -> miette::Result<ExitCode> {
     use std::io::Write;
 
-    let (topology, state) = claim(file)?;
+    let (topology, state, _lock) = claim(file)?;
     let roles = roles(&topology)?;
     // Scenario files are read (and their mistakes shown) before anything starts.
     let resources: Vec<String> = topology.resources.iter().map(|r| r.name.clone()).collect();

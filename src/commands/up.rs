@@ -29,7 +29,7 @@ enum Ending {
 }
 
 pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
-    let (topology, state) = claim(file)?;
+    let (topology, state, _lock) = claim(file)?;
     let logs = LogStore::new(options.log_capacity);
     let own: Arc<str> = "apphost".into();
     let say = |text: &str| logs.push(&own, Stream::System, text);

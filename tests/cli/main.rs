@@ -492,3 +492,27 @@ async fn a_same_named_app_from_another_folder_is_refused_and_never_touched() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert!(docker.inspect_container("twin-stack-db", None).await.is_err(), "its own down removes it");
 }
+
+/// Two `up`s at once in one folder: the state's lock lets one start the app
+/// and refuses the other, which says so and exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ups_at_once_start_one_stack() {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("nap.yaml");
+    std::fs::write(&file, "name: nap\nresources:\n  nap: { kind: executable, command: sleep, args: [\"300\"] }\n")
+        .unwrap();
+    let up = || apphost(&state).args(["up", "-d", "-f"]).arg(&file).output();
+    let (a, b) = tokio::join!(up(), up());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let wins = [&a, &b].iter().filter(|o| o.status.success()).count();
+    let loser = if a.status.success() { &b } else { &a };
+    let said = format!("{}{}", String::from_utf8_lossy(&loser.stdout), String::from_utf8_lossy(&loser.stderr));
+    assert_eq!(wins, 1, "exactly one up succeeds:\n{said}");
+    assert!(said.contains("already running") || said.contains("is starting"), "the other says why:\n{said}");
+    let ps = apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();
+    let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(ps.as_array().map(Vec::len), Some(1), "one instance of `nap`: {ps}");
+    let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+}
