@@ -24,9 +24,11 @@ impl ResourceKind for Artemis {
         &[("amqp", Some(5672)), ("core", Some(61616))]
     }
 
-    /// Artemis logs AMQ221007 once it accepts clients.
+    /// An AMQP open handshake: it passes once the acceptor takes clients, and
+    /// fails again when the broker stops answering (paused, wedged), which a
+    /// log line seen once or a TCP connect cannot tell.
     fn default_check(&self, _: &Resource) -> Option<Check> {
-        Some(Check::Log { pattern: "AMQ221007".into() })
+        Some(Check::Amqp { port: "amqp".into() })
     }
 
     fn fields(&self) -> &'static [Field] {

@@ -45,6 +45,7 @@ pub(super) async fn watch(
     // Log lines are checked from the start of this run on (`next_seq`), once each.
     let mut log_matched = false;
     let mut failures = 0u32;
+    let mut started_up = false;
     loop {
         let ok = match &probe.check {
             Check::Tcp { port } => match instance.port(port) {
@@ -62,6 +63,10 @@ pub(super) async fn watch(
                 None => false,
             },
             Check::Exec { command } => running.exec(command.clone(), probe.timeout).await == Ok(0),
+            Check::Amqp { port } => match instance.port(port) {
+                Some(p) => amqp_opens(&instance, p, probe.timeout).await,
+                None => false,
+            },
             Check::Log { .. } => {
                 for line in logs.since(&name, next_seq) {
                     next_seq = line.seq + 1;
@@ -72,8 +77,10 @@ pub(super) async fn watch(
         };
         if ok {
             failures = 0;
+            // As Docker's start period: it ends at the first success, so a later failure counts at once.
+            started_up = true;
             set(true);
-        } else if started.elapsed() >= probe.start_period {
+        } else if started_up || started.elapsed() >= probe.start_period {
             failures += 1;
             if failures >= probe.retries {
                 set(false);
@@ -81,6 +88,28 @@ pub(super) async fn watch(
         }
         tokio::time::sleep(probe.interval.max(Duration::from_millis(100))).await;
     }
+}
+
+/// Whether an AMQP 1.0 connection opens on `port` within `limit`, as the
+/// resource's user when its kind gives one (`amqp://user:password@…`).
+async fn amqp_opens(instance: &Instance, port: u16, limit: Duration) -> bool {
+    let mut url = url::Url::parse(&format!("amqp://127.0.0.1:{port}")).expect("a valid URL");
+    if let Some(own) =
+        instance.connection_string().and_then(|cs| url::Url::parse(&cs).ok()).filter(|u| u.scheme() == "amqp")
+    {
+        let _ = url.set_username(own.username());
+        let _ = url.set_password(own.password());
+    }
+    opens(&format!("apphost-health-{}", instance.name), url, limit).await
+}
+
+async fn opens(container_id: &str, url: url::Url, limit: Duration) -> bool {
+    let open = async {
+        let mut connection = fe2o3_amqp::Connection::open(container_id.to_owned(), url).await.ok()?;
+        let _ = connection.close().await;
+        Some(())
+    };
+    tokio::time::timeout(limit, open).await.is_ok_and(|opened| opened.is_some())
 }
 
 /// What a line of a `kind` resource says is wrong, if it is one of the known troubles.
@@ -122,6 +151,17 @@ pub(super) async fn watch_troubles(
 mod tests {
     use super::*;
     use crate::topology::Kind;
+
+    /// A listener that never answers (as a stopped broker: the kernel still
+    /// completes the TCP handshake) does not pass.
+    #[tokio::test]
+    async fn an_amqp_peer_that_never_answers_fails_the_check() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = url::Url::parse(&format!("amqp://u:p@{}", silent.local_addr().unwrap())).unwrap();
+        let started = std::time::Instant::now();
+        assert!(!opens("t", url, Duration::from_millis(500)).await);
+        assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout: {:?}", started.elapsed());
+    }
 
     #[test]
     fn a_broker_blocking_producers_on_a_full_disk_is_told() {

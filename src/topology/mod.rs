@@ -110,6 +110,10 @@ pub enum Check {
     Exec { command: Vec<String> },
     /// A line of the resource's output matching a regular expression.
     Log { pattern: String },
+    /// An AMQP 1.0 connection opened on the named port (SASL with the
+    /// resource's user when it has one) within the probe's timeout: a broker
+    /// that is paused or wedged accepts TCP but never opens.
+    Amqp { port: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,8 @@ const RESOURCE_KEYS: &[&str] = &[
     "database",
     "user",
 ];
-const PROBE_KEYS: &[&str] = &["http", "tcp", "exec", "log", "port", "interval", "timeout", "retries", "start_period"];
+const PROBE_KEYS: &[&str] =
+    &["http", "tcp", "exec", "log", "amqp", "port", "interval", "timeout", "retries", "start_period"];
 
 pub fn parse(path: &Path, text: &str) -> Result<Topology, Diag> {
     let src = Source::new(text);
@@ -307,6 +308,8 @@ fn probe(src: &Source<'_>, node: &Node<'_>) -> Result<Probe, Diag> {
         field("http").map(|v| v.string().map(|path| Check::Http { path, port: port.clone() })),
         field("tcp")
             .map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::Tcp { port })),
+        field("amqp")
+            .map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::Amqp { port })),
         field("exec").map(|v| match v.strings(src) {
             Ok(list) if !list.is_empty() => Ok(Check::Exec { command: list.into_iter().map(|(s, _)| s).collect() }),
             _ => v.string().map(|cmd| Check::Exec { command: vec!["sh".into(), "-c".into(), cmd] }),
@@ -327,7 +330,7 @@ fn probe(src: &Source<'_>, node: &Node<'_>) -> Result<Probe, Diag> {
             return Err(Diag::new(
                 "`health` needs exactly one check",
                 node.span,
-                "one of `http`, `tcp`, `exec`, `log`",
+                "one of `http`, `tcp`, `exec`, `log`, `amqp`",
             )
             .help("e.g. `health: { http: /health/ready }` or `health: { log: \"ready\" }`"));
         }

@@ -41,6 +41,7 @@ pub fn json_schema() -> Value {
                 "tcp": { "type": "string", "description": "port name that accepts a connection" },
                 "exec": { "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }], "description": "command exiting 0; `{port:NAME}` is replaced by the port" },
                 "log": { "type": "string", "description": "regular expression matched against output lines" },
+                "amqp": { "type": "string", "description": "port name where an AMQP 1.0 connection opens (with the resource's user)" },
                 "port": { "type": "string" },
                 "interval": duration, "timeout": duration, "start_period": duration,
                 "retries": { "type": "integer", "minimum": 1 }

@@ -108,7 +108,7 @@ fn kinds_get_their_default_ports_and_probes() {
     );
     let mq = t.resource("mq").unwrap();
     assert!(mq.port("amqp").is_some() && mq.port("core").is_some());
-    assert_eq!(mq.health.as_ref().unwrap().check, Check::Log { pattern: "AMQ221007".into() });
+    assert_eq!(mq.health.as_ref().unwrap().check, Check::Amqp { port: "amqp".into() });
     let api = t.resource("api").unwrap();
     assert_eq!(api.health.as_ref().unwrap().check, Check::Http { path: "/health/ready".into(), port: "http".into() });
     assert_eq!(api.restart.policy, RestartPolicy::OnFailure);

@@ -415,7 +415,7 @@ async fn run_mutant(feature: &str, scenarios: &[&str]) -> String {
         )
     };
     let topology = format!(
-        "name: mutant\nresources:\n  sender-db: {{ kind: postgres, database: sender }}\n  receiver-db: {{ kind: postgres, database: receiver }}\n  broker:\n    kind: artemis\n    health: {{ log: AMQ221007, start_period: 60s }}\n{}{}",
+        "name: mutant\nresources:\n  sender-db: {{ kind: postgres, database: sender }}\n  receiver-db: {{ kind: postgres, database: receiver }}\n  broker:\n    kind: artemis\n    health: {{ amqp: amqp, start_period: 60s }}\n{}{}",
         service("sender", &sender, "sender-db"),
         service("receiver", &mutant, "receiver-db"),
     );
@@ -513,6 +513,46 @@ async fn two_ups_at_once_start_one_stack() {
     let ps = apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();
     let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
     assert_eq!(ps.as_array().map(Vec::len), Some(1), "one instance of `nap`: {ps}");
+    let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+}
+
+/// A paused broker is not healthy: its health is an AMQP open handshake,
+/// which a stopped process cannot answer although the kernel still accepts
+/// its TCP connections (a log line, once seen, would keep it healthy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_turns_unhealthy_and_recovers_when_resumed() {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("mq.yaml");
+    std::fs::write(
+        &file,
+        "name: paused-mq\nresources:\n  mq:\n    kind: artemis\n    health: { amqp: amqp, start_period: 60s, interval: 500ms, timeout: 1s, retries: 2 }\n    restart: no\n",
+    )
+    .unwrap();
+    let up = apphost(&state).args(["up", "-d", "--runtime", "process", "-f"]).arg(&file).output().await.unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let health = async || {
+        let ps = apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();
+        let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap_or_default();
+        ps[0]["state"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(health().await, "healthy");
+    // Paused for 20 s, then resumed by apphost itself.
+    let pause = apphost(&state).args(["chaos", "-f"]).arg(&file).args(["pause", "mq", "--for", "20s"]).output();
+    assert!(pause.await.unwrap().status.success());
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(18);
+    while seen.last().is_none_or(|s: &String| s != "unhealthy") && std::time::Instant::now() < deadline {
+        seen.push(health().await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen.last().map(String::as_str), Some("unhealthy"), "paused: {seen:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while health().await != "healthy" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(health().await, "healthy", "resumed");
     let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
 }
