@@ -79,12 +79,17 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let started = Instant::now();
     let mut report = Report { scenario: "soak".into(), ..Default::default() };
     let mut faults: Vec<Fault> = Vec::new();
+    let mut rss: (Option<u64>, Option<u64>) = (None, None);
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
         let mut burst = Vec::new();
         let mut deck: Vec<Kind> = Vec::new();
         let mut stopped = None;
         loop {
+            // apphost's own memory, first after 10 minutes (once it has settled), then at the end.
+            if rss.0.is_none() && started.elapsed() >= Duration::from_secs(600) {
+                rss.0 = own_rss();
+            }
             let pause = Duration::from_secs(rand::rng().random_range(20..=40));
             if started.elapsed() + pause >= duration {
                 tokio::time::sleep(duration.saturating_sub(started.elapsed())).await;
@@ -115,6 +120,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
                 break;
             }
         }
+        rss.1 = own_rss();
         // Even when a fault went wrong, what was acknowledged until then is checked.
         let mut acknowledged = burst;
         ctx.collect(load, &mut acknowledged, &mut report).await;
@@ -127,6 +133,18 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     .await;
     if let Err(e) = outcome {
         report.failure = Some(e);
+    }
+    if let (Some(at_10), Some(end)) = rss {
+        let growth = end as f64 / at_10 as f64 - 1.0;
+        report.notes.push(format!(
+            "apphost's RSS: {:.1} MiB after 10 min, {:.1} MiB at the end ({:+.1} %; at most +10 % passes)",
+            at_10 as f64 / 1048576.0,
+            end as f64 / 1048576.0,
+            growth * 100.0
+        ));
+        if growth > 0.10 && report.failure.is_none() {
+            report.failure = Some(format!("apphost's memory grew {:.1} % after its first 10 minutes", growth * 100.0));
+        }
     }
     report.seconds = started.elapsed().as_secs_f64();
     // Each poison fault waited for its rejection; a fault that did not see it failed the soak.
@@ -233,6 +251,10 @@ fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, re
     if let Some(why) = &report.failure {
         text.push_str(&format!("Failure: {why}\n\n"));
     }
+    let mut kinds: Vec<String> =
+        FAULTS.iter().map(|k| format!("{k} × {}", faults.iter().filter(|f| f.kind == *k).count())).collect();
+    kinds.sort();
+    text.push_str(&format!("Faults by kind: {}.\n\n", kinds.join(", ")));
     text.push_str(&format!(
         "Full delivery {} after the load stopped.\n\n## Faults\n\n| at | fault | what | all healthy again (from the fault's start) |\n|---|---|---|---|\n",
         report.recovery_seconds.map_or("never".into(), |s| format!("{s:.1} s")),
@@ -287,4 +309,12 @@ async fn kill(ctx: &Ctx, target: &str, action: Action, when: When) -> Result<(St
         ctx.act(target, Action::Start).await?;
     }
     Ok((note, burst))
+}
+
+/// This process's resident memory, from `/proc/self/status`.
+fn own_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
