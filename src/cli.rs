@@ -203,6 +203,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// (Internal) started by `up`: waits until that apphost ends, however it
+    /// ends, then removes every process, container and network it left.
+    #[command(hide = true)]
+    Reaper {
+        #[command(flatten)]
+        at: FileArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +337,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         Command::Check { at } => commands::check::check(&file_of(global, at.file)),
         Command::Schema => commands::check::schema(),
         Command::Doctor { at } => commands::doctor::run(&file_of(global, at.file)).await,
+        Command::Reaper { at } => commands::reaper::run(&file_of(global, at.file)).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "apphost", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

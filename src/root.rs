@@ -46,7 +46,13 @@ pub fn claim(file: &std::path::Path) -> miette::Result<(Topology, StateDir, Stat
     let topology = crate::topology::load(file)?;
     let state = StateDir::for_topology(file);
     state.ensure().into_diagnostic()?;
-    match state.lock().into_diagnostic()? {
+    let mut lock = state.lock().into_diagnostic()?;
+    // Held, but not by a live apphost: a reaper cleaning up after a killed one, or
+    // an apphost starting; either lets go soon.
+    if lock.is_none() && !Session::load(&state).is_some_and(|s| crate::statedir::process_running(s.pid)) {
+        lock = state.lock_within(Duration::from_secs(30)).into_diagnostic()?;
+    }
+    match lock {
         Some(lock) => Ok((topology, state, lock)),
         None => Err(match Session::load(&state) {
             Some(session) => miette!(
@@ -189,6 +195,10 @@ pub async fn start(
     refuse_foreign(topology, state).await?;
     for leftover in reap_leftovers(topology, state).await {
         say(&format!("removed a leftover of an earlier run: {leftover}"));
+    }
+    // Whatever ends this process, what it starts from here on is removed.
+    if let Err(e) = crate::commands::reaper::spawn(&topology.file) {
+        say(&format!("cannot start the reaper ({e}): if apphost is killed, `apphost down` removes what it left"));
     }
     let choice = options.runtime.unwrap_or(topology.runtime);
     let engine = choose_runtime(topology, choice, say).await?;

@@ -79,6 +79,13 @@ impl StateDir {
         self.root.join("pids.json")
     }
 
+    /// Who owns what apphost starts from this folder: the host and the
+    /// folder's path. Containers carry it as a label, processes as
+    /// [`OWNER_VAR`] in their environment.
+    pub fn owner(&self) -> String {
+        crate::runtime::docker::owner_of(&self.root)
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("lock")
     }
@@ -88,6 +95,12 @@ impl StateDir {
     /// the holder dies however it dies, so a lock is never stale. Tried for a
     /// second: a [`Self::locked`] check holds it for an instant.
     pub fn lock(&self) -> std::io::Result<Option<StateLock>> {
+        self.lock_within(std::time::Duration::from_secs(1))
+    }
+
+    /// [`Self::lock`], trying for up to `limit` (a reaper cleaning up after a
+    /// killed apphost holds it for a few seconds).
+    pub fn lock_within(&self, limit: std::time::Duration) -> std::io::Result<Option<StateLock>> {
         self.ensure()?;
         let file = fs::OpenOptions::new()
             .read(true)
@@ -97,14 +110,17 @@ impl StateDir {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.lock_file())?;
-        for _ in 0..20 {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
             // SAFETY: flock(2) on a descriptor this function owns.
             if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(Some(StateLock { _file: file }));
             }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Ok(None)
     }
 
     /// Whether an apphost holds this state's lock now (it runs or is starting).
@@ -278,6 +294,59 @@ fn may_signal(record: &PidRecord) -> bool {
     record.pid > 1 && record.pid <= i32::MAX as u32 && record.pid != std::process::id()
 }
 
+/// Set in the environment of every process apphost starts on the process
+/// runtime (and inherited by theirs): what a reaper may kill, even a
+/// grandchild that left its process group or outlived its parent.
+pub const OWNER_VAR: &str = "APPHOST_OWNER";
+
+/// Kills every process whose environment carries `OWNER_VAR=owner`, proving
+/// each is that process (a pidfd pins it while its environment is read).
+/// Returns their pids.
+pub fn kill_marked(owner: &str) -> Vec<u32> {
+    let marker = format!("{OWNER_VAR}={owner}");
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else { return killed };
+    for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        if pid <= 1 || pid == me || pid > i32::MAX as u32 {
+            continue;
+        }
+        // SAFETY: pidfd_open(2) with no flags; the descriptor is closed below.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+        if pidfd < 0 {
+            continue;
+        }
+        let marked = fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
+        // SAFETY: pidfd_send_signal(2) on the pidfd opened above: signal 0 proves the
+        // process read above is still the one the pidfd names (so the pid was not reused).
+        let same = || unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, 0, std::ptr::null::<u8>(), 0) } == 0;
+        if marked && same() {
+            // SAFETY: as above, with SIGKILL.
+            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+            killed.push(pid);
+        }
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(pidfd) };
+    }
+    killed
+}
+
+/// The processes (not zombies) whose environment carries `OWNER_VAR=owner`, for checks.
+pub fn marked(owner: &str) -> Vec<u32> {
+    let marker = format!("{OWNER_VAR}={owner}");
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            process_running(*pid)
+                && fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+        })
+        .collect()
+}
+
 /// One read-modify-write of `pids.json` at a time: jobs start processes
 /// concurrently, and two interleaved updates would lose a record. (Only the
 /// holder of the state's lock writes it.)
@@ -286,11 +355,12 @@ static PIDS_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The processes of this app, as `pids.json` lists them.
 pub struct PidFile {
     path: PathBuf,
+    owner: String,
 }
 
 impl PidFile {
     pub fn new(dir: &StateDir) -> Self {
-        Self { path: dir.pids_file() }
+        Self { path: dir.pids_file(), owner: dir.owner() }
     }
 
     pub fn read(&self) -> Vec<PidRecord> {
@@ -319,8 +389,10 @@ impl PidFile {
         self.write(&records);
     }
 
-    /// Kills every recorded process group that is still the process we started.
-    /// Returns what it killed.
+    /// Kills every recorded process group that is still the process we
+    /// started, then every process that carries this folder's [`OWNER_VAR`]
+    /// (grandchildren that left the group, `initdb` runs). Returns the
+    /// recorded ones it killed.
     pub fn reap(&self) -> Vec<PidRecord> {
         let mut killed = Vec::new();
         for record in self.read().into_iter().filter(may_signal) {
@@ -333,6 +405,7 @@ impl PidFile {
                 killed.push(record);
             }
         }
+        kill_marked(&self.owner);
         let _ = fs::remove_file(&self.path);
         killed
     }

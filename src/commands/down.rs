@@ -24,7 +24,11 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
     }
     let Some(session) = Session::load_live(&state) else {
         // No apphost may start here while the leftovers go.
-        let lock = if state.root.exists() { state.lock() } else { Err(std::io::ErrorKind::NotFound.into()) };
+        let lock = if state.root.exists() {
+            state.lock_within(Duration::from_secs(30))
+        } else {
+            Err(std::io::ErrorKind::NotFound.into())
+        };
         let _lock = match lock {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {

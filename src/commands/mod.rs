@@ -9,6 +9,7 @@ pub mod check;
 pub mod detach;
 pub mod doctor;
 pub mod down;
+pub mod reaper;
 pub mod remote;
 pub mod test;
 pub mod up;

@@ -24,7 +24,7 @@ use crate::{
     kinds::{Launch, LaunchContext, Step},
     logs::Stream,
     plan::{Instance, RuntimeKind},
-    statedir::{PidFile, PidRecord, StateDir, process_start_time},
+    statedir::{OWNER_VAR, PidFile, PidRecord, StateDir, process_start_time},
 };
 
 pub struct ProcessRuntime {
@@ -89,7 +89,7 @@ impl ProcessRuntime {
         }
         if let Some(init) = launch.init.as_ref().filter(|init| !init.done.exists()) {
             out.system(&init.say);
-            let result = run_steps(&init.steps, owner).await;
+            let result = run_steps(&init.steps, owner, &self.state.owner()).await;
             for step in &init.steps {
                 if let Step::Secret { path, .. } = step {
                     let _ = std::fs::remove_file(path);
@@ -97,7 +97,7 @@ impl ProcessRuntime {
             }
             result?;
         }
-        run_steps(&launch.prepare, owner).await?;
+        run_steps(&launch.prepare, owner, &self.state.owner()).await?;
         Ok(owner)
     }
 
@@ -111,6 +111,7 @@ impl ProcessRuntime {
     ) -> Result<Arc<dyn Running>, StartError> {
         command
             .envs(instance.env.iter().map(|(k, v)| (k, v)))
+            .env(OWNER_VAR, self.state.owner())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -396,14 +397,15 @@ fn write_secret(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> std::
 }
 
 /// Carries out `steps` as `owner` (ourselves when `None`).
-async fn run_steps(steps: &[Step], owner: Option<(u32, u32)>) -> Result<(), StartError> {
+async fn run_steps(steps: &[Step], owner: Option<(u32, u32)>, marker: &str) -> Result<(), StartError> {
     for step in steps {
         match step {
             Step::Secret { path, contents } => write_secret(path, contents, owner)
                 .map_err(|e| StartError::new(format!("cannot write {}: {e}", path.display())))?,
             Step::Run { what, program, args, stdin } => {
                 let mut command = Command::new(program);
-                command.args(args);
+                // A reaper finds it by this if apphost dies while it runs.
+                command.args(args).env(OWNER_VAR, marker);
                 run_to_end(command, owner, stdin.clone())
                     .await
                     .map_err(|e| StartError::new(format!("{what} failed: {e}")))?;
@@ -440,7 +442,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &pwfile).unwrap();
 
         let steps = [Step::Secret { path: pwfile.clone(), contents: "s3cret".into() }];
-        run_steps(&steps, None).await.unwrap();
+        run_steps(&steps, None, "test").await.unwrap();
 
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep", "the link's target is untouched");
         assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);

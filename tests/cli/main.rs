@@ -556,3 +556,49 @@ async fn a_paused_broker_turns_unhealthy_and_recovers_when_resumed() {
     let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
 }
+
+/// A SIGKILLed apphost leaves nothing, without anyone running `down`: its
+/// reaper kills the processes it started, also a grandchild that left its
+/// process group (`setsid`), and removes the session file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_apphost_is_cleaned_up_by_its_reaper_without_down() {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("orphans.yaml");
+    let marker = format!("{}", 300 + std::process::id() % 600);
+    std::fs::write(
+        &file,
+        format!(
+            "name: orphans\nresources:\n  parent:\n    kind: executable\n    command: sh\n    args: [\"-c\", \"setsid sleep {marker}.5 & sleep {marker}.25\"]\n"
+        ),
+    )
+    .unwrap();
+    let up = apphost(&state).args(["up", "-d", "-f"]).arg(&file).output().await.unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let sleeping = || {
+        let out = std::process::Command::new("pgrep").args(["-f", &format!("^sleep {marker}\\.")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sleeping() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sleeping(), 2, "the child and the grandchild that left its group run");
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
+    let pid = session["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill(2) on the apphost this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (sleeping() > 0 || state.join("session.json").exists()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(sleeping(), 0, "no process outlives the killed apphost");
+    assert!(!state.join("session.json").exists(), "nor its session file");
+    let ps = apphost(&state).args(["ps", "-f"]).arg(&file).output().await.unwrap();
+    assert!(
+        !ps.status.success()
+            || String::from_utf8_lossy(&ps.stdout).trim().is_empty()
+            || !String::from_utf8_lossy(&ps.stdout).contains("parent")
+    );
+}
