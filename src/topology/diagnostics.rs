@@ -43,6 +43,12 @@ pub enum LoadError {
     #[error("cannot read `{file}`: {source}")]
     #[diagnostic(code(apphost::topology::read), help("run apphost where `apphost.yaml` is, or pass `-f FILE`"))]
     Read { file: String, source: std::io::Error },
+    #[error("`{file}` is {what}; a topology file is a regular file of at most {limit} bytes")]
+    #[diagnostic(
+        code(apphost::topology::size),
+        help("point `-f` at the apphost.yaml you meant; a stack this large is better split into several apps")
+    )]
+    TooLarge { file: String, what: String, limit: u64 },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(Box<InvalidTopology>),

@@ -205,9 +205,31 @@ pub fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
 /// Reads and validates the topology at `path`. `APPHOST_APP_NAME`, when
 /// set, renames the app (as compose's project name does), so a second copy
 /// of a stack can run beside the first without touching it.
+/// The largest topology file read: far above any real one, small enough that
+/// parsing and checking it stays fast and bounded (`/dev/zero`, a log file
+/// passed by mistake).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// The most resources a topology may have.
+pub const MAX_RESOURCES: usize = 256;
+
 pub fn load(path: &Path) -> Result<Topology, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { file: path.display().to_string(), source })?;
+    use std::io::Read;
+    let file = path.display().to_string();
+    let read_error = |source| LoadError::Read { file: file.clone(), source };
+    let handle = std::fs::File::open(path).map_err(read_error)?;
+    let meta = handle.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(LoadError::TooLarge { file, what: "not a regular file".into(), limit: MAX_FILE_BYTES });
+    }
+    let mut bytes = Vec::new();
+    handle.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let what = format!("{:.1} MiB", meta.len() as f64 / 1048576.0);
+        return Err(LoadError::TooLarge { file, what, limit: MAX_FILE_BYTES });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text ({e})")))
+    })?;
     let mut topology = parse_str(path, &text)?;
     if let Some(name) = std::env::var("APPHOST_APP_NAME").ok().filter(|n| !n.is_empty()) {
         topology.name = name;

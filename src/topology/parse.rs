@@ -53,7 +53,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, Diag> {
         metrics_from: Vec::new(),
     };
     let mut saw_resources = false;
-    for (key, _, value) in &entries {
+    for (key, key_node, value) in &entries {
         match key.as_str() {
             "name" => {
                 let name = value.string()?;
@@ -66,7 +66,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, Diag> {
             "runtime" => topology.runtime = runtime(value)?,
             "resources" => {
                 saw_resources = true;
-                for (name, key_node, body) in value.mapping(&src)? {
+                let entries = value.mapping(&src)?;
+                if entries.len() > super::MAX_RESOURCES {
+                    return Err(Diag::new(
+                        format!("{} resources; at most {} are supported", entries.len(), super::MAX_RESOURCES),
+                        key_node.span,
+                        "too many",
+                    )
+                    .help("split the stack into several apps, each with its own `name:`"));
+                }
+                for (name, key_node, body) in entries {
                     topology.resources.push(resource(&src, name, key_node, body)?);
                 }
             }

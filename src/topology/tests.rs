@@ -153,3 +153,42 @@ fn a_grace_alone_keeps_the_kinds_stop_signal() {
     let api = &t.resource("api").unwrap().shutdown;
     assert_eq!((api.signal, api.grace), (libc::SIGTERM, std::time::Duration::from_secs(2)));
 }
+
+/// Hostile files are refused quickly, with bounded memory and a clear message.
+#[test]
+fn hostile_files_are_refused_with_bounded_work() {
+    let started = std::time::Instant::now();
+    // Billion laughs: nine levels of nine aliases.
+    let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        laughs.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 9].join(", ")));
+    }
+    laughs.push_str("resources: {}\n");
+    assert!(render(&laughs).contains("alias expansion exceeded"), "{}", render(&laughs));
+    // Nesting far deeper than any real file.
+    let deep = format!("resources: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(render(&deep).contains("recursion limit exceeded"));
+    // More resources than supported: refused by count, pointing at `resources:` only.
+    let many: String =
+        (0..MAX_RESOURCES + 1).map(|i| format!("  r{i}: {{ kind: executable, command: \"true\" }}\n")).collect();
+    let text = render(&format!("resources:\n{many}"));
+    assert!(
+        text.contains(&format!("{} resources; at most {MAX_RESOURCES} are supported", MAX_RESOURCES + 1)),
+        "{text}"
+    );
+    assert!(text.lines().count() < 30, "the report does not print the whole file:\n{text}");
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded work: {:?}", started.elapsed());
+}
+
+#[test]
+fn a_file_too_large_or_not_a_file_is_refused_before_it_is_read() {
+    let dir = std::env::temp_dir().join(format!("apphost-big-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("apphost.yaml");
+    std::fs::write(&big, format!("resources: {{}}\n#{}\n", "x".repeat(MAX_FILE_BYTES as usize))).unwrap();
+    let refused = load(&big).unwrap_err().to_string();
+    assert!(refused.contains("is 1.0 MiB; a topology file is a regular file of at most 1048576 bytes"), "{refused}");
+    let refused = load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(refused.contains("not a regular file"), "{refused}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

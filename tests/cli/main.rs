@@ -602,3 +602,45 @@ async fn a_killed_apphost_is_cleaned_up_by_its_reaper_without_down() {
             || !String::from_utf8_lossy(&ps.stdout).contains("parent")
     );
 }
+
+/// `apphost logs -f` keeps following past the control client's 120 s
+/// request timeout (the stream has no total timeout, only its connect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_keeps_streaming_past_two_minutes() {
+    use tokio::io::AsyncBufReadExt;
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("ticks.yaml");
+    std::fs::write(
+        &file,
+        "name: ticks\nresources:\n  ticker: { kind: executable, command: sh, args: [\"-c\", \"while :; do echo tick; sleep 1; done\"] }\n",
+    )
+    .unwrap();
+    let up = apphost(&state).args(["up", "-d", "--file"]).arg(&file).output().await.unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let mut follow = apphost(&state)
+        .args(["logs", "--file"])
+        .arg(&file)
+        .args(["-f", "-n", "0", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let started = std::time::Instant::now();
+    let mut late = 0;
+    while started.elapsed() < Duration::from_secs(135) {
+        match tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.contains("tick") => {
+                if started.elapsed() > Duration::from_secs(125) {
+                    late += 1;
+                }
+            }
+            Ok(Ok(Some(_))) => {}
+            other => panic!("the stream ended after {:?}: {other:?}", started.elapsed()),
+        }
+    }
+    assert!(late >= 3, "lines still arrive after 125 s: {late}");
+    let _ = follow.kill().await;
+    let down = apphost(&state).args(["down", "--file"]).arg(&file).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+}
