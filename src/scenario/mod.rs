@@ -56,7 +56,7 @@ pub const BUILT_IN: [&str; 11] = [
 pub enum Pick {
     BuiltIn(String),
     File(std::path::PathBuf),
-    /// `soak`: steady load and a random fault every 20–40 s for `duration`.
+    /// `soak`: steady load and a random fault every 15–30 s for `duration`.
     Soak {
         duration: Duration,
         report: std::path::PathBuf,

@@ -1,5 +1,5 @@
 //! `apphost test --scenario soak --duration 10m`: steady load for the whole
-//! duration and a random fault every 20–40 s (every kind in a random order,
+//! duration and a random fault every 15–30 s (every kind in a random order,
 //! then again), then full delivery is checked once; the report, with the
 //! timeline of faults, goes to a Markdown file.
 
@@ -90,7 +90,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
             if rss.0.is_none() && started.elapsed() >= Duration::from_secs(600) {
                 rss.0 = own_rss();
             }
-            let pause = Duration::from_secs(rand::rng().random_range(20..=40));
+            let pause = Duration::from_secs(rand::rng().random_range(15..=30));
             if started.elapsed() + pause >= duration {
                 tokio::time::sleep(duration.saturating_sub(started.elapsed())).await;
                 break;
@@ -213,7 +213,7 @@ async fn fault(ctx: &Ctx, kind: Kind) -> Result<(String, Vec<String>), String> {
 
 fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, rejected: usize) -> String {
     let mut text = format!(
-        "# Soak: {} of steady load with a random fault every 20–40 s\n\n\
+        "# Soak: {} of steady load with a random fault every 15–30 s\n\n\
          Reproduce: `apphost test --scenario soak --duration {} --outage {}s --rate {} --report FILE`.\n\
          Measured {} with apphost {}.\n\n\
          | verdict | acknowledged | refused (503 of them) | delivered | **lost** | **duplicate effects** | poison to DLQ | faults |\n\

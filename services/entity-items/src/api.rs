@@ -123,7 +123,11 @@ pub async fn list(
             .fetch_one(&pool)
             .await?;
         if !known {
-            return Err(Problem::invalid("after", "must be the `next` of a previous page (no item has this id)").into());
+            return Err(Problem::new(StatusCode::NOT_FOUND, "no such item")
+                .detail(format!(
+                    "no item has id `{after}`: pass as `after` the `next` of a previous page or an item's id"
+                ))
+                .into());
         }
     }
     let mut items: Vec<Item> = sqlx::query_as(

@@ -97,9 +97,13 @@ fn parse_decimal(raw: &str) -> Result<Decimal, String> {
         return Err("must be a number".into());
     }
     let parsed = if raw.contains(['e', 'E']) { Decimal::from_scientific(raw) } else { Decimal::from_str_exact(raw) };
+    let out_of_range = || "is out of range (at most 28 significant digits, magnitude at most 7.9e28)".to_owned();
+    // The documented bound (OpenAPI `minimum`/`maximum`), a little inside Decimal's own.
+    let limit = Decimal::from_i128_with_scale(79_000_000_000_000_000_000_000_000_000, 0);
     parsed
         .map(|d| d.normalize())
-        .map_err(|_| "is out of range (at most 28 significant digits, magnitude below 7.9e28)".to_owned())
+        .map_err(|_| out_of_range())
+        .and_then(|d| if d.abs() > limit { Err(out_of_range()) } else { Ok(d) })
 }
 
 /// A stored item, as the API returns it and as the event carries it.
@@ -180,6 +184,8 @@ mod tests {
         assert_eq!(errors(r#"{"name":"a","value":"12"}"#)["value"], ["must be a number"]);
         assert_eq!(errors(r#"{"name":"a","value":true}"#)["value"], ["must be a number"]);
         assert!(errors(r#"{"name":"a","value":1e400}"#)["value"][0].contains("out of range"));
+        assert!(errors(r#"{"name":"a","value":-7.900000000000001e28}"#)["value"][0].contains("out of range"));
+        assert!(NewItem::parse(br#"{"name":"a","value":7.9e28}"#).is_ok(), "the bound itself is in range");
         assert!(errors(r#"{"name":"a","value":1,"colour":"red"}"#)["colour"][0].contains("not a known field"));
         let both = errors(r#"{}"#);
         assert!(both.contains_key("name") && both.contains_key("value"));

@@ -17,13 +17,14 @@ pub struct ApiDoc;
 
 #[derive(ToSchema)]
 #[schema(as = CreateItem)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CreateItem {
     /// 1 to 200 characters, not blank.
     #[schema(min_length = 1, max_length = 200, example = "widget")]
     name: String,
-    /// Any decimal number, kept exactly (up to 28 significant digits).
-    #[schema(value_type = f64, example = 12.5)]
+    /// Any decimal number, kept exactly: up to 28 significant digits (and 28 decimal places), magnitude at most 7.9e28.
+    #[schema(value_type = f64, example = 12.5, minimum = -7.9e28, maximum = 7.9e28)]
     value: String,
 }
 
@@ -66,12 +67,13 @@ pub struct ProblemSchema {
 /// `GET /api/EntityItems?limit=&after=` (served by `entity_items::api::list`).
 #[utoipa::path(get, path = "/api/EntityItems",
     params(
-        ("limit" = Option<i64>, Query, description = "items per page, 1 to 1000 (default 100)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "items per page, 1 to 1000 (default 100)"),
         ("after" = Option<Uuid>, Query, description = "the `next` of the previous page, or the id of the last item read: reading on from it later returns what became visible since, whatever its id"),
     ),
     responses(
         (status = 200, description = "a page of items in the order they became visible (a row shows once every older transaction has ended, so none can appear behind a cursor)", body = PageSchema),
-        (status = 400, description = "bad `limit`, an `after` that is no item's id, or an unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 400, description = "bad `limit` or `after`, or an unknown parameter", body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 404, description = "`after` is no item's id", body = ProblemSchema, content_type = "application/problem+json"),
     ))]
 #[allow(dead_code)]
 fn list() {}

@@ -39,7 +39,7 @@ fn body_problem(rejection: BytesRejection) -> Problem {
 /// `POST /api/EntityItems`
 #[utoipa::path(post, path = "/api/EntityItems", request_body = crate::openapi::CreateItem,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters, bare or quoted. A request sent again with the same key and body gets the first answer (201, `Idempotent-Replayed: true`) instead of a second item; kept 24 h (`IDEMPOTENCY_RETENTION`)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7E]+$", description = "1 to 255 visible ASCII characters, bare or quoted. A request sent again with the same key and body gets the first answer (201, `Idempotent-Replayed: true`) instead of a second item; kept 24 h (`IDEMPOTENCY_RETENTION`)"),
     ),
     responses(
         (status = 201, description = "stored; the event will reach the broker (or the first answer to this Idempotency-Key, replayed)", body = crate::openapi::ItemSchema),

@@ -3,6 +3,7 @@
 
 mod binary;
 mod end_to_end;
+mod fuzz;
 mod helpers;
 mod idempotency;
 
@@ -102,7 +103,7 @@ async fn reading_on_from_the_last_item_seen_never_skips_a_late_commit() {
     assert_eq!(seen, ["slow", "n0", "n1", "n2"], "every item once, in the order they became visible");
 
     let (status, body) = problem(app.get(&format!("/api/EntityItems?after={}", uuid::Uuid::now_v7())).await).await;
-    assert_eq!(status, 400, "an `after` that is no item is refused: {body}");
+    assert_eq!(status, 404, "an `after` that is no item is not found: {body}");
 }
 
 /// Reads pages from `last` (or the start) to the end, as a client keeping its place does.
