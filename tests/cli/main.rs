@@ -644,3 +644,51 @@ async fn logs_follow_keeps_streaming_past_two_minutes() {
     let down = apphost(&state).args(["down", "--file"]).arg(&file).output().await.unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
 }
+
+/// A Podman socket (Debian's podman 4.3, `.ci/setup` starts it) is spoken to
+/// as a Docker engine: the API version is negotiated, the image `podman
+/// load` named `localhost/postgres:15` is found as `postgres:15`, and the
+/// container is created. On this machine its runtime cannot start it
+/// (`setrlimit`: operation not permitted); apphost then fails at once,
+/// showing the engine's error with the fitting hint. Either way `down`
+/// leaves nothing on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_podman_socket_is_spoken_to_as_a_docker_engine() {
+    let socket = std::env::var("APPHOST_PODMAN_SOCKET").unwrap_or_else(|_| "/run/apphost-podman.sock".into());
+    assert!(std::path::Path::new(&socket).exists(), "no Podman socket at {socket}: `.ci/setup` starts one");
+    let host = format!("unix://{socket}");
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("podman.yaml");
+    std::fs::write(&file, "name: on-podman\nresources:\n  db: { kind: postgres }\n").unwrap();
+    let run = |args: &[&str]| {
+        let mut c = apphost(&state);
+        c.env("DOCKER_HOST", &host).args(args).arg("-f").arg(&file);
+        c
+    };
+    let up = tokio::time::timeout(Duration::from_secs(180), run(&["up", "-d", "--runtime", "docker"]).output())
+        .await
+        .expect("up -d answered")
+        .unwrap();
+    let said = String::from_utf8_lossy(&up.stderr).into_owned() + &String::from_utf8_lossy(&up.stdout);
+    assert!(
+        !said.contains("no API version fits") && !said.contains("cannot be pulled"),
+        "negotiated, image found:\n{said}"
+    );
+    if up.status.success() {
+        assert!(said.contains("every resource is healthy"), "{said}");
+    } else {
+        assert!(
+            said.contains("cannot start container `on-podman-db`"),
+            "the container was created, then refused:\n{said}"
+        );
+        assert!(said.contains("OCI permission denied") && said.contains("rootless or nested engine"), "{said}");
+        assert!(!said.contains("port"), "no hint that does not fit:\n{said}");
+    }
+    let down = run(&["down"]).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let engine = bollard::Docker::connect_with_unix(&socket, 10, bollard::API_DEFAULT_VERSION).unwrap();
+    let engine = engine.negotiate_version().await.unwrap();
+    let left = apphost::runtime::docker::leftovers(&engine, "on-podman").await;
+    assert!(left.is_empty(), "left on the Podman socket: {left:?}");
+}
