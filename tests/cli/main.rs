@@ -692,3 +692,54 @@ async fn a_podman_socket_is_spoken_to_as_a_docker_engine() {
     let left = apphost::runtime::docker::leftovers(&engine, "on-podman").await;
     assert!(left.is_empty(), "left on the Podman socket: {left:?}");
 }
+
+/// The control API, given hostile requests with a valid token (absurd
+/// numbers, unknown names, a name of 300 KB, wrong types), answers each
+/// with a client error or a bounded answer, and goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_answers_hostile_requests_and_goes_on() {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("calm.yaml");
+    std::fs::write(&file, "name: calm\nresources:\n  nap: { kind: executable, command: sleep, args: [\"300\"] }\n")
+        .unwrap();
+    let up = apphost(&state).args(["up", "-d", "-f"]).arg(&file).output().await.unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("session.json")).unwrap()).unwrap();
+    let (base, token) =
+        (format!("http://127.0.0.1:{}", session["port"]), session["token"].as_str().unwrap().to_owned());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let long = "n".repeat(300 * 1024);
+    for (method, path) in [
+        ("GET", "/v1/logs?tail=18446744073709551615".to_owned()),
+        ("GET", "/v1/logs?tail=-1".to_owned()),
+        ("GET", "/v1/logs?resource=nobody".to_owned()),
+        ("GET", "/v1/view?limit=18446744073709551615".to_owned()),
+        ("GET", "/v1/view?since=banana".to_owned()),
+        ("POST", "/v1/resources/nobody/stop".to_owned()),
+        ("POST", "/v1/resources/nap/explode".to_owned()),
+        ("POST", format!("/v1/resources/{long}/stop")),
+        ("GET", "/v1/../../etc/passwd".to_owned()),
+    ] {
+        let request = client.request(method.parse().unwrap(), format!("{base}{path}")).bearer_auth(&token);
+        let started = std::time::Instant::now();
+        match request.send().await {
+            Ok(answer) => {
+                let status = answer.status();
+                let body = answer.bytes().await.unwrap_or_default();
+                assert!(status.is_success() || status.is_client_error(), "{method} {:.60}: {status}", path);
+                assert!(body.len() < 8 * 1024 * 1024, "{method} {:.60}: a bounded answer ({} bytes)", path, body.len());
+            }
+            // A request line too long for the HTTP layer may be cut off; the server goes on.
+            Err(e) => assert!(path.len() > 64 * 1024, "{method} {:.60}: {e}", path),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{method} {:.60} answered in time", path);
+    }
+    let ps = client.get(format!("{base}/v1/ps")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(ps.status(), 200, "still serving");
+    let ps: serde_json::Value = ps.json().await.unwrap();
+    assert_eq!(ps[0]["state"], "healthy", "and nothing was done to `nap`: {ps}");
+    let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+}

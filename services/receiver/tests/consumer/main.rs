@@ -240,3 +240,56 @@ async fn it_reconnects_after_the_broker_restarts() {
     .await;
     receiver.stop().await;
 }
+
+/// Hostile messages: a body of 8 MiB, a body that is not JSON at all, a
+/// JSON array, a map body with no message properties. Each is rejected to
+/// the DLQ with a reason, and a good message after them is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_malformed_messages_are_rejected_and_the_flow_goes_on() {
+    let broker = Artemis::shared();
+    let queue = testkit::unique("q");
+    let db = Postgres::shared().fresh_database().await;
+    let receiver = TestReceiver::spawn(&db, broker, &queue).await;
+    let mark = HashMap::from([("test".to_owned(), queue.clone())]);
+    let huge = format!(
+        r#"{{"id":"{}","name":"{}","value":1,"createdAt":"2026-01-01T00:00:00Z"}}"#,
+        uuid::Uuid::now_v7(),
+        "x".repeat(8 * 1024 * 1024)
+    );
+    let hostile = [
+        peer::Outgoing {
+            id: Some("h-huge".into()),
+            subject: Some("EntityItemCreated".into()),
+            body: huge,
+            ..Default::default()
+        },
+        peer::Outgoing {
+            id: Some("h-binary".into()),
+            subject: Some("EntityItemCreated".into()),
+            body: "\u{1}\u{2}\u{3}".into(),
+            ..Default::default()
+        },
+        peer::Outgoing {
+            id: Some("h-array".into()),
+            subject: Some("EntityItemCreated".into()),
+            body: "[1,2,3]".into(),
+            ..Default::default()
+        },
+        peer::Outgoing { id: None, subject: None, body_kind: Some("map".into()), ..Default::default() },
+    ]
+    .into_iter()
+    .map(|m| peer::Outgoing { properties: Some(mark.clone()), ..m })
+    .collect::<Vec<_>>();
+    peer::send(broker, &queue, &hostile).await;
+    peer::send(broker, &queue, &[event("good-after", "good")]).await;
+    eventually("the good message to be stored", Duration::from_secs(60), || async {
+        (receiver.metric("receiver_processed_total").await == 1.0).then_some(())
+    })
+    .await;
+    eventually("every hostile message to be rejected", Duration::from_secs(60), || async {
+        (receiver.metric("receiver_rejected_total").await == 4.0).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count("inbox").await, 1);
+    receiver.stop().await;
+}

@@ -313,3 +313,36 @@ async fn health_metrics_openapi_and_swagger_are_served() {
     assert_eq!(swagger.status(), 200);
     assert!(swagger.text().await.unwrap().contains("swagger-ui"));
 }
+
+/// Hostile HTTP: a body far over the limit, streamed without a length, and a
+/// header block of a megabyte are refused without reading them whole; the
+/// sender answers normally afterwards and wrote nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_and_headers_are_refused_and_the_sender_goes_on() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/EntityItems", app.base);
+
+    // 64 MiB in chunks, no Content-Length: cut off at the 64 KiB limit.
+    let chunks = futures::stream::iter((0..1024).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024])));
+    let streamed = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    if let Ok(response) = streamed {
+        assert_eq!(response.status(), 413, "a streamed body over the limit");
+    }
+    // A megabyte of headers: refused by the HTTP layer (431) or the connection closed.
+    let huge = "x".repeat(1024 * 1024);
+    let headers =
+        client.post(&url).header("content-type", "application/json").header("x-huge", &huge).body("{}").send().await;
+    if let Ok(response) = headers {
+        assert!(response.status().is_client_error(), "a megabyte of headers: {}", response.status());
+    }
+    // Still serving, nothing written.
+    assert_eq!(app.post_json(r#"{"name":"after","value":1}"#).await.status(), 201);
+    assert_eq!(app.count("entity_items").await, 1);
+}
