@@ -98,11 +98,17 @@ async fn docker_runtime_runs_the_demo_and_down_removes_it() {
     assert_eq!(docker_leftovers().await, Vec::<String>::new());
 }
 
+/// Should the reaper die too (killed first here), the next `down` removes
+/// what a SIGKILLed apphost left. (With its reaper alive nobody needs to:
+/// the `apphost-killed` scenario and
+/// `a_killed_apphost_is_cleaned_up_by_its_reaper_without_down` show that.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_down_removes_what_apphost_left() {
     let _one = ONE_STACK.lock().await;
     let mut stack = Stack::up("docker").await;
     let ps = stack.wait_healthy(HEALTHY_WITHIN).await;
+    let reaper = reaper_of(&stack.state).expect("up started a reaper");
+    testkit::process::signal(reaper, libc::SIGKILL);
     testkit::process::signal(stack.pid(), libc::SIGKILL);
     stack.wait_exit(Duration::from_secs(10)).await;
     assert!(!docker_leftovers().await.is_empty(), "containers outlive a SIGKILLed apphost until `down`");
@@ -742,4 +748,15 @@ async fn the_control_api_answers_hostile_requests_and_goes_on() {
     assert_eq!(ps[0]["state"], "healthy", "and nothing was done to `nap`: {ps}");
     let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+}
+
+/// The pid of the `apphost reaper` watching the app in state folder `state`.
+fn reaper_of(state: &std::path::Path) -> Option<u32> {
+    let marker = format!("APPHOST_STATE_DIR={}", state.display());
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        cmdline.split(|b| *b == 0).any(|arg| arg == b"reaper")
+            && environ.split(|b| *b == 0).any(|var| var == marker.as_bytes())
+    })
 }
