@@ -192,7 +192,6 @@ pub async fn start(
     view: &Arc<LiveStack>,
     say: &impl Fn(&str),
 ) -> miette::Result<RunningApp> {
-    refuse_foreign(topology, state).await?;
     for leftover in reap_leftovers(topology, state).await {
         say(&format!("removed a leftover of an earlier run: {leftover}"));
     }
@@ -202,6 +201,10 @@ pub async fn start(
     }
     let choice = options.runtime.unwrap_or(topology.runtime);
     let engine = choose_runtime(topology, choice, say).await?;
+    // Only a stack on the engine takes the app's container and network names there.
+    if engine.is_ok() {
+        refuse_foreign(topology, state).await?;
+    }
     let session_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
 
     let mut secrets = Secrets::load(state).into_diagnostic()?;
