@@ -12,7 +12,7 @@ use super::{Ctx, demo};
 
 /// A steady stream of POSTs until stopped; remembers what was acknowledged,
 /// as 16-byte ids: an hour of load is 70 000 of them, and the soak measures
-/// apphost's own memory while they pile up (as strings they grew it by 20 %).
+/// apphost's own memory while they pile up.
 pub(super) struct Load {
     stop: CancellationToken,
     acknowledged: Arc<Mutex<Vec<uuid::Uuid>>>,
