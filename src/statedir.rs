@@ -316,8 +316,7 @@ pub fn kill_marked(owner: &str) -> Vec<u32> {
         if pidfd < 0 {
             continue;
         }
-        let marked = fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
+        let marked = carries(pid, &marker);
         // SAFETY: pidfd_send_signal(2) on the pidfd opened above: signal 0 proves the
         // process read above is still the one the pidfd names (so the pid was not reused).
         let same = || unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, 0, std::ptr::null::<u8>(), 0) } == 0;
@@ -332,6 +331,11 @@ pub fn kill_marked(owner: &str) -> Vec<u32> {
     killed
 }
 
+/// Whether `pid`'s environment has the variable `marker` (`NAME=value`) exactly.
+fn carries(pid: u32, marker: &str) -> bool {
+    fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+}
+
 /// The processes (not zombies) whose environment carries `OWNER_VAR=owner`, for checks.
 pub fn marked(owner: &str) -> Vec<u32> {
     let marker = format!("{OWNER_VAR}={owner}");
@@ -339,11 +343,7 @@ pub fn marked(owner: &str) -> Vec<u32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            process_running(*pid)
-                && fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
-        })
+        .filter(|pid| process_running(*pid) && carries(*pid, &marker))
         .collect()
 }
 
