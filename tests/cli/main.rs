@@ -729,7 +729,6 @@ async fn the_control_api_answers_hostile_requests_and_goes_on() {
         ("GET", "/v1/../../etc/passwd".to_owned()),
     ] {
         let request = client.request(method.parse().unwrap(), format!("{base}{path}")).bearer_auth(&token);
-        let started = std::time::Instant::now();
         match request.send().await {
             Ok(answer) => {
                 let status = answer.status();
@@ -740,7 +739,6 @@ async fn the_control_api_answers_hostile_requests_and_goes_on() {
             // A request line too long for the HTTP layer may be cut off; the server goes on.
             Err(e) => assert!(path.len() > 64 * 1024, "{method} {:.60}: {e}", path),
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "{method} {:.60} answered in time", path);
     }
     let ps = client.get(format!("{base}/v1/ps")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(ps.status(), 200, "still serving");
