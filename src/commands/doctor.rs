@@ -114,18 +114,19 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
             }
         }
     }
-    // Artemis blocks producers when its disk is used beyond max-disk-usage (90 % by default),
-    // counting as used what an unprivileged writer cannot have.
-    if let Some(used) = disk_used(&std::env::current_dir().unwrap_or_else(|_| ".".into())) {
-        let detail = format!(
-            "{:.1} % of this folder's file system is not available (1 - available / size, as Artemis counts)",
-            used * 100.0
-        );
+    // The brokers apphost starts block producers below an absolute floor of free disk
+    // (min-disk-free), counting what an unprivileged writer can still have.
+    if let Some(free) = disk_free(&std::env::current_dir().unwrap_or_else(|_| ".".into())) {
+        let floor = crate::kinds::artemis::MIN_DISK_FREE;
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         report.line(
-            used < 0.9,
+            free >= floor,
             "disk",
-            &detail,
-            "free disk space: above 90 % Artemis blocks producers (its default max-disk-usage) and the outbox backs up",
+            &format!("{:.1} GiB free for an unprivileged writer in this folder's file system", gib(free)),
+            &format!(
+                "free disk space: below {:.0} GiB free Artemis blocks producers and the outbox backs up",
+                gib(floor)
+            ),
         );
     }
     let runnable = (docker_ok && images_ok) || process_ok;
@@ -142,15 +143,15 @@ pub async fn run(file: &Path) -> miette::Result<ExitCode> {
     }
 }
 
-/// The share of `path`'s file system not available to an unprivileged
-/// writer, as Artemis computes it (1 - usable / total).
-fn disk_used(path: &Path) -> Option<f64> {
+/// The bytes of `path`'s file system an unprivileged writer can still have,
+/// as Artemis counts free space (Java's usable space: `f_bavail`).
+fn disk_free(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `stat` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 || stat.f_blocks == 0 {
+    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
         return None;
     }
-    Some(1.0 - stat.f_bavail as f64 / stat.f_blocks as f64)
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }

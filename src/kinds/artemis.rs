@@ -7,6 +7,13 @@ use crate::{plan::Instance, runtime::StartError, topology::Check, topology::Reso
 
 pub struct Artemis;
 
+/// The free disk below which the brokers apphost starts block producers.
+/// Artemis's own default is a share (`max-disk-usage`, 90 % of the disk), which
+/// on a large disk blocks with tens of gigabytes still free; an absolute floor
+/// (`min-disk-free`, which overrides the share) blocks only when the disk is
+/// really about to fill.
+pub const MIN_DISK_FREE: u64 = 1 << 30;
+
 impl ResourceKind for Artemis {
     fn name(&self) -> &'static str {
         "artemis"
@@ -43,6 +50,9 @@ impl ResourceKind for Artemis {
         vec![
             ("ARTEMIS_USER".into(), user(&me.resource)),
             ("ARTEMIS_PASSWORD".into(), me.password.clone().unwrap_or_default()),
+            // `bin/artemis` appends this to the JVM's arguments, in the distribution and in
+            // the official image alike; `brokerconfig.*` system properties override broker.xml.
+            ("JAVA_ARGS_APPEND".into(), format!("-Dbrokerconfig.minDiskFree={MIN_DISK_FREE}")),
         ]
     }
 
@@ -61,10 +71,17 @@ impl ResourceKind for Artemis {
     }
 
     fn troubles(&self) -> &'static [Trouble] {
-        &[(
-            "AMQ222212",
-            "disk full: Artemis blocks producers (more than its max-disk-usage of the disk is used); free disk space or raise <max-disk-usage> in broker.xml",
-        )]
+        &[
+            // The disk scan, when free space falls below min-disk-free (what apphost sets).
+            (
+                "AMQ224128",
+                "disk full: Artemis blocks producers (less than 1 GiB free, its min-disk-free); free disk space",
+            ),
+            // The disk scan of a broker configured by a share of the disk instead (max-disk-usage).
+            ("AMQ222210", "disk full: Artemis blocks producers (beyond its max-disk-usage); free disk space"),
+            // A producer blocked on an address.
+            ("AMQ222212", "disk full: Artemis blocks producers; free disk space"),
+        ]
     }
 
     fn is_broker(&self) -> bool {

@@ -6,7 +6,7 @@
 //! planner, runtimes, health checks, doctor and dashboard ask the kind
 //! ([`Kind::spec`]) instead of matching on its name.
 
-mod artemis;
+pub mod artemis;
 mod container;
 mod executable;
 pub mod postgres;
