@@ -261,8 +261,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
+    if prints_only(&cli.command) {
+        // SAFETY: restoring a signal's default disposition, before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
     runtime.block_on(dispatch(cli))
+}
+
+/// A command that only prints ends quietly when its reader goes away
+/// (`apphost ps --json | head`), as Unix tools do. The others keep Rust's
+/// default (a closed pipe is an error to handle), so that a closed pipe never
+/// ends a running stack without its teardown.
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Ps { .. }
+            | Command::Logs { .. }
+            | Command::Check { .. }
+            | Command::Schema
+            | Command::Doctor { .. }
+            | Command::Completions { .. }
+    )
 }
 
 fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {

@@ -811,3 +811,26 @@ async fn a_broker_blocks_only_below_its_floor_of_free_disk_and_says_so() {
     assert!(cmdline.contains("-Dbrokerconfig.minDiskFree=1073741824"), "the broker's JVM: {cmdline}");
     assert!(events.contains("disk full: Artemis blocks producers"), "no event for the blocked broker:\n{events}");
 }
+
+/// A command that only prints ends quietly when its reader goes away, as
+/// `apphost ps --json | head` does: killed by SIGPIPE, no panic on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printing_command_whose_reader_is_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    for args in [&["schema"][..], &["completions", "bash"][..]] {
+        let mut child = apphost(&state)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
