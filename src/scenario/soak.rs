@@ -79,17 +79,21 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     let started = Instant::now();
     let mut report = Report { scenario: "soak".into(), ..Default::default() };
     let mut faults: Vec<Fault> = Vec::new();
-    let mut rss: (Option<u64>, Option<u64>) = (None, None);
+    // apphost's own memory: once a minute, the one after 10 minutes (once it has settled) and the last.
+    let mut memory: Vec<(f64, Memory)> = Vec::new();
+    let sample = |memory: &mut Vec<(f64, Memory)>| {
+        let minute = memory.last().is_none_or(|(at, _)| started.elapsed().as_secs_f64() - at >= 60.0);
+        if let Some(m) = Memory::now().filter(|_| minute) {
+            memory.push((started.elapsed().as_secs_f64(), m));
+        }
+    };
     let outcome: Result<(), String> = async {
         let load = ctx.load("soak", None)?;
         let mut burst = Vec::new();
         let mut deck: Vec<Kind> = Vec::new();
         let mut stopped = None;
         loop {
-            // apphost's own memory, first after 10 minutes (once it has settled), then at the end.
-            if rss.0.is_none() && started.elapsed() >= Duration::from_secs(600) {
-                rss.0 = own_rss();
-            }
+            sample(&mut memory);
             let pause = Duration::from_secs(rand::rng().random_range(15..=30));
             if started.elapsed() + pause >= duration {
                 tokio::time::sleep(duration.saturating_sub(started.elapsed())).await;
@@ -120,7 +124,7 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
                 break;
             }
         }
-        rss.1 = own_rss();
+        memory.extend(Memory::now().map(|m| (started.elapsed().as_secs_f64(), m)));
         // Even when a fault went wrong, what was acknowledged until then is checked.
         let mut acknowledged = burst;
         ctx.collect(load, &mut acknowledged, &mut report).await;
@@ -134,22 +138,11 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
     if let Err(e) = outcome {
         report.failure = Some(e);
     }
-    if let (Some(at_10), Some(end)) = rss {
-        let growth = end as f64 / at_10 as f64 - 1.0;
-        report.notes.push(format!(
-            "apphost's RSS: {:.1} MiB after 10 min, {:.1} MiB at the end ({:+.1} %; at most +10 % passes)",
-            at_10 as f64 / 1048576.0,
-            end as f64 / 1048576.0,
-            growth * 100.0
-        ));
-        if growth > 0.10 && report.failure.is_none() {
-            report.failure = Some(format!("apphost's memory grew {:.1} % after its first 10 minutes", growth * 100.0));
-        }
-    }
+    judge_memory(&memory, &mut report);
     report.seconds = started.elapsed().as_secs_f64();
     // Each poison fault waited for its rejection; a fault that did not see it failed the soak.
     let rejected = faults.iter().filter(|f| f.kind == Kind::Poison).count();
-    let text = markdown(&report, &faults, duration, ctx, rejected);
+    let text = markdown(&report, &faults, &memory, duration, ctx, rejected);
     if let Err(e) = std::fs::write(path, text) {
         report.notes.push(format!("cannot write the report to {}: {e}", path.display()));
     } else {
@@ -211,7 +204,14 @@ async fn fault(ctx: &Ctx, kind: Kind) -> Result<(String, Vec<String>), String> {
     Ok((note, extra))
 }
 
-fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, rejected: usize) -> String {
+fn markdown(
+    report: &Report,
+    faults: &[Fault],
+    memory: &[(f64, Memory)],
+    duration: Duration,
+    ctx: &Ctx,
+    rejected: usize,
+) -> String {
     let mut text = format!(
         "# Soak: {} of steady load with a random fault every 15–30 s\n\n\
          Reproduce: `apphost test --scenario soak --duration {} --outage {}s --rate {} --report FILE`.\n\
@@ -255,6 +255,25 @@ fn markdown(report: &Report, faults: &[Fault], duration: Duration, ctx: &Ctx, re
         FAULTS.iter().map(|k| format!("{k} × {}", faults.iter().filter(|f| f.kind == *k).count())).collect();
     kinds.sort();
     text.push_str(&format!("Faults by kind: {}.\n\n", kinds.join(", ")));
+    // apphost's memory every 5 minutes (and the last sample), so its shape shows, not only two points.
+    text.push_str(
+        "## apphost's memory\n\n| at | RssAnon (allocated) | RssFile (mapped files) | VmRSS |\n|---|---|---|---|\n",
+    );
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let mut next = 0.0;
+    for (i, (at, m)) in memory.iter().enumerate() {
+        if *at >= next || i + 1 == memory.len() {
+            text.push_str(&format!(
+                "| {:.0} min | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
+                at / 60.0,
+                mib(m.anon),
+                mib(m.file),
+                mib(m.rss)
+            ));
+            next = (at / 300.0).floor() * 300.0 + 300.0;
+        }
+    }
+    text.push('\n');
     text.push_str(&format!(
         "Full delivery {} after the load stopped.\n\n## Faults\n\n| at | fault | what | all healthy again (from the fault's start) |\n|---|---|---|---|\n",
         report.recovery_seconds.map_or("never".into(), |s| format!("{s:.1} s")),
@@ -311,10 +330,55 @@ async fn kill(ctx: &Ctx, target: &str, action: Action, when: When) -> Result<(St
     Ok((note, burst))
 }
 
-/// This process's resident memory, from `/proc/self/status`.
-fn own_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
+/// This process's resident memory, from `/proc/self/status`: all of it
+/// (`VmRSS`), what it allocated (`RssAnon`: heap, stacks) and the pages of
+/// files mapped in (`RssFile`: above all its own executable's code, paged in
+/// as code paths run for the first time; bounded by the file's size, shared
+/// and given back under pressure).
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    rss: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl Memory {
+    fn now() -> Option<Memory> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let kb: u64 =
+                status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+            Some(kb * 1024)
+        };
+        Some(Memory { rss: field("VmRSS:")?, anon: field("RssAnon:")?, file: field("RssFile:")? })
+    }
+}
+
+/// Fails the soak when the memory apphost allocated (`RssAnon`) grew more
+/// than 10 % from the first sample after 10 minutes to the last; all three
+/// figures go into the notes.
+fn judge_memory(memory: &[(f64, Memory)], report: &mut Report) {
+    let (Some((_, at_10)), Some((_, end))) = (memory.iter().find(|(at, _)| *at >= 600.0), memory.last()) else {
+        return;
+    };
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let growth = |a: u64, b: u64| (b as f64 / a as f64 - 1.0) * 100.0;
+    report.notes.push(format!(
+        "apphost's allocated memory (RssAnon): {:.1} MiB after 10 min, {:.1} MiB at the end ({:+.1} %; at most +10 % passes)",
+        mib(at_10.anon),
+        mib(end.anon),
+        growth(at_10.anon, end.anon)
+    ));
+    report.notes.push(format!(
+        "apphost's whole RSS (VmRSS, with its executable's pages, RssFile {:.1} → {:.1} MiB): {:.1} MiB after 10 min, {:.1} MiB at the end ({:+.1} %)",
+        mib(at_10.file),
+        mib(end.file),
+        mib(at_10.rss),
+        mib(end.rss),
+        growth(at_10.rss, end.rss)
+    ));
+    if growth(at_10.anon, end.anon) > 10.0 && report.failure.is_none() {
+        report.failure =
+            Some(format!("apphost's memory grew {:.1} % after its first 10 minutes", growth(at_10.anon, end.anon)));
+    }
 }
