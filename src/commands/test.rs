@@ -128,6 +128,7 @@ pub async fn test(
                 Pick::Soak { .. } => "soak".into(),
             };
             say(&format!("scenario {name}: running"));
+            let began = chrono::Utc::now();
             let run = async {
                 match pick {
                     Pick::BuiltIn(name) if name == "apphost-killed" => {
@@ -157,6 +158,17 @@ pub async fn test(
             }
             if let Some(why) = &report.failure {
                 say(&format!("scenario {name}: {why}"));
+                // What the stack went through meanwhile (restarts, health flips, troubles such
+                // as a broker blocking producers on a full disk): the cause is often among them.
+                let events: Vec<_> = app.supervisor.history().into_iter().filter(|e| e.at >= began).collect();
+                for e in &events[events.len().saturating_sub(40)..] {
+                    say(&format!(
+                        "scenario {name}: event {} {} {}",
+                        e.at.format("%H:%M:%S%.3f"),
+                        e.resource,
+                        e.message
+                    ));
+                }
             }
             reports.push(report);
         }
