@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(ledger.ids().len(), 300);
         // As a full disk would: the file refuses every write from now on (read-only).
         let refusing = std::fs::File::open("/dev/null").unwrap();
-        let kept = std::mem::replace(&mut ledger.0.lock().unwrap().file, Some(refusing));
+        let kept = ledger.0.lock().unwrap().file.replace(refusing);
         for id in &ids[300..] {
             ledger.push(*id);
         }
