@@ -386,3 +386,34 @@ fn judge_memory(memory: &[(f64, Memory)], report: &mut Report) {
             Some(format!("apphost's memory grew {:.1} % after its first 10 minutes", growth(at_10.anon, end.anon)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Memory, Report, judge_memory};
+
+    fn at(minutes: f64, anon_mib: u64, file_mib: u64) -> (f64, Memory) {
+        let (anon, file) = (anon_mib << 20, file_mib << 20);
+        (minutes * 60.0, Memory { rss: anon + file, anon, file })
+    }
+
+    #[test]
+    fn allocated_memory_growing_past_ten_percent_after_ten_minutes_fails() {
+        // The first sample at or after 10 minutes is the reference, the last the end.
+        let grew = [at(5.0, 5, 10), at(10.5, 20, 10), at(30.0, 21, 30), at(60.0, 23, 30)];
+        let mut report = Report::default();
+        judge_memory(&grew, &mut report);
+        assert!(report.failure.as_deref().is_some_and(|f| f.contains("grew 15.0 %")), "{report:?}");
+
+        // Pages of the executable coming in (RssFile) do not count; the allocated memory held.
+        let held = [at(10.0, 20, 10), at(60.0, 21, 30)];
+        let mut report = Report::default();
+        judge_memory(&held, &mut report);
+        assert_eq!(report.failure, None, "{report:?}");
+        assert!(report.notes.iter().any(|n| n.contains("+5.0 %")), "{:?}", report.notes);
+
+        // Shorter than 10 minutes: nothing to judge.
+        let mut report = Report::default();
+        judge_memory(&[at(1.0, 5, 5), at(9.0, 50, 5)], &mut report);
+        assert_eq!((report.failure, report.notes.len()), (None, 0));
+    }
+}
