@@ -7,12 +7,9 @@ use crate::{plan::Instance, runtime::StartError, topology::Check, topology::Reso
 
 pub struct Artemis;
 
-/// The free disk below which the brokers apphost starts block producers.
-/// Artemis's own default is a share (`max-disk-usage`, 90 % of the disk), which
-/// on a large disk blocks with tens of gigabytes still free; an absolute floor
-/// (`min-disk-free`, which overrides the share) blocks only when the disk is
-/// really about to fill.
-pub const MIN_DISK_FREE: u64 = 1 << 30;
+/// The free disk below which the brokers apphost starts block producers (see
+/// [`local_install::ARTEMIS_MIN_DISK_FREE`]).
+pub const MIN_DISK_FREE: u64 = local_install::ARTEMIS_MIN_DISK_FREE;
 
 impl ResourceKind for Artemis {
     fn name(&self) -> &'static str {
@@ -52,7 +49,7 @@ impl ResourceKind for Artemis {
             ("ARTEMIS_PASSWORD".into(), me.password.clone().unwrap_or_default()),
             // `bin/artemis` appends this to the JVM's arguments, in the distribution and in
             // the official image alike; `brokerconfig.*` system properties override broker.xml.
-            ("JAVA_ARGS_APPEND".into(), format!("-Dbrokerconfig.minDiskFree={MIN_DISK_FREE}")),
+            ("JAVA_ARGS_APPEND".into(), local_install::artemis_java_args()),
         ]
     }
 

@@ -109,3 +109,14 @@ pub fn run_as(user: &str) -> Result<Option<(u32, u32)>, Missing> {
     // SAFETY: checked non-null.
     Ok(Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) }))
 }
+
+/// The free disk below which the brokers apphost (and the services' tests) start
+/// block producers: an absolute floor (`min-disk-free`, which overrides Artemis's
+/// default share of 90 % of the disk, `max-disk-usage`).
+pub const ARTEMIS_MIN_DISK_FREE: u64 = 1 << 30;
+
+/// `JAVA_ARGS_APPEND` for such a broker: `bin/artemis` appends it to the JVM's
+/// arguments, and `brokerconfig.*` system properties override broker.xml.
+pub fn artemis_java_args() -> String {
+    format!("-Dbrokerconfig.minDiskFree={ARTEMIS_MIN_DISK_FREE}")
+}

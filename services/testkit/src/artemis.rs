@@ -92,7 +92,7 @@ impl Artemis {
         command.arg("run").stdin(Stdio::null()).stdout(file.try_clone().unwrap()).stderr(file);
         // As apphost starts its brokers: block producers below 1 GiB free, not at Artemis's
         // 90 % of the disk, which counts reserved blocks and can be reached with gigabytes free.
-        command.env("JAVA_ARGS_APPEND", "-Dbrokerconfig.minDiskFree=1073741824");
+        command.env("JAVA_ARGS_APPEND", local_install::artemis_java_args());
         *child = Some(spawn_owned(command).expect("starting artemis"));
         drop(child);
         wait_for_log(&log, 0, "AMQ221007", Duration::from_secs(90));
