@@ -62,6 +62,11 @@ impl StateDir {
         self.root.join("run").join(resource)
     }
 
+    /// The session's log journals, one file per resource (see [`crate::logs`]).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
     /// apphost's own output when it is not on a terminal (`up --detach`, the dashboard).
     pub fn log_file(&self) -> PathBuf {
         self.root.join("apphost.log")

@@ -5,6 +5,7 @@
 //! that API, for `apphost dashboard` in another terminal.
 
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -15,7 +16,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
-    logs::LogStore,
+    logs::{LogLine, LogStore},
     monitor::Monitor,
     runtime::Exit,
     supervisor::{State, Status, Supervisor},
@@ -24,11 +25,22 @@ use crate::{
 pub struct LiveStack {
     logs: LogStore,
     app: OnceLock<(Arc<Supervisor>, Arc<Monitor>)>,
+    /// The lines last given to the dashboard: it asks for thousands at every
+    /// change, and only the new ones are read from the store (which may have
+    /// to read older ones from its journal).
+    scrollback: Mutex<Scrollback>,
+}
+
+#[derive(Default)]
+struct Scrollback {
+    /// `(source, limit)` the lines are for.
+    key: Option<(Option<String>, usize)>,
+    lines: VecDeque<LogLine>,
 }
 
 impl LiveStack {
     pub fn new(logs: LogStore) -> Arc<Self> {
-        Arc::new(Self { logs, app: OnceLock::new() })
+        Arc::new(Self { logs, app: OnceLock::new(), scrollback: Mutex::default() })
     }
 
     /// The app has started: from now on there is something to show and to control.
@@ -88,7 +100,18 @@ impl dashboard::Stack for LiveStack {
     }
 
     fn logs(&self, resource: Option<&str>, limit: usize) -> Vec<dashboard::LogLine> {
-        self.logs.tail(resource, limit)
+        let mut scroll = self.scrollback.lock().expect("view lock");
+        let key = (resource.map(str::to_owned), limit);
+        if scroll.key.as_ref() == Some(&key) {
+            let next = scroll.lines.back().map_or(0, |l| l.seq + 1);
+            scroll.lines.extend(self.logs.since(resource, next));
+            let excess = scroll.lines.len().saturating_sub(limit);
+            scroll.lines.drain(..excess);
+        } else {
+            scroll.lines = self.logs.tail(resource, limit).into();
+            scroll.key = Some(key);
+        }
+        scroll.lines.iter().cloned().collect()
     }
 
     fn dropped_lines(&self, resource: Option<&str>) -> u64 {
@@ -211,5 +234,38 @@ impl dashboard::Stack for RemoteStack {
         let client = self.client.clone();
         let resource = resource.to_owned();
         async move { client.act(&resource, action, None, false).await }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dashboard::Stack;
+
+    use super::*;
+    use crate::logs::Stream;
+
+    /// The dashboard's scrollback, kept up to date from new lines only,
+    /// is what a fresh read of the store gives, for one resource and for all.
+    #[test]
+    fn the_scrollback_follows_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::journaled(1000, &dir.path().join("logs")).unwrap();
+        // One view per way of asking: a view remembers only its last one.
+        let asks = [(None, 50), (Some("a"), 40), (None, 600)];
+        let views: Vec<_> = asks.iter().map(|_| LiveStack::new(store.clone())).collect();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut n = 0;
+        for round in 0..6 {
+            // More lines than memory holds between two reads, in the fourth round.
+            let lines = if round == 3 { crate::logs::RECENT * 2 } else { 7 };
+            for _ in 0..lines {
+                store.push(if n % 3 == 0 { &b } else { &a }, Stream::Stdout, format!("line {n}"));
+                n += 1;
+            }
+            for ((source, limit), view) in asks.into_iter().zip(&views) {
+                let texts = |l: Vec<LogLine>| l.into_iter().map(|l| l.text).collect::<Vec<_>>();
+                assert_eq!(texts(view.logs(source, limit)), texts(store.tail(source, limit)), "{source:?} {limit}");
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@ pub async fn test(
             files.insert(path.clone(), crate::scenario::file::load(path, &resources)?);
         }
     }
-    let logs = LogStore::new(options.log_capacity);
+    let logs = LogStore::for_session(options.log_capacity, &state.logs_dir());
     // Resources' output goes to a file; apphost's own lines to the terminal.
     let output_path = state.root.join("test-output.log");
     let mut output = crate::statedir::private_log(&output_path, true).into_diagnostic()?;

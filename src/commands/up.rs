@@ -30,7 +30,7 @@ enum Ending {
 
 pub async fn up(file: &Path, options: UpOptions) -> miette::Result<ExitCode> {
     let (topology, state, _lock) = claim(file)?;
-    let logs = LogStore::new(options.log_capacity);
+    let logs = LogStore::for_session(options.log_capacity, &state.logs_dir());
     let own: Arc<str> = "apphost".into();
     let say = |text: &str| logs.push(&own, Stream::System, text);
     let names = display_names(&topology);

@@ -119,7 +119,7 @@ mod tests {
         out.pump(reader, Stream::Stdout).await.unwrap();
         let grew = peak_rss_kib() - peak_before;
         assert!(grew < 32 * 1024, "reading a 200 MiB line raised the peak memory by {grew} KiB");
-        let lines = store.since("r", 0);
+        let lines = store.since(Some("r"), 0);
         assert_eq!(lines.len(), 2);
         assert!(lines[0].text.starts_with(&"a".repeat(MAX_LINE)));
         assert!(

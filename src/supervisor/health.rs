@@ -68,7 +68,7 @@ pub(super) async fn watch(
                 None => false,
             },
             Check::Log { .. } => {
-                for line in logs.since(&name, next_seq) {
+                for line in logs.since(Some(&name), next_seq) {
                     next_seq = line.seq + 1;
                     log_matched |= regex.as_ref().is_some_and(|re| re.is_match(&line.text));
                 }
@@ -134,7 +134,7 @@ pub(super) async fn watch_troubles(
     }
     let mut told = std::collections::HashSet::new();
     loop {
-        for line in logs.since(&name, next_seq) {
+        for line in logs.since(Some(&name), next_seq) {
             next_seq = line.seq + 1;
             if let Some(what) = trouble(instance.resource.kind, &line.text)
                 && told.insert(what)
