@@ -12,7 +12,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     fs,
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, BufWriter, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{
@@ -71,7 +71,9 @@ struct Ring {
 struct Journal {
     current: PathBuf,
     previous: PathBuf,
-    file: fs::File,
+    /// Buffered: a flood of lines costs a write per 64 KiB, not per line;
+    /// flushed before every read of the journal.
+    file: BufWriter<fs::File>,
     lines: u64,
     bytes: u64,
     previous_lines: u64,
@@ -148,11 +150,11 @@ impl LogStore {
 
     /// The last `n` lines of `resource` (all resources when `None`), oldest first.
     pub fn tail(&self, resource: Option<&str>, n: usize) -> Vec<LogLine> {
-        let rings = self.inner.rings.lock().expect("log lock");
+        let mut rings = self.inner.rings.lock().expect("log lock");
         match resource {
-            Some(r) => rings.get(r).map(|ring| self.inner.read(ring, 0, n)).unwrap_or_default(),
+            Some(r) => rings.get_mut(r).map(|ring| self.inner.read(ring, 0, n)).unwrap_or_default(),
             None => {
-                let mut all: Vec<LogLine> = rings.values().flat_map(|ring| self.inner.read(ring, 0, n)).collect();
+                let mut all: Vec<LogLine> = rings.values_mut().flat_map(|ring| self.inner.read(ring, 0, n)).collect();
                 all.sort_unstable_by_key(|l| l.seq);
                 all.split_off(all.len().saturating_sub(n))
             }
@@ -162,12 +164,12 @@ impl LogStore {
     /// Lines of `resource` (all resources when `None`) numbered `seq` or
     /// later, oldest first: at most the `capacity` newest of each.
     pub fn since(&self, resource: Option<&str>, seq: u64) -> Vec<LogLine> {
-        let rings = self.inner.rings.lock().expect("log lock");
+        let mut rings = self.inner.rings.lock().expect("log lock");
         let n = self.inner.capacity;
         match resource {
-            Some(r) => rings.get(r).map(|ring| self.inner.read(ring, seq, n)).unwrap_or_default(),
+            Some(r) => rings.get_mut(r).map(|ring| self.inner.read(ring, seq, n)).unwrap_or_default(),
             None => {
-                let mut all: Vec<LogLine> = rings.values().flat_map(|ring| self.inner.read(ring, seq, n)).collect();
+                let mut all: Vec<LogLine> = rings.values_mut().flat_map(|ring| self.inner.read(ring, seq, n)).collect();
                 all.sort_unstable_by_key(|l| l.seq);
                 all
             }
@@ -201,7 +203,14 @@ impl Inner {
         let (current, previous) = (dir.join(format!("{name}.jsonl")), dir.join(format!("{name}.1.jsonl")));
         match create(&current) {
             Ok(file) => Ring {
-                journal: Some(Journal { current, previous, file, lines: 0, bytes: 0, previous_lines: 0 }),
+                journal: Some(Journal {
+                    current,
+                    previous,
+                    file: BufWriter::with_capacity(64 * 1024, file),
+                    lines: 0,
+                    bytes: 0,
+                    previous_lines: 0,
+                }),
                 ..Ring::default()
             },
             Err(e) => Ring { trouble: Some(format!("cannot create {}: {e}", current.display())), ..Ring::default() },
@@ -237,14 +246,19 @@ impl Inner {
 
     /// The last `n` of `ring`'s kept lines numbered `seq` or later, from
     /// memory when it has them all, else from the journal.
-    fn read(&self, ring: &Ring, seq: u64, n: usize) -> Vec<LogLine> {
+    fn read(&self, ring: &mut Ring, seq: u64, n: usize) -> Vec<LogLine> {
         let n = n.min(self.capacity);
         let kept = self.kept(ring);
         let in_memory = ring.memory.len();
         let fresh = ring.memory.iter().rev().take_while(|l| l.seq >= seq).take(n).count();
+        let from_memory = |ring: &Ring| ring.memory.iter().skip(in_memory - fresh).cloned().collect();
         let memory_has_all = fresh == n || fresh < in_memory || in_memory == kept;
-        let from_memory = || ring.memory.iter().skip(in_memory - fresh).cloned().collect();
-        let Some(journal) = ring.journal.as_ref().filter(|_| !memory_has_all) else { return from_memory() };
+        let Some(journal) = ring.journal.as_mut().filter(|_| !memory_has_all) else { return from_memory(ring) };
+        // What the buffer holds is part of the journal too; a failed flush
+        // shows at the next line's write, which then says so.
+        if journal.file.flush().is_err() {
+            return from_memory(ring);
+        }
         let mut wanted = VecDeque::with_capacity(n.min(4096));
         for path in [&journal.previous, &journal.current] {
             let Ok(file) = fs::File::open(path) else { continue };
@@ -260,7 +274,7 @@ impl Inner {
             }
         }
         // A journal that could not be read back gives what memory has.
-        if wanted.len() < fresh { from_memory() } else { wanted.into() }
+        if wanted.len() < fresh { from_memory(ring) } else { wanted.into() }
     }
 }
 
@@ -269,8 +283,9 @@ impl Journal {
         let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
         text.push(b'\n');
         if self.bytes > 0 && self.bytes + text.len() as u64 > segment_bytes {
+            self.file.flush()?;
             fs::rename(&self.current, &self.previous)?;
-            self.file = create(&self.current)?;
+            self.file = BufWriter::with_capacity(64 * 1024, create(&self.current)?);
             self.previous_lines = self.lines;
             (self.lines, self.bytes) = (0, 0);
         }
