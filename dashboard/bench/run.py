@@ -5,7 +5,7 @@ lines/s from one child, each against a reference run in the same invocation.
     python3 dashboard/bench/run.py            # from the repository root
 
 Needs what `.ci/setup` installs (tmux, Docker and the two images). Writes
-dashboard/BENCHMARKS.md.
+docs/benchmarks.md.
 """
 import json
 import os
@@ -168,7 +168,7 @@ The screen kept moving: {dash_flood['distinct']} different screens in {dash_floo
 taken every 0.5 s during the flood. The logs pane counted what the bounded
 store dropped: `{dropped}`.
 """
-    out = os.path.join(ROOT, "dashboard", "BENCHMARKS.md")
+    out = os.path.join(ROOT, "docs", "benchmarks.md")
     open(out, "w").write(text)
     print(text)
 

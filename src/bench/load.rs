@@ -1,0 +1,132 @@
+//! Load for the benchmark: closed loop (a fixed number of connections, each
+//! sending as soon as its last answer came: the most the sender takes) and
+//! open loop (requests at fixed times whatever the answers do, so a slow
+//! answer cannot hold the next request back and hide its own delay).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+
+/// What one load run got.
+pub struct Run {
+    /// Items the sender acknowledged (201).
+    pub ids: Vec<uuid::Uuid>,
+    /// Anything else: other statuses, errors, answers past the deadline.
+    pub failed: usize,
+    /// Requests not sent at their time because too many were still open.
+    pub not_sent: usize,
+    /// From the moment a request was due to its answer, in microseconds.
+    pub latency: Histogram<u64>,
+    pub seconds: f64,
+}
+
+impl Run {
+    pub fn rate(&self) -> f64 {
+        self.ids.len() as f64 / self.seconds.max(1e-9)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 minutes, 3 significant figures.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+fn body(tag: &str, n: u64) -> String {
+    serde_json::json!({ "name": format!("{tag} {n}"), "value": n }).to_string()
+}
+
+/// One POST; the acknowledged id, if it was.
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Option<uuid::Uuid> {
+    let response = client.post(url).header("content-type", "application/json").body(body).send().await.ok()?;
+    if response.status() != reqwest::StatusCode::CREATED {
+        return None;
+    }
+    let item: serde_json::Value = response.json().await.ok()?;
+    item["id"].as_str().and_then(|id| uuid::Uuid::parse_str(id).ok())
+}
+
+/// `connections` loops, each POSTing as soon as its last answer came, for `duration`.
+pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, duration: Duration, tag: &str) -> Run {
+    let url = format!("{sender}/api/EntityItems");
+    let began = Instant::now();
+    let end = began + duration;
+    let loops = (0..connections).map(|c| {
+        let (client, url, tag) = (client.clone(), url.clone(), format!("{tag} c{c}"));
+        async move {
+            let (mut ids, mut failed, mut latency) = (Vec::new(), 0, histogram());
+            let mut n = 0;
+            while Instant::now() < end {
+                n += 1;
+                let sent = Instant::now();
+                match post(&client, &url, body(&tag, n)).await {
+                    Some(id) => {
+                        ids.push(id);
+                        let _ = latency.record(sent.elapsed().as_micros() as u64);
+                    }
+                    None => failed += 1,
+                }
+            }
+            (ids, failed, latency)
+        }
+    });
+    let mut run = Run { ids: Vec::new(), failed: 0, not_sent: 0, latency: histogram(), seconds: 0.0 };
+    for (ids, failed, latency) in futures::future::join_all(loops).await {
+        run.ids.extend(ids);
+        run.failed += failed;
+        let _ = run.latency.add(&latency);
+    }
+    run.seconds = began.elapsed().as_secs_f64();
+    run
+}
+
+/// `rate` POSTs a second at fixed times for `duration`; at most `open` unanswered at once.
+pub async fn open(
+    client: &reqwest::Client,
+    sender: &str,
+    rate: f64,
+    duration: Duration,
+    open: usize,
+    tag: &str,
+) -> Run {
+    let url = format!("{sender}/api/EntityItems");
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let every = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let permits = Arc::new(Semaphore::new(open));
+    let results = Arc::new(Mutex::new((Vec::new(), 0usize, histogram())));
+    let began = Instant::now();
+    let mut not_sent = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = began + every.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            not_sent += 1;
+            continue;
+        };
+        let (client, url, results, body) = (client.clone(), url.clone(), results.clone(), body(tag, n));
+        tasks.spawn(async move {
+            let id = post(&client, &url, body).await;
+            // From when it was due: a request sent late counts its wait.
+            let took = due.elapsed().as_micros() as u64;
+            drop(permit);
+            let mut r = results.lock().expect("load lock");
+            match id {
+                Some(id) => {
+                    r.0.push(id);
+                    let _ = r.2.record(took);
+                }
+                None => r.1 += 1,
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let seconds = began.elapsed().as_secs_f64();
+    let mut r = results.lock().expect("load lock");
+    let (ids, failed, latency) = (std::mem::take(&mut r.0), r.1, std::mem::replace(&mut r.2, histogram()));
+    Run { ids, failed, not_sent, latency, seconds }
+}

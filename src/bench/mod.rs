@@ -1,0 +1,424 @@
+//! `apphost bench`: the outbox pipeline measured against references taken in
+//! the same invocation, on the same machine, written to `docs/benchmarks.md`.
+//! Not a test: nothing here asserts a time; the figures are medians of a few
+//! runs and the ratios to their references are what a reader compares.
+//!
+//! - `pgbench`: the reference for the sender's write path;
+//! - `load`: closed-loop and open-loop HTTP load with HDR histograms;
+//! - here: the runs, CPU per component, delivery checks, the report.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+
+use crate::scenario::{Ctx, Report};
+
+mod load;
+mod pgbench;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Runs of each measurement; the report gives their median.
+    pub runs: usize,
+    /// How long each run lasts.
+    pub seconds: Duration,
+    /// Connections of the closed-loop run and clients of `pgbench`.
+    pub connections: usize,
+    /// Offered rates of the open-loop runs, as fractions of the `pgbench` figure.
+    pub fractions: Vec<f64>,
+    /// The command line that produced the report, for its readers.
+    pub command: String,
+    /// `release` or `debug`: how the services were built.
+    pub profile: &'static str,
+}
+
+impl Options {
+    /// The full benchmark (`quick`: seconds, to show in CI that it still runs).
+    pub fn new(quick: bool, out: PathBuf, command: String, profile: &'static str) -> Self {
+        if quick {
+            Self {
+                out,
+                runs: 1,
+                seconds: Duration::from_secs(2),
+                connections: 4,
+                fractions: vec![0.05],
+                command,
+                profile,
+            }
+        } else {
+            Self {
+                out,
+                runs: 3,
+                seconds: Duration::from_secs(10),
+                connections: 32,
+                fractions: vec![0.25, 0.5],
+                command,
+                profile,
+            }
+        }
+    }
+}
+
+/// What the report says of one offered rate.
+struct OpenLoop {
+    offered: f64,
+    http: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+    lag_p50: Option<f64>,
+    lag_p99: Option<f64>,
+    cpu: BTreeMap<String, f64>,
+    not_sent: usize,
+    failed: usize,
+}
+
+/// The figures and the checks behind them.
+#[derive(Default)]
+struct Figures {
+    pgbench: Vec<f64>,
+    closed: Vec<f64>,
+    closed_cpu: BTreeMap<String, f64>,
+    open: Vec<OpenLoop>,
+    acknowledged: usize,
+    delivered: usize,
+}
+
+/// Runs the benchmark on the started stack in `ctx`. `startup` is how long
+/// the stack took from `apphost` starting to all healthy.
+pub async fn bench(ctx: &Ctx, sender_db_url: &str, startup: Duration, options: &Options) -> Report {
+    let began = Instant::now();
+    let mut report = Report { scenario: "bench".into(), ..Default::default() };
+    match measure(ctx, sender_db_url, options, &mut report).await {
+        Ok(figures) => {
+            report.acknowledged = figures.acknowledged;
+            report.delivered = figures.delivered;
+            report.lost = figures.acknowledged - figures.delivered;
+            if report.lost > 0 {
+                report.failure = Some(format!("{} acknowledged items never reached the receiver", report.lost));
+            }
+            let text = markdown(&figures, startup, options);
+            if let Err(e) = write_section(&options.out, &text) {
+                report.failure = Some(format!("cannot write {}: {e}", options.out.display()));
+            } else {
+                report.notes.push(format!("figures written to {}", options.out.display()));
+            }
+        }
+        Err(e) => report.failure = Some(e),
+    }
+    report.seconds = began.elapsed().as_secs_f64();
+    report
+}
+
+async fn measure(ctx: &Ctx, sender_db_url: &str, options: &Options, report: &mut Report) -> Result<Figures, String> {
+    let sender = ctx.url(&ctx.roles.sender)?;
+    let client = ctx.client().clone();
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
+    let mut figures = Figures::default();
+    let mut all_ids = Vec::new();
+    for run in 0..options.runs {
+        let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
+        report.notes.push(format!("pgbench run {}: {tps:.0} tps", run + 1));
+        figures.pgbench.push(tps);
+    }
+    let reference = median(&figures.pgbench);
+    for run in 0..options.runs {
+        let before = cpu(ctx).await;
+        let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
+        figures.closed_cpu = cpu_since(ctx, &before, result.seconds).await;
+        report.notes.push(format!("closed loop run {}: {:.0} req/s, {} failed", run + 1, result.rate(), result.failed));
+        figures.closed.push(result.rate());
+        all_ids.extend(result.ids);
+        await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
+    }
+    for fraction in &options.fractions {
+        let offered = (reference * fraction).max(1.0).round();
+        let mut runs = Vec::new();
+        for run in 0..options.runs {
+            let metrics_before = ctx.scrape(&ctx.roles.sender).await;
+            let before = cpu(ctx).await;
+            let result = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
+            let cpu = cpu_since(ctx, &before, result.seconds).await;
+            await_delivery(ctx, &result.ids, Duration::from_secs(120)).await?;
+            let metrics = ctx.scrape(&ctx.roles.sender).await;
+            let lag = |q| metrics.quantile_since(&metrics_before, contracts::metrics::OUTBOX_LAG_SECONDS.series, q);
+            let end_to_end = end_to_end(ctx, &result.ids).await?;
+            report.notes.push(format!(
+                "open loop {offered:.0}/s run {}: HTTP p99 {:.1} ms, end to end p99 {:.1} ms",
+                run + 1,
+                result.latency.value_at_quantile(0.99) as f64 / 1000.0,
+                end_to_end.value_at_quantile(0.99) as f64 / 1000.0
+            ));
+            runs.push(OpenLoop {
+                offered,
+                http: result.latency.clone(),
+                end_to_end,
+                lag_p50: lag(0.5),
+                lag_p99: lag(0.99),
+                cpu,
+                not_sent: result.not_sent,
+                failed: result.failed,
+            });
+            all_ids.extend(result.ids);
+        }
+        // The run whose end-to-end p99 is the median of the runs stands for them.
+        runs.sort_by_key(|r| r.end_to_end.value_at_quantile(0.99));
+        figures.open.push(runs.swap_remove(runs.len() / 2));
+    }
+    figures.acknowledged = all_ids.len();
+    figures.delivered = delivered(ctx, &all_ids).await?;
+    Ok(figures)
+}
+
+/// CPU seconds used so far by each running instance, and by apphost itself
+/// (which is the load generator here).
+async fn cpu(ctx: &Ctx) -> BTreeMap<String, f64> {
+    let mut used: BTreeMap<String, f64> =
+        ctx.supervisor.usage().await.into_iter().map(|(name, u)| (name, u.cpu_seconds)).collect();
+    used.insert("apphost (load)".into(), own_cpu_seconds());
+    used
+}
+
+/// Percent of one core each used since `before`, over `seconds`.
+async fn cpu_since(ctx: &Ctx, before: &BTreeMap<String, f64>, seconds: f64) -> BTreeMap<String, f64> {
+    cpu(ctx)
+        .await
+        .into_iter()
+        .filter_map(|(name, now)| Some((name.clone(), (now - before.get(&name)?).max(0.0) / seconds * 100.0)))
+        .collect()
+}
+
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+fn receiver_db(ctx: &Ctx) -> Result<&sqlx::PgPool, String> {
+    ctx.receiver_db().ok_or_else(|| "the receiver's database cannot be reached".to_owned())
+}
+
+/// How many of `ids` the receiver has stored.
+async fn delivered(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<usize, String> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM entity_items WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(receiver_db(ctx)?)
+        .await
+        .map_err(|e| format!("cannot count the receiver's items: {e}"))?;
+    Ok(n as usize)
+}
+
+/// Waits until the receiver has every item of `ids`, or fails after `limit`.
+async fn await_delivery(ctx: &Ctx, ids: &[uuid::Uuid], limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let n = delivered(ctx, ids).await?;
+        if n == ids.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} of {} acknowledged items not delivered after {limit:?}", ids.len() - n, ids.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per item: from the sender's transaction (its `created_at`) to the
+/// receiver's (its `received_at`), in microseconds.
+async fn end_to_end(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<Histogram<u64>, String> {
+    let micros: Vec<i64> = sqlx::query_scalar(
+        "SELECT greatest(0, (extract(epoch FROM received_at - created_at) * 1e6)::bigint)
+           FROM entity_items WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(receiver_db(ctx)?)
+    .await
+    .map_err(|e| format!("cannot read the receiver's timestamps: {e}"))?;
+    let mut histogram = Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    for m in micros {
+        let _ = histogram.record(m.max(1) as u64);
+    }
+    Ok(histogram)
+}
+
+const BEGIN: &str = "<!-- apphost bench: begin (written by `apphost bench`; edits here are replaced) -->";
+const END: &str = "<!-- apphost bench: end -->";
+
+/// Puts `text` between the markers of `path`, keeping the rest of it (the
+/// dashboard's benchmarks share the file); at its top when it has none.
+fn write_section(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let section = format!("{BEGIN}\n{text}{END}\n");
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], old[b + END.len()..].trim_start_matches('\n')),
+        _ if old.is_empty() => section,
+        _ => format!("{section}\n{old}"),
+    };
+    std::fs::write(path, new)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.1} ms", micros as f64 / 1000.0)
+}
+
+fn seconds_as_ms(s: Option<f64>) -> String {
+    s.map_or("-".into(), |s| format!("{:.1} ms", s * 1000.0))
+}
+
+/// The machine: CPU model, cores, memory.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1)).unwrap_or("?").trim();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    format!("{model}, {cores} cores, {:.1} GiB memory", mem_kib as f64 / 1024.0 / 1024.0)
+}
+
+fn cpu_row(label: &str, cpu: &BTreeMap<String, f64>, columns: &[String]) -> String {
+    let cells: Vec<String> = columns.iter().map(|c| cpu.get(c).map_or("-".into(), |v| format!("{v:.0} %"))).collect();
+    format!("| {label} | {} |\n", cells.join(" | "))
+}
+
+fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
+    use std::fmt::Write;
+    let reference = median(&f.pgbench);
+    let closed = median(&f.closed);
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Written by `apphost bench`; each figure is the median of {} run(s) of {} s, each reference is taken in the \
+         same invocation, on the same machine. Nothing here is a test: no figure is asserted anywhere.\n",
+        o.runs,
+        o.seconds.as_secs()
+    );
+    let _ = writeln!(s, "- **Reproduce:** `{}`", o.command);
+    let _ = writeln!(s, "- **Machine:** {}", machine());
+    let _ = writeln!(s, "- **Services built:** {}; load generator: apphost itself, on the same machine", o.profile);
+    let _ = writeln!(s, "- **Written:** {}\n", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    let _ = writeln!(s, "## The outbox pipeline\n");
+    let _ = writeln!(s, "| measured | figure | reference in the same run | ratio | goal |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| `POST` max throughput, {} connections (closed loop), relay running | {closed:.0} req/s | `pgbench`, the same \
+         transaction, {} clients: {reference:.0} tps | {:.2} | ≥ 0.7 |",
+        o.connections,
+        o.connections,
+        closed / reference.max(1e-9)
+    );
+    for r in &f.open {
+        let _ = writeln!(
+            s,
+            "| outbox lag (insert → broker Accepted), {:.0} POST/s offered (open loop) | p50 {}, p99 {} | — | — | p99 ≤ 20 ms |",
+            r.offered,
+            seconds_as_ms(r.lag_p50),
+            seconds_as_ms(r.lag_p99)
+        );
+        let _ = writeln!(
+            s,
+            "| end to end (insert → receiver's transaction), {:.0} POST/s offered | p50 {}, p99 {}, max {} | — | — | p99 ≤ 50 ms |",
+            r.offered,
+            ms(r.end_to_end.value_at_quantile(0.5)),
+            ms(r.end_to_end.value_at_quantile(0.99)),
+            ms(r.end_to_end.max())
+        );
+        let _ = writeln!(
+            s,
+            "| `POST` answer, {:.0} POST/s offered, from when it was due | p50 {}, p99 {} | — | — | — |",
+            r.offered,
+            ms(r.http.value_at_quantile(0.5)),
+            ms(r.http.value_at_quantile(0.99))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| `apphost bench` start → all healthy (includes any build) | {:.1} s | — | — | — |\n",
+        startup.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "Every acknowledged item of every run was checked in the receiver's database: {} acknowledged, {} delivered.\n",
+        f.acknowledged, f.delivered
+    );
+    let _ = writeln!(s, "Open-loop runs that could not send on time or failed requests:");
+    for r in &f.open {
+        let _ = writeln!(s, "- {:.0}/s: {} not sent on time, {} failed", r.offered, r.not_sent, r.failed);
+    }
+    let mut columns: Vec<String> = f.closed_cpu.keys().cloned().collect();
+    for r in &f.open {
+        columns.extend(r.cpu.keys().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
+    }
+    let _ = writeln!(s, "\n## CPU per component (percent of one core, during the run)\n");
+    let _ = writeln!(s, "| run | {} |", columns.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(columns.len()));
+    s.push_str(&cpu_row(&format!("closed loop, {} connections", o.connections), &f.closed_cpu, &columns));
+    for r in &f.open {
+        s.push_str(&cpu_row(&format!("open loop, {:.0}/s", r.offered), &r.cpu, &columns));
+    }
+    let _ = writeln!(s, "\n## How the figures are taken\n");
+    let _ = writeln!(
+        s,
+        "- `pgbench` runs the statements of one `POST` (the item, returned; its outbox row) in one transaction, \
+         prepared, on tables made `LIKE` the sender's (`INCLUDING ALL`) in the sender's database, so no relay reads \
+         them; ids are time-ordered as the sender's UUIDv7 are."
+    );
+    let _ = writeln!(
+        s,
+        "- Open loop: requests are sent at fixed times whatever the answers do, at the given fractions \
+         ({}) of the `pgbench` figure; an answer's time counts from when its request was due.",
+        o.fractions.iter().map(|f| format!("{f}")).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "- End to end is per item, from the receiver's database: `received_at - created_at` (the receiver's and the \
+         sender's transaction times), in an HDR histogram. Outbox lag is the sender's `outbox_lag_seconds` histogram \
+         over the run, interpolated inside its buckets (1, 2.5, 5, 10, 25, 50 ms, …)."
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_replaces_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("benchmarks.md");
+        write_section(&path, "first\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}\n## Dashboard\n\nkept\n")).unwrap();
+        write_section(&path, "second\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("second") && !text.contains("first"), "{text}");
+        assert!(text.ends_with("## Dashboard\n\nkept\n"), "{text}");
+        // A file without the markers keeps all it had, below the section.
+        std::fs::write(&path, "by hand\n").unwrap();
+        write_section(&path, "third\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(BEGIN) && text.ends_with("by hand\n"), "{text}");
+    }
+}

@@ -1,0 +1,84 @@
+//! The reference for the sender's write path: `pgbench` running the
+//! statements one `POST /api/EntityItems` runs, in one transaction, on the
+//! sender's own database, on tables of the same shape (`LIKE … INCLUDING
+//! ALL`: columns, defaults, constraints, indexes) that no relay reads, so the
+//! reference measures the database and nothing else.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+/// The statements of one POST, as the sender sends them (see
+/// `services/sender/src/routes/items.rs` and `services/outbox/src/enqueue.rs`):
+/// the item, returned; its outbox row with the event as JSON. Ids are
+/// time-ordered like the UUIDv7 the sender makes.
+const SCRIPT: &str = r#"\set value random(1, 1000000)
+BEGIN;
+INSERT INTO bench_entity_items (id, name, value) VALUES (bench_uuid(), 'bench ' || :value, :value) RETURNING id, name, value, created_at;
+INSERT INTO bench_outbox (id, event_type, payload, traceparent) VALUES (bench_uuid(), 'EntityItemCreated', ('{"id":"' || gen_random_uuid() || '","name":"bench ' || :value || '","value":' || :value || ',"createdAt":"2026-12-01T00:00:00.000000Z"}')::jsonb, NULL);
+COMMIT;
+"#;
+
+const SETUP: &str = "
+DROP TABLE IF EXISTS bench_entity_items, bench_outbox;
+CREATE TABLE bench_entity_items (LIKE entity_items INCLUDING ALL);
+CREATE TABLE bench_outbox (LIKE outbox INCLUDING ALL);
+CREATE OR REPLACE FUNCTION bench_uuid() RETURNS uuid LANGUAGE sql VOLATILE AS $$
+  SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+          || '7' || substr(md5(random()::text), 1, 19))::uuid
+$$;
+";
+
+const TEARDOWN: &str = "DROP TABLE IF EXISTS bench_entity_items, bench_outbox; DROP FUNCTION IF EXISTS bench_uuid();";
+
+/// Transactions a second that `pgbench` got with `clients` for `duration`.
+pub async fn tps(url: &str, clients: usize, duration: Duration, scratch: &Path) -> Result<f64, String> {
+    let pool = sqlx::PgPool::connect(url).await.map_err(|e| format!("cannot reach the sender's database: {e}"))?;
+    sqlx::raw_sql(SETUP).execute(&pool).await.map_err(|e| format!("cannot make the reference's tables: {e}"))?;
+    let result = run(url, clients, duration, scratch).await;
+    let _ = sqlx::raw_sql(TEARDOWN).execute(&pool).await;
+    pool.close().await;
+    result
+}
+
+async fn run(url: &str, clients: usize, duration: Duration, scratch: &Path) -> Result<f64, String> {
+    let url = url::Url::parse(url).map_err(|e| format!("the sender's database URL: {e}"))?;
+    let script = scratch.join("pgbench-post.sql");
+    crate::statedir::write_private(&script, SCRIPT.as_bytes()).map_err(|e| format!("{}: {e}", script.display()))?;
+    let pgbench = local_install::pg_bin_dir().map_err(|e| e.to_string())?.join("pgbench");
+    // Generated passwords are alphanumeric: nothing in them is percent-encoded.
+    let password = url.password().unwrap_or_default().to_owned();
+    let output = tokio::process::Command::new(&pgbench)
+        .args(["--no-vacuum", "--protocol=prepared", "--file"])
+        .arg(&script)
+        .args(["--client", &clients.to_string(), "--jobs", &clients.clamp(1, 2).to_string()])
+        .args(["--time", &duration.as_secs().max(1).to_string()])
+        .args(["--host", url.host_str().unwrap_or("127.0.0.1")])
+        .args(["--port", &url.port().unwrap_or(5432).to_string()])
+        .args(["--username", url.username()])
+        .arg(url.path().trim_start_matches('/'))
+        // Never on the command line.
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", pgbench.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    parse_tps(&text).ok_or_else(|| format!("pgbench said no tps: {text}"))
+}
+
+/// `tps = 1818.123456 (without initial connection time)`.
+fn parse_tps(text: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tps_is_read_from_pgbench_output() {
+        let text = "latency average = 17.6 ms\ninitial connection time = 21.3 ms\ntps = 1818.123456 (without initial connection time)\n";
+        assert_eq!(super::parse_tps(text), Some(1818.123456));
+        assert_eq!(super::parse_tps("nothing"), None);
+    }
+}
