@@ -288,13 +288,15 @@ impl Running for Process {
     }
 }
 
-/// The summed CPU time and resident memory of process group `pgid`, from
-/// `/proc` (PostgreSQL and Artemis are many processes or threads; one group).
+/// The summed CPU time and resident memory of process group `pgid` and of
+/// every descendant of its leader, from `/proc`. Artemis is one process of
+/// many threads; PostgreSQL's children each call `setsid()`, so its backends
+/// are in groups of their own and only the process tree finds them.
 fn group_usage(pgid: u32) -> Option<Usage> {
     // SAFETY: sysconf has no preconditions.
     let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK) as f64, libc::sysconf(libc::_SC_PAGESIZE) as u64) };
-    let mut usage = Usage { cpu_seconds: 0.0, memory_bytes: 0 };
-    let mut found = false;
+    // pid → (ppid, pgrp, cpu ticks, resident pages)
+    let mut table = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
@@ -303,13 +305,31 @@ fn group_usage(pgid: u32) -> Option<Usage> {
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
         let fields: Vec<&str> = after.split(' ').collect();
         // After `)`: state(0) ppid(1) pgrp(2) … utime(11) stime(12) … rss(21)
-        if fields.get(2).and_then(|f| f.parse::<u32>().ok()) != Some(pgid) {
-            continue;
-        }
         let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        usage.cpu_seconds += (number(11) + number(12)) as f64 / ticks;
-        usage.memory_bytes += number(21) * page;
-        found = true;
+        table.insert(pid, (number(1) as u32, number(2) as u32, number(11) + number(12), number(21)));
+    }
+    let belongs = |mut pid: u32| {
+        // Up the tree to init: in the group, or below its leader.
+        for _ in 0..64 {
+            let Some(&(ppid, pgrp, ..)) = table.get(&pid) else { return false };
+            if pgrp == pgid || pid == pgid {
+                return true;
+            }
+            if ppid <= 1 {
+                return false;
+            }
+            pid = ppid;
+        }
+        false
+    };
+    let mut usage = Usage { cpu_seconds: 0.0, memory_bytes: 0 };
+    let mut found = false;
+    for (&pid, &(_, _, cpu, rss)) in &table {
+        if belongs(pid) {
+            usage.cpu_seconds += cpu as f64 / ticks;
+            usage.memory_bytes += rss * page;
+            found = true;
+        }
     }
     found.then_some(usage)
 }
@@ -427,6 +447,45 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    /// A child that leaves the group with `setsid()`, as every PostgreSQL
+    /// backend does, still counts toward its tree's usage.
+    #[test]
+    fn usage_counts_children_that_left_the_group() {
+        use std::os::unix::process::CommandExt;
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "setsid sh -c 'while :; do :; done' & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // The busy child, found by its parent, and the CPU it has used by itself.
+        let child_cpu = || -> Option<(u32, f64)> {
+            for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+                let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+                if fields[1].parse::<u32>().ok() == Some(pgid) {
+                    let cpu = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+                    return Some((fields[2].parse().ok()?, cpu / ticks));
+                }
+            }
+            None
+        };
+        let (child_group, used) = loop {
+            if let Some((group, cpu)) = child_cpu().filter(|(_, cpu)| *cpu >= 0.05) {
+                break (group, cpu);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let counted = group_usage(pgid).unwrap().cpu_seconds;
+        let _ = std::process::Command::new("kill").args(["-9", &child_group.to_string()]).status();
+        let _ = leader.kill();
+        let _ = leader.wait();
+        assert_ne!(child_group, pgid, "the child is in a group of its own");
+        assert!(counted >= used, "counted {counted} s, the child alone used {used} s");
+    }
 
     /// A link planted where a secret goes (as the server's user could, in a
     /// folder it owns) is replaced, never followed: the file it points at
