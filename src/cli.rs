@@ -179,6 +179,27 @@ pub enum Command {
         #[arg(long, default_value = "300s", value_parser = parse_duration)]
         healthy_within: Duration,
     },
+    /// Measure the outbox pipeline against references taken in the same run
+    /// (`pgbench` for the write path) and write the figures (Markdown).
+    /// Not a test: it asserts no time.
+    Bench {
+        #[command(flatten)]
+        at: FileArg,
+        /// Where the figures go.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// A run of seconds instead of minutes, to see that the benchmark still works (CI).
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeArg>,
+        /// Measure debug builds of the services (release by default).
+        #[arg(long)]
+        debug: bool,
+        /// Use the project binaries already built.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Break things on purpose to see that nothing is lost (each action is an event).
     Chaos {
         #[command(subcommand)]
@@ -349,6 +370,27 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             let scenarios = commands::test::picks(scenarios, duration, report)?;
             let settings = crate::scenario::Settings { outage, rate, settle };
             commands::test::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
+        }
+        Command::Bench { at, out, quick, runtime, debug, no_build } => {
+            let options = UpOptions {
+                runtime: runtime.map(RuntimeArg::choice),
+                release: !debug,
+                no_build,
+                teardown: Duration::from_secs(30),
+                log_capacity: crate::logs::DEFAULT_CAPACITY,
+                dashboard: false,
+            };
+            let command =
+                std::iter::once("apphost".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+            let bench = crate::bench::Options::new(quick, out, command, if debug { "debug" } else { "release" });
+            let settings = crate::scenario::Settings {
+                outage: Duration::from_secs(10),
+                rate: 20,
+                settle: Duration::from_secs(120),
+            };
+            let picks = vec![crate::scenario::Pick::Bench(bench)];
+            commands::test::test(&file_of(global, at.file), options, picks, None, settings, Duration::from_secs(600))
+                .await
         }
         Command::Chaos { action, at } => {
             let (resource, action, lasting) = action.split();

@@ -20,6 +20,7 @@
 //! - [`cli`] parses the command line and [`commands`] carries out each verb;
 //!   [`scenario`] holds the reliability scenarios `apphost test` runs.
 
+pub mod bench;
 pub mod build;
 pub mod cli;
 pub mod commands;

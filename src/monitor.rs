@@ -53,6 +53,11 @@ impl PartialOrd for Bound {
 }
 
 impl Scrape {
+    /// The `q` quantile of histogram `series`'s observations since `before`.
+    pub fn quantile_since(&self, before: &Scrape, series: &str, q: f64) -> Option<f64> {
+        quantile(q, self.buckets.get(series)?, before.buckets.get(series))
+    }
+
     /// Adds the Prometheus text exposition `text` to this scrape.
     pub fn add(&mut self, text: &str) {
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {

@@ -138,14 +138,14 @@ def main():
     import re
     dropped = re.search(r"(\d+) dropped", dash_flood["last"])
     dropped = f"{int(dropped.group(1)):,} lines dropped" if dropped else "nothing dropped"
-    text = f"""# Dashboard benchmarks
+    text = f"""## The dashboard
 
 Reproduce from the repository root (after `.ci/setup`): `python3 dashboard/bench/run.py`.
 Each figure is measured against a reference run in the same invocation; the
 ratio is what carries over to another machine. Debug build, docker runtime,
 {os.cpu_count()} cores, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 
-## Idle: the demo stack healthy, nothing happening ({IDLE_SECONDS} s after 10 s of settling)
+### Idle: the demo stack healthy, nothing happening ({IDLE_SECONDS} s after 10 s of settling)
 
 | apphost | CPU (% of one core) | peak resident memory |
 |---|---|---|
@@ -155,7 +155,7 @@ ratio is what carries over to another machine. Debug build, docker runtime,
 
 Goal: under 2 % of one core and under 50 MB resident with the dashboard.
 
-## Flood: one child writing 50,000 lines/s for 10 s (`dashboard/bench/flood.yaml`)
+### Flood: one child writing 50,000 lines/s for 10 s (`dashboard/bench/flood.yaml`)
 
 | the child writes to | its rate | longest blocked write | apphost CPU | apphost peak memory |
 |---|---|---|---|---|
@@ -169,8 +169,26 @@ taken every 0.5 s during the flood. The logs pane counted what the bounded
 store dropped: `{dropped}`.
 """
     out = os.path.join(ROOT, "docs", "benchmarks.md")
-    open(out, "w").write(text)
+    write_section(out, text)
     print(text)
+
+
+BEGIN = "<!-- dashboard bench: begin (written by dashboard/bench/run.py; edits here are replaced) -->"
+END = "<!-- dashboard bench: end -->"
+
+
+def write_section(path, text):
+    """Puts text between this benchmark's markers in path, keeping the rest
+    (`apphost bench` writes its own section of the same file); at the end
+    when the markers are not there yet."""
+    old = open(path).read() if os.path.exists(path) else ""
+    section = f"{BEGIN}\n{text}{END}\n"
+    a, b = old.find(BEGIN), old.find(END)
+    if a != -1 and b > a:
+        new = old[:a] + section + old[b + len(END):].lstrip("\n")
+    else:
+        new = (old.rstrip("\n") + "\n\n" if old else "") + section
+    open(path, "w").write(new)
 
 
 if __name__ == "__main__":

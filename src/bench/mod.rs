@@ -253,7 +253,7 @@ const BEGIN: &str = "<!-- apphost bench: begin (written by `apphost bench`; edit
 const END: &str = "<!-- apphost bench: end -->";
 
 /// Puts `text` between the markers of `path`, keeping the rest of it (the
-/// dashboard's benchmarks share the file); at its top when it has none.
+/// dashboard's benchmarks share the file); at its end when it has none.
 fn write_section(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(old) => old,
@@ -262,9 +262,11 @@ fn write_section(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     };
     let section = format!("{BEGIN}\n{text}{END}\n");
     let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], old[b + END.len()..].trim_start_matches('\n')),
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{section}{}", &old[..a], old[b + END.len()..].trim_start_matches('\n'))
+        }
         _ if old.is_empty() => section,
-        _ => format!("{section}\n{old}"),
+        _ => format!("{}\n\n{section}", old.trim_end()),
     };
     std::fs::write(path, new)
 }
@@ -306,7 +308,7 @@ fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
     let reference = median(&f.pgbench);
     let closed = median(&f.closed);
     let mut s = String::new();
-    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(s, "## The outbox pipeline\n");
     let _ = writeln!(
         s,
         "Written by `apphost bench`; each figure is the median of {} run(s) of {} s, each reference is taken in the \
@@ -318,7 +320,6 @@ fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
     let _ = writeln!(s, "- **Machine:** {}", machine());
     let _ = writeln!(s, "- **Services built:** {}; load generator: apphost itself, on the same machine", o.profile);
     let _ = writeln!(s, "- **Written:** {}\n", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
-    let _ = writeln!(s, "## The outbox pipeline\n");
     let _ = writeln!(s, "| measured | figure | reference in the same run | ratio | goal |");
     let _ = writeln!(s, "|---|---|---|---|---|");
     let _ = writeln!(
@@ -371,14 +372,14 @@ fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
     for r in &f.open {
         columns.extend(r.cpu.keys().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
     }
-    let _ = writeln!(s, "\n## CPU per component (percent of one core, during the run)\n");
+    let _ = writeln!(s, "\n### CPU per component (percent of one core, during the run)\n");
     let _ = writeln!(s, "| run | {} |", columns.join(" | "));
     let _ = writeln!(s, "|---|{}", "---|".repeat(columns.len()));
     s.push_str(&cpu_row(&format!("closed loop, {} connections", o.connections), &f.closed_cpu, &columns));
     for r in &f.open {
         s.push_str(&cpu_row(&format!("open loop, {:.0}/s", r.offered), &r.cpu, &columns));
     }
-    let _ = writeln!(s, "\n## How the figures are taken\n");
+    let _ = writeln!(s, "\n### How the figures are taken\n");
     let _ = writeln!(
         s,
         "- `pgbench` runs the statements of one `POST` (the item, returned; its outbox row) in one transaction, \
@@ -415,10 +416,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("second") && !text.contains("first"), "{text}");
         assert!(text.ends_with("## Dashboard\n\nkept\n"), "{text}");
-        // A file without the markers keeps all it had, below the section.
+        // A file without the markers keeps all it had, above the section.
         std::fs::write(&path, "by hand\n").unwrap();
         write_section(&path, "third\n").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with(BEGIN) && text.ends_with("by hand\n"), "{text}");
+        assert!(text.starts_with("by hand\n\n") && text.ends_with(&format!("third\n{END}\n")), "{text}");
     }
 }

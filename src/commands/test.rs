@@ -79,6 +79,7 @@ pub async fn test(
     let say = say_owned(&logs);
     say(&format!("resource output: {}", output_path.display()));
 
+    let began_startup = std::time::Instant::now();
     let app = start(&topology, &state, &options, &logs, &LiveStack::new(logs.clone()), &say).await?;
     let mut roles = roles;
     // What the scenarios reach directly, as the planner wired it for the services.
@@ -116,6 +117,7 @@ pub async fn test(
         r = tokio::time::timeout(healthy_within, healthy) => r.unwrap_or(false),
         _ = interrupt.recv() => { interrupted = true; false }
     };
+    let startup = began_startup.elapsed();
     if ready {
         let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings);
         let runtime =
@@ -126,6 +128,7 @@ pub async fn test(
                 Pick::BuiltIn(name) => name.clone(),
                 Pick::File(path) => files[path].name.clone(),
                 Pick::Soak { .. } => "soak".into(),
+                Pick::Bench(_) => "bench".into(),
             };
             say(&format!("scenario {name}: running"));
             let began = chrono::Utc::now();
@@ -137,6 +140,10 @@ pub async fn test(
                     Pick::BuiltIn(name) => ctx.run(name).await,
                     Pick::File(path) => ctx.run_steps(&name, &files[path].steps).await,
                     Pick::Soak { duration, report } => crate::scenario::soak(&ctx, *duration, report).await,
+                    Pick::Bench(options) => {
+                        let sender_db = connection(&ctx.roles.sender_db);
+                        crate::bench::bench(&ctx, &sender_db, startup, options).await
+                    }
                 }
             };
             let report = tokio::select! {

@@ -61,6 +61,8 @@ pub enum Pick {
         duration: Duration,
         report: std::path::PathBuf,
     },
+    /// `apphost bench`: the measurements, not a scenario, on the same harness.
+    Bench(crate::bench::Options),
 }
 
 /// Who plays which part, by resource name.
@@ -132,13 +134,23 @@ impl Ctx {
         Self { supervisor, roles, settings, client, receiver_db }
     }
 
-    pub(super) fn url(&self, resource: &str) -> Result<String, String> {
+    pub(crate) fn url(&self, resource: &str) -> Result<String, String> {
         self.supervisor
             .snapshot()
             .into_iter()
             .find(|s| s.name == resource || s.resource == resource)
             .and_then(|s| Endpoint::http(&s.endpoints).map(str::to_owned))
             .ok_or_else(|| format!("`{resource}` has no http endpoint"))
+    }
+
+    /// The HTTP client the scenarios use (no proxy: loopback only).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The receiver's database, where its effects are counted.
+    pub(crate) fn receiver_db(&self) -> Option<&sqlx::PgPool> {
+        self.receiver_db.as_ref()
     }
 
     pub(super) async fn receiver_metric(&self, series: &str) -> f64 {
@@ -150,7 +162,7 @@ impl Ctx {
     }
 
     /// `resource`'s `/metrics`, read as the dashboard's monitor reads them (empty when it does not answer).
-    pub(super) async fn scrape(&self, resource: &str) -> crate::monitor::Scrape {
+    pub(crate) async fn scrape(&self, resource: &str) -> crate::monitor::Scrape {
         let Ok(url) = self.url(resource) else { return Default::default() };
         crate::monitor::scrape(&self.client, &[format!("{url}/metrics")]).await.unwrap_or_default()
     }

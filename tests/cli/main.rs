@@ -834,3 +834,34 @@ async fn a_printing_command_whose_reader_is_gone_ends_quietly() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
     }
 }
+
+/// The benchmark, CI-sized (seconds): it still starts what it needs, runs
+/// every measurement with its reference, checks delivery, and writes its
+/// figures. Only that it runs is checked here, never a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_runs_quick_and_writes_its_figures() {
+    let _one = ONE_STACK.lock().await;
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let out_file = state.join("benchmarks.md");
+    let out = apphost(&state)
+        .args(["bench", "--quick", "--debug", "--no-build", "--runtime", "process", "--out"])
+        .arg(&out_file)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("scenario bench: passed"), "{stdout}");
+    let report = std::fs::read_to_string(&out_file).unwrap();
+    for wanted in
+        ["`pgbench`, the same transaction", "req/s", "outbox lag", "end to end", "POST/s offered", "apphost bench"]
+    {
+        assert!(report.contains(wanted), "no `{wanted}` in:\n{report}");
+    }
+    // Every acknowledged item was found at the receiver, and there were some.
+    let line = report.lines().find(|l| l.starts_with("Every acknowledged item")).unwrap();
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(numbers.len() == 2 && numbers[0] > 0 && numbers[0] == numbers[1], "{line}");
+    assert!(!state.join("session.json").exists() && !state.join("run").exists(), "bench tears down");
+}
