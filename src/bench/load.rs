@@ -83,6 +83,32 @@ pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, 
     run
 }
 
+/// `connections` loops POSTing until `n` items are acknowledged (or as many
+/// requests have failed); the acknowledged ids.
+pub async fn count(client: &reqwest::Client, sender: &str, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let url = format!("{sender}/api/EntityItems");
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let loops = (0..connections).map(|c| {
+        let (client, url, tag, sent, failed) =
+            (client.clone(), url.clone(), format!("{tag} c{c}"), sent.clone(), failed.clone());
+        async move {
+            let mut ids = Vec::new();
+            while sent.fetch_add(1, Ordering::Relaxed) < n && failed.load(Ordering::Relaxed) < n {
+                match post(&client, &url, body(&tag, ids.len() as u64)).await {
+                    Some(id) => ids.push(id),
+                    None => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        sent.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            ids
+        }
+    });
+    futures::future::join_all(loops).await.into_iter().flatten().collect()
+}
+
 /// `rate` POSTs a second at fixed times for `duration`; at most `open` unanswered at once.
 pub async fn open(
     client: &reqwest::Client,

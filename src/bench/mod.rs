@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 
 use crate::scenario::{Ctx, Report};
 
+mod drain;
 mod load;
 mod pgbench;
 
@@ -32,6 +33,8 @@ pub struct Options {
     pub connections: usize,
     /// Offered rates of the open-loop runs, as fractions of the `pgbench` figure.
     pub fractions: Vec<f64>,
+    /// Items written with the broker stopped, for the drain.
+    pub backlog: usize,
     /// The command line that produced the report, for its readers.
     pub command: String,
     /// `release` or `debug`: how the services were built.
@@ -48,6 +51,7 @@ impl Options {
                 seconds: Duration::from_secs(2),
                 connections: 4,
                 fractions: vec![0.05],
+                backlog: 1000,
                 command,
                 profile,
             }
@@ -58,6 +62,7 @@ impl Options {
                 seconds: Duration::from_secs(10),
                 connections: 32,
                 fractions: vec![0.25, 0.5],
+                backlog: 16_000,
                 command,
                 profile,
             }
@@ -84,6 +89,9 @@ struct Figures {
     closed: Vec<f64>,
     closed_cpu: BTreeMap<String, f64>,
     open: Vec<OpenLoop>,
+    /// The median run by drain rate.
+    drain: Option<drain::Drain>,
+    drains: Vec<(f64, f64, f64, f64)>,
     acknowledged: usize,
     delivered: usize,
 }
@@ -169,6 +177,24 @@ async fn measure(ctx: &Ctx, sender_db_url: &str, options: &Options, report: &mut
         runs.sort_by_key(|r| r.end_to_end.value_at_quantile(0.99));
         figures.open.push(runs.swap_remove(runs.len() / 2));
     }
+    let mut drains = Vec::new();
+    for run in 0..options.runs {
+        let d = drain::drain(ctx, &client, &sender, options.backlog, options.connections, scratch.path()).await?;
+        report.notes.push(format!(
+            "drain run {}: broker accepting after {:.1} s, relay sending {:.2} s later, {:.0} msg/s (artemis perf: {:.0} msg/s)",
+            run + 1,
+            d.broker_accepting.as_secs_f64(),
+            d.relay_sending.as_secs_f64(),
+            d.rate,
+            d.reference
+        ));
+        figures.drains.push((d.rate, d.reference, d.broker_accepting.as_secs_f64(), d.relay_sending.as_secs_f64()));
+        await_delivery(ctx, &d.ids, Duration::from_secs(120)).await?;
+        all_ids.extend(d.ids.iter().copied());
+        drains.push(d);
+    }
+    drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    figures.drain = (!drains.is_empty()).then(|| drains.swap_remove(drains.len() / 2));
     figures.acknowledged = all_ids.len();
     figures.delivered = delivered(ctx, &all_ids).await?;
     Ok(figures)
@@ -352,6 +378,23 @@ fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
             r.offered,
             ms(r.http.value_at_quantile(0.5)),
             ms(r.http.value_at_quantile(0.99))
+        );
+    }
+    if let Some(d) = &f.drain {
+        let median_of = |i: usize| median(&f.drains.iter().map(|r| [r.0, r.1, r.2, r.3][i]).collect::<Vec<_>>());
+        let (reference, accepting, sending) = (median_of(1), median_of(2), median_of(3));
+        let _ = writeln!(
+            s,
+            "| relay drain of a {} backlog after a broker outage | {:.0} msg/s | `artemis perf producer`, durable AMQP, \
+             200-byte messages, 256 unsettled, same broker: {reference:.0} msg/s | {:.2} | ≥ 0.9 |",
+            d.backlog,
+            median_of(0),
+            median_of(0) / reference.max(1e-9)
+        );
+        let _ = writeln!(
+            s,
+            "| broker back → relay sending | {sending:.2} s after the broker accepts AMQP connections | the broker \
+             alone: started → accepting AMQP connections in {accepting:.1} s | — | ≤ 1 s |"
         );
     }
     let _ = writeln!(

@@ -157,7 +157,7 @@ impl Ctx {
         self.metric(&self.roles.receiver, series).await
     }
 
-    pub(super) async fn metric(&self, resource: &str, series: &str) -> f64 {
+    pub(crate) async fn metric(&self, resource: &str, series: &str) -> f64 {
         self.scrape(resource).await.get(series).unwrap_or(0.0)
     }
 

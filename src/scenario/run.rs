@@ -26,7 +26,7 @@ impl Ctx {
         Ok((format!("with {in_flight} {what}"), burst))
     }
 
-    pub(super) async fn act(&self, resource: &str, action: Action) -> Result<(), String> {
+    pub(crate) async fn act(&self, resource: &str, action: Action) -> Result<(), String> {
         self.supervisor.record(resource, format!("test: {action}"));
         self.supervisor.act(resource, action).await.map(|_| ())
     }

@@ -1,0 +1,162 @@
+//! The relay after a broker outage: with the broker stopped the sender keeps
+//! taking writes, so a backlog builds in the outbox; once the broker is
+//! started again, how soon it accepts AMQP connections, how soon after that
+//! the relay sends, and how fast the backlog drains. The reference is
+//! Artemis's own `artemis perf producer` sending as many durable messages of
+//! the same size over AMQP to the same broker.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use contracts::metrics::{OUTBOX_PENDING, OUTBOX_PUBLISHED};
+use dashboard::Action;
+
+use crate::scenario::Ctx;
+
+pub struct Drain {
+    pub backlog: usize,
+    /// Broker started → it accepts AMQP connections.
+    pub broker_accepting: Duration,
+    /// It accepts → the relay's first message is accepted.
+    pub relay_sending: Duration,
+    /// Messages a second from the first to the last of the backlog.
+    pub rate: f64,
+    /// `artemis perf producer`, durable, same broker, same message size.
+    pub reference: f64,
+    pub ids: Vec<uuid::Uuid>,
+}
+
+/// Builds a backlog of `backlog` items with the broker stopped, starts it,
+/// and times the relay's recovery and drain.
+pub async fn drain(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    sender: &str,
+    backlog: usize,
+    connections: usize,
+    scratch: &Path,
+) -> Result<Drain, String> {
+    let broker = ctx.roles.broker.clone();
+    ctx.act(&broker, Action::Stop).await?;
+    let ids = super::load::count(client, sender, connections, backlog, "bench backlog").await;
+    if ids.len() < backlog {
+        return Err(format!("the sender acknowledged {} of {backlog} items with the broker stopped", ids.len()));
+    }
+    let published = || async { ctx.metric(&ctx.roles.sender, OUTBOX_PUBLISHED.series).await };
+    let before = published().await;
+    let url = url::Url::parse(&ctx.roles.broker_url).map_err(|e| format!("the broker's URL: {e}"))?;
+    ctx.act(&broker, Action::Start).await?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
+    let accepting = async {
+        while !opens(&url).await {
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(started.elapsed())
+    };
+    let draining = async {
+        let mut first = None;
+        loop {
+            let now = published().await - before;
+            if now > 0.0 && first.is_none() {
+                first = Some(started.elapsed());
+            }
+            if now >= backlog as f64 {
+                return first.map(|f| (f, started.elapsed()));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (accepting, draining) = tokio::join!(accepting, draining);
+    let accepting = accepting.ok_or("the broker did not accept AMQP connections within 300 s")?;
+    let (first, done) = draining.ok_or("the backlog did not drain within 300 s")?;
+    // Wait for the outbox gauge too: published counts only committed deletes.
+    while ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await > 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds = (done - first).as_secs_f64();
+    let reference = perf_producer(ctx, Duration::from_secs_f64(seconds.ceil().max(2.0)), scratch).await?;
+    Ok(Drain {
+        backlog,
+        broker_accepting: accepting,
+        relay_sending: first.saturating_sub(accepting),
+        rate: backlog as f64 / seconds.max(1e-3),
+        reference,
+        ids,
+    })
+}
+
+/// Whether the broker completes an AMQP open with the app's credentials.
+async fn opens(url: &url::Url) -> bool {
+    let open = async {
+        let mut connection = fe2o3_amqp::Connection::open("apphost-bench-probe", url.clone()).await.ok()?;
+        let _ = connection.close().await;
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(1), open).await.is_ok_and(|o| o.is_some())
+}
+
+/// Durable messages a second `artemis perf producer` sends over AMQP to the
+/// broker for about as long as the drain took, of the size of the sender's
+/// events, with as many unsettled as the relay allows (256). Its queue is
+/// deleted after.
+async fn perf_producer(ctx: &Ctx, duration: Duration, scratch: &Path) -> Result<f64, String> {
+    let url = url::Url::parse(&ctx.roles.broker_url).map_err(|e| format!("the broker's URL: {e}"))?;
+    let home = local_install::artemis_home().map_err(|e| e.to_string())?;
+    let artemis = home.join("bin/artemis");
+    // Credentials in an owner-only argument file (picocli's @file): never on a command line.
+    let args = scratch.join("artemis-credentials");
+    let credentials = format!("--user={}\n--password={}\n", url.username(), url.password().unwrap_or_default());
+    crate::statedir::write_private(&args, credentials.as_bytes()).map_err(|e| format!("{}: {e}", args.display()))?;
+    let json = scratch.join("perf.json");
+    let amqp = format!("amqp://127.0.0.1:{}", url.port().unwrap_or(5672));
+    let output = tokio::process::Command::new(&artemis)
+        .args(["perf", "producer"])
+        .arg(format!("@{}", args.display()))
+        .args(["--protocol", "AMQP", "--url", &amqp, "--persistent", "--silent"])
+        .args(["--duration", &duration.as_secs().to_string(), "--max-pending", "256", "--message-size", "200"])
+        .arg("--json")
+        .arg(&json)
+        .arg("queue://apphost-bench-reference")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", artemis.display()))?;
+    let _ = delete_queue(ctx, &artemis, &args).await;
+    if !output.status.success() {
+        return Err(format!("artemis perf producer failed: {}", String::from_utf8_lossy(&output.stdout).trim()));
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+        .map_err(|e| format!("artemis perf producer's report: {e}"))?;
+    let summary = report.as_array().and_then(|samples| samples.iter().find(|s| s["sampleType"] == "summary"));
+    let completed =
+        summary.and_then(|s| s["totalCompleted"].as_f64()).ok_or("artemis perf producer gave no summary")?;
+    Ok(completed / duration.as_secs_f64())
+}
+
+async fn delete_queue(ctx: &Ctx, artemis: &Path, args: &Path) -> Result<(), String> {
+    let core = ctx
+        .supervisor
+        .snapshot()
+        .into_iter()
+        .find(|s| s.name == ctx.roles.broker || s.resource == ctx.roles.broker)
+        .and_then(|s| s.endpoints.iter().find(|e| e.name == "core").map(|e| e.url.clone()))
+        .ok_or("the broker has no core endpoint")?;
+    tokio::process::Command::new(artemis)
+        .args(["queue", "delete"])
+        .arg(format!("@{}", args.display()))
+        .args(["--url", &core, "--name", "apphost-bench-reference", "--silent"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
