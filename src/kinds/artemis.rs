@@ -94,17 +94,7 @@ impl ResourceKind for Artemis {
         let broker = at.files.join("broker");
         let (core, amqp) = (instance.port("core"), instance.port("amqp"));
         let (user_name, password) = (user(&instance.resource), instance.password.clone().unwrap_or_default());
-        let mut create = vec!["create".to_owned(), broker.display().to_string()];
-        create.extend(["--user".into(), user(&instance.resource)]);
-        // A throwaway password on `artemis create`'s command line (which other
-        // users can read in /proc); the real one goes into the users file
-        // before every start, readable by its owner alone.
-        create.extend(["--password".into(), uuid::Uuid::new_v4().simple().to_string()]);
-        create.extend(
-            ["--require-login", "--silent", "--no-web", "--nio", "--no-autotune", "--java-memory", "512M"]
-                .map(str::to_owned),
-        );
-        create.extend(["--no-hornetq-acceptor", "--no-mqtt-acceptor", "--no-stomp-acceptor"].map(str::to_owned));
+        let create = create_args(&broker, &user(&instance.resource));
         Ok(Launch {
             program: broker.join("bin/artemis"),
             args: vec!["run".into()],
@@ -153,6 +143,22 @@ impl ResourceKind for Artemis {
     }
 }
 
+/// `artemis create`'s arguments for an instance in `broker` whose user is
+/// `user`. A throwaway password is on its command line (which other users
+/// can read in /proc); the real one goes into the users file before every
+/// start, readable by its owner alone.
+pub(crate) fn create_args(broker: &std::path::Path, user: &str) -> Vec<String> {
+    let mut create = vec!["create".to_owned(), broker.display().to_string()];
+    create.extend(["--user".into(), user.to_owned()]);
+    create.extend(["--password".into(), uuid::Uuid::new_v4().simple().to_string()]);
+    create.extend(
+        ["--require-login", "--silent", "--no-web", "--nio", "--no-autotune", "--java-memory", "512M"]
+            .map(str::to_owned),
+    );
+    create.extend(["--no-hornetq-acceptor", "--no-mqtt-acceptor", "--no-stomp-acceptor"].map(str::to_owned));
+    create
+}
+
 /// `users` (an `artemis-users.properties`) with `user`'s password set to
 /// `password`, in plain text (what Artemis reads when it is not `ENC(…)`).
 fn set_password(users: &str, user: &str, password: &str) -> String {
@@ -166,7 +172,7 @@ fn set_password(users: &str, user: &str, password: &str) -> String {
 }
 
 /// Points the `artemis` (CORE) and `amqp` acceptors of `xml` at loopback ports.
-fn set_acceptor_ports(xml: &str, core: Option<u16>, amqp: Option<u16>) -> String {
+pub(crate) fn set_acceptor_ports(xml: &str, core: Option<u16>, amqp: Option<u16>) -> String {
     let mut xml = xml.to_owned();
     for (name, port) in [("artemis", core), ("amqp", amqp)] {
         let Some(port) = port else { continue };
