@@ -25,6 +25,21 @@ impl Load {
         self.acknowledged.ids()
     }
 
+    /// Adds ids acknowledged to writes made beside the load (a fault's burst)
+    /// to its ledger, so that an hour of them costs no memory either; an id
+    /// that is not a UUID is handed back, to be checked (and fail) in memory.
+    pub(super) fn also_acknowledged(&self, ids: Vec<String>) -> Vec<String> {
+        ids.into_iter()
+            .filter(|id| match uuid::Uuid::parse_str(id) {
+                Ok(uuid) => {
+                    self.acknowledged.push(uuid);
+                    false
+                }
+                Err(_) => true,
+            })
+            .collect()
+    }
+
     /// Stops it; returns (acknowledged ids, refused, of which 503).
     pub(super) async fn finish(self) -> (Vec<String>, usize, usize) {
         self.stop.cancel();

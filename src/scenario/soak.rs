@@ -116,7 +116,8 @@ pub async fn soak(ctx: &Ctx, duration: Duration, path: &Path) -> Report {
                     break;
                 }
             };
-            burst.extend(extra);
+            // The burst's ids join the load's ledger (on disk), not apphost's memory.
+            burst.extend(load.also_acknowledged(extra));
             let recovered = ctx.wait_all_healthy(Duration::from_secs(180)).await;
             faults.push(Fault { at, kind, recovered_after: recovered.then(|| struck.elapsed().as_secs_f64()), note });
             if !recovered {
