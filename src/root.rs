@@ -192,6 +192,7 @@ pub async fn start(
     view: &Arc<LiveStack>,
     say: &impl Fn(&str),
 ) -> miette::Result<RunningApp> {
+    let began = chrono::Utc::now();
     for leftover in reap_leftovers(topology, state).await {
         say(&format!("removed a leftover of an earlier run: {leftover}"));
     }
@@ -221,21 +222,24 @@ pub async fn start(
 
     let mut packages: Vec<String> = topology.resources.iter().filter_map(|r| r.kind.spec().package(r)).collect();
     packages.dedup();
-    let binaries = if packages.is_empty() {
-        HashMap::new()
+    // The build runs while the infrastructure starts: a project's launch waits for its binary.
+    let (binaries_tx, binaries) = tokio::sync::watch::channel(None);
+    let build = if packages.is_empty() {
+        let _ = binaries_tx.send(Some(Arc::new(HashMap::new())));
+        None
     } else {
         if !options.no_build {
-            say(&format!("building {} with cargo", packages.join(", ")));
+            say(&format!("building {} with cargo while the rest starts", packages.join(", ")));
         }
-        let build_log: Arc<str> = "apphost".into();
-        let binaries = build::build(topology.root(), &packages, options.release, options.no_build, |line| {
-            logs.push(&build_log, Stream::Stderr, format!("cargo: {}", line.trim_start()))
-        })
-        .await?;
-        if !options.no_build {
-            say("build finished");
-        }
-        binaries
+        let (root, logs, release, skip) =
+            (topology.root().to_path_buf(), logs.clone(), options.release, options.no_build);
+        Some(tokio::spawn(async move {
+            let build_log: Arc<str> = "apphost".into();
+            build::build(&root, &packages, release, skip, |line| {
+                logs.push(&build_log, Stream::Stderr, format!("cargo: {}", line.trim_start()))
+            })
+            .await
+        }))
     };
 
     let mut runtimes: HashMap<&'static str, Arc<dyn Runtime>> = HashMap::new();
@@ -266,7 +270,14 @@ pub async fn start(
             .await
             .into_diagnostic()?;
     tasks.spawn(api);
-    tasks.spawn(announce_when_healthy(supervisor.clone(), say_owned(logs), root.clone()));
+    let built_at = Arc::new(std::sync::OnceLock::new());
+    tasks.spawn(announce_when_healthy(
+        supervisor.clone(),
+        instances.clone(),
+        (began, built_at.clone()),
+        say_owned(logs),
+        root.clone(),
+    ));
     Session {
         id: session_id,
         pid: std::process::id(),
@@ -283,7 +294,7 @@ pub async fn start(
         topology.name,
         instances.len()
     ));
-    Ok(RunningApp {
+    let app = RunningApp {
         supervisor,
         instances,
         down,
@@ -293,7 +304,29 @@ pub async fn start(
         root,
         tasks,
         name: topology.name.clone(),
-    })
+    };
+    if let Some(build) = build {
+        match build.await {
+            Ok(Ok(built)) => {
+                let _ = built_at.set(chrono::Utc::now());
+                let _ = binaries_tx.send(Some(Arc::new(built)));
+                if !options.no_build {
+                    say("build finished");
+                }
+            }
+            failed => {
+                // What started meanwhile goes again before the compiler's error is shown.
+                drop(binaries_tx);
+                app.teardown(Duration::from_secs(30), std::future::pending(), say).await;
+                return Err(match failed {
+                    Ok(Err(e)) => e.into(),
+                    Err(e) => miette!("the build task failed: {e}"),
+                    Ok(Ok(_)) => unreachable!(),
+                });
+            }
+        }
+    }
+    Ok(app)
 }
 
 impl RunningApp {
@@ -353,6 +386,8 @@ pub fn say_owned(logs: &LogStore) -> impl Fn(&str) + Send + 'static {
 /// Prints the endpoints once everything is healthy (once per run).
 async fn announce_when_healthy(
     supervisor: Arc<Supervisor>,
+    instances: Vec<plan::Instance>,
+    (began, built_at): (chrono::DateTime<chrono::Utc>, Arc<std::sync::OnceLock<chrono::DateTime<chrono::Utc>>>),
     say: impl Fn(&str) + Send + 'static,
     stop: CancellationToken,
 ) {
@@ -363,6 +398,27 @@ async fn announce_when_healthy(
             for s in supervisor.snapshot() {
                 let endpoints: Vec<String> = s.endpoints.iter().map(ToString::to_string).collect();
                 say(&format!("  {:<14} {:<8} {}", s.name, s.runtime, endpoints.join("  ")));
+            }
+            // Where the time went, from the instance ready last back through what it waited for.
+            let waits_for = |name: &str| -> Vec<String> {
+                let Some(me) = instances.iter().find(|i| i.name == name) else { return Vec::new() };
+                let waited: Vec<&str> = me.resource.wait_for.iter().map(|w| w.name.as_str()).collect();
+                instances
+                    .iter()
+                    .filter(|i| waited.contains(&i.resource.name.as_str()))
+                    .map(|i| i.name.clone())
+                    .collect()
+            };
+            let total = (chrono::Utc::now() - began).num_milliseconds() as f64 / 1000.0;
+            let chain = crate::supervisor::chain::critical_chain(&supervisor.history(), began, waits_for);
+            for line in crate::supervisor::chain::describe(total, &chain) {
+                say(&line);
+            }
+            if let Some(at) = built_at.get() {
+                let seconds = (*at - began).num_milliseconds() as f64 / 1000.0;
+                say(&format!(
+                    "  the build of the projects finished at +{seconds:.1} s (it ran while the rest started)"
+                ));
             }
             return;
         }

@@ -30,14 +30,18 @@ use crate::{
 pub struct ProcessRuntime {
     state: StateDir,
     pids: Arc<PidFile>,
-    /// Project package → the binary cargo built for it.
-    binaries: HashMap<String, PathBuf>,
+    /// Project package → the binary cargo built for it, once the build is
+    /// done (it runs while the rest starts); closed if it failed.
+    binaries: Binaries,
     /// The topology's folder: relative commands and working directories start here.
     root: PathBuf,
 }
 
+/// The build's outcome, once there is one.
+pub type Binaries = tokio::sync::watch::Receiver<Option<Arc<HashMap<String, PathBuf>>>>;
+
 impl ProcessRuntime {
-    pub fn new(state: StateDir, binaries: HashMap<String, PathBuf>, root: PathBuf) -> Self {
+    pub fn new(state: StateDir, binaries: Binaries, root: PathBuf) -> Self {
         let pids = Arc::new(PidFile::new(&state));
         Self { state, pids, binaries, root }
     }
@@ -178,7 +182,15 @@ impl Runtime for ProcessRuntime {
     fn start<'a>(&'a self, instance: &'a Instance, out: Output) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
         async move {
             let files = self.files_of(instance);
-            let at = LaunchContext { root: &self.root, binaries: &self.binaries, files: files.clone() };
+            let built = match instance.resource.kind.spec().package(&instance.resource) {
+                None => Arc::default(),
+                Some(_) => {
+                    let mut binaries = self.binaries.clone();
+                    let built = binaries.wait_for(Option::is_some).await.map(|b| b.clone());
+                    built.ok().flatten().ok_or_else(|| StartError::new("the build failed: nothing to start"))?
+                }
+            };
+            let at = LaunchContext { root: &self.root, binaries: &built, files: files.clone() };
             let launch = instance.resource.kind.spec().launch(instance, &at)?;
             let owner = self.prepare(instance, &launch, &files, &out).await?;
             let mut command = Command::new(&launch.program);

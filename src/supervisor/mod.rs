@@ -3,6 +3,7 @@
 //! [`Status`] snapshots and [`Event`]s through [`Supervisor`], the narrow
 //! view the CLI, the control API and the dashboard share.
 
+pub mod chain;
 mod health;
 mod job;
 
