@@ -47,7 +47,9 @@ pub struct RelaySettings {
     /// Delay before retrying a refused row, doubled per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// Reconnect backoff bounds (exponential, with jitter).
+    /// Reconnect backoff bounds (exponential, with jitter). The ceiling is
+    /// low (500 ms): the relay sends within it of the broker accepting
+    /// again, and a refused connection costs the broker nothing.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
 }
@@ -63,7 +65,7 @@ impl Default for RelaySettings {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_max: Duration::from_millis(500),
         }
     }
 }

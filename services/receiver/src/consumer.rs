@@ -73,7 +73,9 @@ impl Consumer {
 
     /// Consumes until `cancel` fires, reconnecting with backoff after any fault.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        // At most half a second between attempts: a broker back is consumed from at once,
+        // and a refused TCP connect costs nothing.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
         while !cancel.is_cancelled() {
             match self.attach().await {
                 Ok((session, mut receiver)) => {
