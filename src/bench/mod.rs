@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 
 use crate::scenario::{Ctx, Report};
 
+mod chart;
 mod drain;
 mod load;
 mod pgbench;
@@ -112,7 +113,8 @@ pub async fn bench(ctx: &Ctx, sender_db_url: &str, startup: Duration, options: &
             if report.lost > 0 {
                 report.failure = Some(format!("{} acknowledged items never reached the receiver", report.lost));
             }
-            let text = markdown(&figures, startup, options);
+            let charts = write_charts(&figures, &options.out);
+            let text = markdown(&figures, startup, options, &charts);
             if let Err(e) = write_section(&options.out, &text) {
                 report.failure = Some(format!("cannot write {}: {e}", options.out.display()));
             } else {
@@ -281,6 +283,29 @@ async fn end_to_end(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<Histogram<u64>, Str
     Ok(histogram)
 }
 
+/// The latency charts, as SVG files beside `out`; their names, for the report.
+fn write_charts(f: &Figures, out: &std::path::Path) -> Vec<(String, String)> {
+    let stem = out.file_stem().map_or("benchmarks".into(), |s| s.to_string_lossy().into_owned());
+    let mut written = Vec::new();
+    type Pick = fn(&OpenLoop) -> &Histogram<u64>;
+    let charts: [(&str, &str, Pick); 2] = [
+        ("end-to-end", "end to end (insert → receiver's transaction), by percentile", |r| &r.end_to_end),
+        ("post", "`POST` answer from when it was due, by percentile", |r| &r.http),
+    ];
+    for (name, title, of) in charts {
+        let series: Vec<(String, &Histogram<u64>)> =
+            f.open.iter().map(|r| (format!("{:.0} POST/s offered", r.offered), of(r))).collect();
+        let file = format!("{stem}-{name}.svg");
+        let svg = chart::latency_by_percentile(&series, &title.replace('`', ""));
+        if let Ok(svg) = svg
+            && std::fs::write(out.with_file_name(&file), svg).is_ok()
+        {
+            written.push((title.to_owned(), file));
+        }
+    }
+    written
+}
+
 const BEGIN: &str = "<!-- apphost bench: begin (written by `apphost bench`; edits here are replaced) -->";
 const END: &str = "<!-- apphost bench: end -->";
 
@@ -335,7 +360,7 @@ fn cpu_row(label: &str, cpu: &BTreeMap<String, f64>, columns: &[String]) -> Stri
     format!("| {label} | {} |\n", cells.join(" | "))
 }
 
-fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
+fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, String)]) -> String {
     use std::fmt::Write;
     let reference = median(&f.pgbench);
     let closed = median(&f.closed);
@@ -420,6 +445,9 @@ fn markdown(f: &Figures, startup: Duration, o: &Options) -> String {
     let _ = writeln!(s, "Open-loop runs that could not send on time or failed requests:");
     for r in &f.open {
         let _ = writeln!(s, "- {:.0}/s: {} not sent on time, {} failed", r.offered, r.not_sent, r.failed);
+    }
+    for (title, file) in charts {
+        let _ = writeln!(s, "\n{title}:\n\n![{}]({file})", title.replace('`', ""));
     }
     let mut columns: Vec<String> = f.closed_cpu.keys().cloned().collect();
     for r in &f.open {
