@@ -99,6 +99,12 @@ pub async fn build(
     for package in packages {
         command.args(["-p", package]);
     }
+    // In apphost's own workspace (the demo), apphost depends on the services: with it in the
+    // selection, this build resolves the same features as `cargo run -p apphost` did, so every
+    // dependency compiled for apphost is reused, not compiled again with other features.
+    if metadata.packages.iter().any(|p| p.name == env!("CARGO_PKG_NAME")) && !packages.iter().any(|p| p == "apphost") {
+        command.args(["-p", env!("CARGO_PKG_NAME")]);
+    }
     let mut child = command.spawn().map_err(|e| BuildError::Cargo(e.to_string()))?;
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
     while let Ok(Some(line)) = lines.next_line().await {
