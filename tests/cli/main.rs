@@ -865,3 +865,31 @@ async fn the_benchmark_runs_quick_and_writes_its_figures() {
     assert!(numbers.len() == 2 && numbers[0] > 0 && numbers[0] == numbers[1], "{line}");
     assert!(!state.join("session.json").exists() && !state.join("run").exists(), "bench tears down");
 }
+
+/// `cargo run -p apphost` and apphost's build of the services (`-p sender -p
+/// receiver -p apphost`) must resolve the same features for every package,
+/// or a fresh clone compiles the shared dependencies twice.
+#[test]
+fn apphost_and_its_build_of_the_services_resolve_the_same_features() {
+    let tree = |packages: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO"));
+        command.current_dir(helpers::workspace()).args(["tree", "--offline", "-e", "normal,build"]);
+        for p in packages {
+            command.args(["-p", p]);
+        }
+        let out = command.args(["--prefix", "none", "--format", "{p} [{f}]"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Each package once, with its features; cargo marks repeats with (*).
+        let mut lines: Vec<String> =
+            text.lines().map(|l| l.trim_end_matches(" (*)").to_owned()).filter(|l| !l.is_empty()).collect();
+        lines.sort();
+        lines.dedup();
+        lines
+    };
+    let alone = tree(&["apphost"]);
+    let with_services = tree(&["apphost", "sender", "receiver"]);
+    let only_in = |a: &[String], b: &[String]| a.iter().filter(|l| !b.contains(l)).cloned().collect::<Vec<_>>();
+    assert_eq!(only_in(&with_services, &alone), Vec::<String>::new(), "features differ");
+    assert_eq!(only_in(&alone, &with_services), Vec::<String>::new(), "features differ");
+}
