@@ -22,6 +22,7 @@ mod drain;
 mod load;
 mod pgbench;
 mod startup;
+mod sustained;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -37,6 +38,8 @@ pub struct Options {
     pub fractions: Vec<f64>,
     /// Items written with the broker stopped, for the drain.
     pub backlog: usize,
+    /// How long the sustained runs last (ours, then the seed's settings).
+    pub sustained: Duration,
     /// The command line that produced the report, for its readers.
     pub command: String,
     /// `release` or `debug`: how the services were built.
@@ -54,6 +57,7 @@ impl Options {
                 connections: 4,
                 fractions: vec![0.05],
                 backlog: 1000,
+                sustained: Duration::from_secs(5),
                 command,
                 profile,
             }
@@ -65,6 +69,7 @@ impl Options {
                 connections: 32,
                 fractions: vec![0.25, 0.5],
                 backlog: 16_000,
+                sustained: Duration::from_secs(300),
                 command,
                 profile,
             }
@@ -96,16 +101,24 @@ struct Figures {
     drains: Vec<(f64, f64, f64, f64)>,
     /// Seconds one broker alone took to be active, per run.
     broker_alone: Vec<f64>,
+    /// Sustained load with the stack's settings, then with the seed's.
+    sustained: Option<(sustained::Sustained, sustained::Sustained)>,
     acknowledged: usize,
     delivered: usize,
 }
 
 /// Runs the benchmark on the started stack in `ctx`. `startup` is how long
 /// the stack took from `apphost` starting to all healthy.
-pub async fn bench(ctx: &Ctx, sender_db_url: &str, startup: Duration, options: &Options) -> Report {
+pub async fn bench(
+    ctx: &Ctx,
+    instances: &[crate::plan::Instance],
+    sender_db_url: &str,
+    startup: Duration,
+    options: &Options,
+) -> Report {
     let began = Instant::now();
     let mut report = Report { scenario: "bench".into(), ..Default::default() };
-    match measure(ctx, sender_db_url, options, &mut report).await {
+    match measure(ctx, instances, sender_db_url, options, &mut report).await {
         Ok(figures) => {
             report.acknowledged = figures.acknowledged;
             report.delivered = figures.delivered;
@@ -127,7 +140,13 @@ pub async fn bench(ctx: &Ctx, sender_db_url: &str, startup: Duration, options: &
     report
 }
 
-async fn measure(ctx: &Ctx, sender_db_url: &str, options: &Options, report: &mut Report) -> Result<Figures, String> {
+async fn measure(
+    ctx: &Ctx,
+    instances: &[crate::plan::Instance],
+    sender_db_url: &str,
+    options: &Options,
+    report: &mut Report,
+) -> Result<Figures, String> {
     let sender = ctx.url(&ctx.roles.sender)?;
     let client = ctx.client().clone();
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
@@ -203,6 +222,29 @@ async fn measure(ctx: &Ctx, sender_db_url: &str, options: &Options, report: &mut
     }
     drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     figures.drain = (!drains.is_empty()).then(|| drains.swap_remove(drains.len() / 2));
+    let rate = (reference * 0.6).max(1.0).round();
+    let ours = sustained::run(ctx, &client, &sender, rate, options.sustained).await?;
+    report.notes.push(format!(
+        "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
+        options.sustained.as_secs(),
+        ours.end_to_end,
+        ours.pending_max
+    ));
+    await_delivery(ctx, &ours.ids, Duration::from_secs(300)).await?;
+    all_ids.extend(ours.ids.iter().copied());
+    let sender_instance = instances
+        .iter()
+        .find(|i| i.resource.name == ctx.roles.sender)
+        .ok_or("no sender instance to run with the seed's settings")?;
+    let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.sustained).await?;
+    report.notes.push(format!(
+        "sustained {rate:.0}/s with the seed's relay settings: {:.0}/s end to end, outbox pending at most {:.0}",
+        seed.end_to_end, seed.pending_max
+    ));
+    // What the seed's relay left behind, the stack's own sender relays now.
+    await_delivery(ctx, &seed.ids, Duration::from_secs(600)).await?;
+    all_ids.extend(seed.ids.iter().copied());
+    figures.sustained = Some((ours, seed));
     figures.acknowledged = all_ids.len();
     figures.delivered = delivered(ctx, &all_ids).await?;
     Ok(figures)
@@ -426,6 +468,31 @@ fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, Stri
             s,
             "| broker back → relay sending | {sending:.2} s after the broker accepts AMQP connections | the broker \
              alone: started → accepting AMQP connections in {accepting:.1} s | — | ≤ 1 s |"
+        );
+    }
+    if let Some((ours, seed)) = &f.sustained {
+        let _ = writeln!(
+            s,
+            "| sustained end-to-end rate, {:.0} POST/s offered (0.6 × `pgbench`) for {} s | {:.0} items/s; outbox pending \
+             at most {:.0}, {:.0} when the load ended | `pgbench`: {reference:.0} tps | {:.2} | ≥ 0.6 |",
+            ours.offered,
+            o.sustained.as_secs(),
+            ours.end_to_end,
+            ours.pending_max,
+            ours.pending_end,
+            ours.end_to_end / reference.max(1e-9)
+        );
+        let settings: Vec<String> = sustained::SEED.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        let _ = writeln!(
+            s,
+            "| the same with the seed's relay settings ({}) | {:.0} items/s; outbox pending at most {:.0}, {:.0} when \
+             the load ended | the stack's settings: {:.0} items/s | speed-up {:.2} | — |",
+            settings.join(" "),
+            seed.end_to_end,
+            seed.pending_max,
+            seed.pending_end,
+            ours.end_to_end,
+            ours.end_to_end / seed.end_to_end.max(1e-9)
         );
     }
     let alone = median(&f.broker_alone);

@@ -142,7 +142,7 @@ pub async fn test(
                     Pick::Soak { duration, report } => crate::scenario::soak(&ctx, *duration, report).await,
                     Pick::Bench(options) => {
                         let sender_db = connection(&ctx.roles.sender_db);
-                        crate::bench::bench(&ctx, &sender_db, startup, options).await
+                        crate::bench::bench(&ctx, &app.instances, &sender_db, startup, options).await
                     }
                 }
             };

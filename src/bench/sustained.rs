@@ -1,0 +1,116 @@
+//! Sustained throughput: open-loop load at a fixed share of the `pgbench`
+//! figure for minutes, the end-to-end rate the receiver keeps up with and
+//! whether the outbox's backlog grows; then the same with the seed's relay
+//! settings (a sender started by hand with the same variables, as a user
+//! could), for the speed-up over it.
+
+use std::time::{Duration, Instant};
+
+use contracts::metrics::OUTBOX_PENDING;
+use dashboard::Action;
+
+use crate::scenario::Ctx;
+
+/// The relay settings the project started from.
+pub const SEED: [(&str, &str); 3] =
+    [("OUTBOX_POLL_INTERVAL", "5s"), ("OUTBOX_BATCH_SIZE", "50"), ("OUTBOX_MAX_IN_FLIGHT", "1")];
+
+pub struct Sustained {
+    pub offered: f64,
+    /// Items the receiver stored a second, over the run (until all were in, or the limit).
+    pub end_to_end: f64,
+    /// The outbox's pending rows: the most seen, and at the end of the load.
+    pub pending_max: f64,
+    pub pending_end: f64,
+    pub ids: Vec<uuid::Uuid>,
+}
+
+/// `rate` POSTs a second for `duration`; the rate items reached the
+/// receiver, counted until every one had (or twice the duration).
+pub async fn run(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    sender: &str,
+    rate: f64,
+    duration: Duration,
+) -> Result<Sustained, String> {
+    let began = Instant::now();
+    // Sampled beside the load, never in its way: both are polled by the same join.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let load = async {
+        let run = super::load::open(client, sender, rate, duration, 8192, "bench sustained").await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        run
+    };
+    let sampler = async {
+        let mut most: f64 = 0.0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            most = most.max(ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        most
+    };
+    let (run, pending_max) = tokio::join!(load, sampler);
+    let pending_end = ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await;
+    // Delivered within the load's time and as long again at most: a pipeline that keeps up
+    // is done moments after the load; one that does not shows a lower rate.
+    let limit = began + duration * 2;
+    while super::delivered(ctx, &run.ids).await? < run.ids.len() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let delivered = super::delivered(ctx, &run.ids).await?;
+    let pending_max = pending_max.max(pending_end);
+    Ok(Sustained { offered: rate, end_to_end: delivered as f64 / seconds, pending_max, pending_end, ids: run.ids })
+}
+
+/// The same run against a sender started by hand with the stack's variables
+/// and the seed's relay settings; the stack's own sender is back after.
+pub async fn seed(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    sender: &str,
+    instance: &crate::plan::Instance,
+    rate: f64,
+    duration: Duration,
+) -> Result<Sustained, String> {
+    let name = instance.name.clone();
+    let pid = ctx
+        .supervisor
+        .snapshot()
+        .into_iter()
+        .find(|s| s.name == name)
+        .and_then(|s| s.id?.strip_prefix("pid ")?.parse::<u32>().ok())
+        .ok_or("the sender runs as no process this benchmark can start again by hand")?;
+    let binary = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("the sender's binary: {e}"))?;
+    ctx.act(&name, Action::Stop).await?;
+    let mut by_hand = tokio::process::Command::new(&binary);
+    by_hand.envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).envs(SEED);
+    by_hand.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    by_hand.process_group(0).kill_on_drop(true);
+    let mut child = by_hand.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?;
+    let result = async {
+        let ready = Instant::now() + Duration::from_secs(60);
+        while !client.get(format!("{sender}/health/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if Instant::now() > ready {
+                return Err("the sender started by hand was not ready within 60 s".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        run(ctx, client, sender, rate, duration).await
+    }
+    .await;
+    // Whatever it left in its outbox, the stack's own sender relays.
+    if let Some(pid) = child.id() {
+        // SAFETY: a group this benchmark made for the child it started, which it still holds.
+        unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let _ = child.kill().await;
+    ctx.act(&name, Action::Start).await?;
+    let healthy = Instant::now() + Duration::from_secs(120);
+    while !ctx.supervisor.all_healthy() && Instant::now() < healthy {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    result
+}
