@@ -108,9 +108,8 @@ pub async fn seed(
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     let _ = child.kill().await;
     ctx.act(&name, Action::Start).await?;
-    let healthy = Instant::now() + Duration::from_secs(120);
-    while !ctx.supervisor.all_healthy() && Instant::now() < healthy {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if !ctx.wait_all_healthy(Duration::from_secs(120)).await {
+        return Err(format!("`{name}` was not healthy again within 120 s of the seed's run"));
     }
     result
 }

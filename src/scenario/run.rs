@@ -90,7 +90,7 @@ impl Ctx {
     }
 
     /// Whether every instance became healthy within `limit`.
-    pub(super) async fn wait_all_healthy(&self, limit: Duration) -> bool {
+    pub(crate) async fn wait_all_healthy(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while !self.supervisor.all_healthy() {
             if Instant::now() > deadline {
