@@ -203,6 +203,8 @@ impl Inner {
         let (current, previous) = (dir.join(format!("{name}.jsonl")), dir.join(format!("{name}.1.jsonl")));
         match create(&current) {
             Ok(file) => Ring {
+                // Its full size from the start (a few KiB): a ring filling up is not growth.
+                memory: VecDeque::with_capacity(self.recent),
                 journal: Some(Journal {
                     current,
                     previous,

@@ -85,6 +85,9 @@ pub struct Status {
     pub id: Option<String>,
 }
 
+/// Events kept (the oldest go first).
+const HISTORY: usize = 1000;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub at: DateTime<Utc>,
@@ -131,7 +134,7 @@ impl Shared {
     pub(crate) fn event(&self, resource: &str, message: impl Into<String>) {
         let event = Event { at: Utc::now(), resource: resource.to_owned(), message: message.into() };
         let mut history = self.history.lock().expect("event lock");
-        if history.len() == 1000 {
+        if history.len() == HISTORY {
             history.pop_front();
         }
         history.push_back(event.clone());
@@ -180,7 +183,8 @@ impl Supervisor {
             order: instances.iter().map(|i| i.name.clone()).collect(),
             statuses: RwLock::new(statuses),
             version,
-            history: Mutex::default(),
+            // Its full size from the start: a history filling up is not apphost's memory growing.
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             recorded: Default::default(),
             running: Mutex::default(),
         });
