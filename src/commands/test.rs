@@ -80,6 +80,8 @@ pub async fn test(
     say(&format!("resource output: {}", output_path.display()));
 
     let began_startup = std::time::Instant::now();
+    // Listened for before the start, so that a Ctrl-C while it runs is answered by the teardown.
+    let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let app = start(&topology, &state, &options, &logs, &LiveStack::new(logs.clone()), &say).await?;
     let mut roles = roles;
     // What the scenarios reach directly, as the planner wired it for the services.
@@ -95,7 +97,6 @@ pub async fn test(
     if let Some(db) = database_of(&topology, &roles.receiver) {
         roles.receiver_db_url = connection(&db);
     }
-    let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut reports = Vec::new();
     let mut interrupted = false;
     // Healthy, or a resource failed for good: then say so at once instead of waiting out the limit.

@@ -131,10 +131,12 @@ async fn run(
 ) -> miette::Result<ExitCode> {
     // One view of the app: the dashboard (shown from before the build) and the control API read it.
     let view = ui.as_ref().map_or_else(|| LiveStack::new(logs.clone()), |ui| ui.stack.clone());
-    let app = start(topology, state, &options, logs, &view, say).await?;
+    // Listened for before the start: a signal while it runs (the build goes on after the
+    // session is visible to `ps`) is kept, and answered by the teardown once it returns.
     let mut interrupt = signal(SignalKind::interrupt()).into_diagnostic()?;
     let mut terminate = signal(SignalKind::terminate()).into_diagnostic()?;
     let mut hangup = signal(SignalKind::hangup()).into_diagnostic()?;
+    let app = start(topology, state, &options, logs, &view, say).await?;
     let ui_ended = async {
         match ui.as_mut().and_then(|ui| ui.task.as_mut()) {
             Some(task) => task.await,
