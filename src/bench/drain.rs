@@ -51,7 +51,7 @@ pub async fn drain(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
     let accepting = async {
-        while !opens(&url).await {
+        while !crate::supervisor::health::opens("apphost-bench-probe", url.clone(), Duration::from_secs(1)).await {
             if Instant::now() > deadline {
                 return None;
             }
@@ -92,16 +92,6 @@ pub async fn drain(
         reference,
         ids,
     })
-}
-
-/// Whether the broker completes an AMQP open with the app's credentials.
-async fn opens(url: &url::Url) -> bool {
-    let open = async {
-        let mut connection = fe2o3_amqp::Connection::open("apphost-bench-probe", url.clone()).await.ok()?;
-        let _ = connection.close().await;
-        Some(())
-    };
-    tokio::time::timeout(Duration::from_secs(1), open).await.is_ok_and(|o| o.is_some())
 }
 
 /// Durable messages a second `artemis perf producer` sends over AMQP to the

@@ -103,7 +103,8 @@ async fn amqp_opens(instance: &Instance, port: u16, limit: Duration) -> bool {
     opens(&format!("apphost-health-{}", instance.name), url, limit).await
 }
 
-async fn opens(container_id: &str, url: url::Url, limit: Duration) -> bool {
+/// Whether an AMQP open to `url` completes within `limit` (the broker's health; the benchmark's too).
+pub(crate) async fn opens(container_id: &str, url: url::Url, limit: Duration) -> bool {
     let open = async {
         let mut connection = fe2o3_amqp::Connection::open(container_id.to_owned(), url).await.ok()?;
         let _ = connection.close().await;

@@ -4,7 +4,7 @@
 //! view the CLI, the control API and the dashboard share.
 
 pub mod chain;
-mod health;
+pub(crate) mod health;
 mod job;
 
 use std::{
