@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use sqlx::Connection;
 use testkit::{Postgres, eventually};
 
 use crate::helpers::{TestApp, dead_broker};
@@ -74,7 +75,8 @@ async fn concurrent_requests_with_one_key_never_both_write() {
 async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_item() {
     let pg = Postgres::start_private();
     let db = pg.fresh_database().await;
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", db.rsplit_once('/').unwrap().0)).await.unwrap();
+    let admin_url = format!("{}/postgres", db.rsplit_once('/').unwrap().0);
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
     // testkit's servers skip synchronous commit for speed; this database waits as a real one does.
     let name = db.rsplit('/').next().unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} SET synchronous_commit = on")))
@@ -87,6 +89,28 @@ async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_i
         sqlx::query("SELECT pg_reload_conf()").execute(&admin).await.unwrap();
     };
     standby("SET synchronous_standby_names = 'nobody'").await;
+    // The checkpointer decides whether commits wait, when the reload reaches
+    // it, some time after pg_reload_conf() returns: a probe's commit shows it
+    // (a row, not a temporary table: dropping that at exit is a second commit,
+    // which waits for the standby after the probe is terminated).
+    sqlx::query("CREATE TABLE probe (n int)").execute(&admin).await.unwrap();
+    eventually("commits to wait for the standby", Duration::from_secs(20), || async {
+        let mut probe = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+        sqlx::query("SET synchronous_commit = on").execute(&mut probe).await.ok()?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut probe).await.ok()?;
+        let commit = tokio::spawn(async move { sqlx::query("INSERT INTO probe VALUES (1)").execute(&mut probe).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held: Result<bool, _> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep')",
+        )
+        .bind(pid)
+        .fetch_one(&admin)
+        .await;
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&admin).await.unwrap();
+        let _ = commit.await;
+        held.ok()?.then_some(())
+    })
+    .await;
     let body = r#"{"name":"maybe","value":3}"#;
     let post = tokio::spawn({
         let client = reqwest::Client::new();
