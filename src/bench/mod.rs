@@ -84,10 +84,26 @@ struct OpenLoop {
     end_to_end: Histogram<u64>,
     lag_p50: Option<f64>,
     lag_p99: Option<f64>,
+    /// Each stage of a message's time: its label, p50 and p99 in seconds.
+    stages: Vec<(&'static str, Option<f64>, Option<f64>)>,
     cpu: BTreeMap<String, f64>,
     not_sent: usize,
     failed: usize,
 }
+
+/// The stages of a message's time (`docs/contracts.md`): label, histogram,
+/// and whether the receiver (not the sender) exports it.
+const STAGES: [(&str, contracts::metrics::Metric, bool); 6] = {
+    use contracts::metrics::*;
+    [
+        ("waiting in the outbox", OUTBOX_WAIT_SECONDS, false),
+        ("relay send (credit, in-flight window)", OUTBOX_SEND_SECONDS, false),
+        ("broker accept", OUTBOX_ACCEPT_SECONDS, false),
+        ("relay send → the receiver has it", RECEIVER_DELIVERY_SECONDS, true),
+        ("receiver batch wait", RECEIVER_BATCH_WAIT_SECONDS, true),
+        ("receiver commit", RECEIVER_COMMIT_SECONDS, true),
+    ]
+};
 
 /// The figures and the checks behind them.
 #[derive(Default)]
@@ -172,12 +188,26 @@ async fn measure(
         let mut runs = Vec::new();
         for run in 0..options.runs {
             let metrics_before = ctx.scrape(&ctx.roles.sender).await;
+            let receiver_before = ctx.scrape(&ctx.roles.receiver).await;
             let before = cpu(ctx).await;
             let result = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
             let cpu = cpu_since(ctx, &before, result.seconds).await;
             await_delivery(ctx, &result.ids, Duration::from_secs(120)).await?;
             let metrics = ctx.scrape(&ctx.roles.sender).await;
+            let receiver_metrics = ctx.scrape(&ctx.roles.receiver).await;
             let lag = |q| metrics.quantile_since(&metrics_before, contracts::metrics::OUTBOX_LAG_SECONDS.series, q);
+            let stages = STAGES
+                .iter()
+                .map(|(label, metric, at_receiver)| {
+                    let (now, then) =
+                        if *at_receiver { (&receiver_metrics, &receiver_before) } else { (&metrics, &metrics_before) };
+                    (
+                        *label,
+                        now.quantile_since(then, metric.series, 0.5),
+                        now.quantile_since(then, metric.series, 0.99),
+                    )
+                })
+                .collect();
             let end_to_end = end_to_end(ctx, &result.ids).await?;
             report.notes.push(format!(
                 "open loop {offered:.0}/s run {}: HTTP p99 {:.1} ms, end to end p99 {:.1} ms",
@@ -191,6 +221,7 @@ async fn measure(
                 end_to_end,
                 lag_p50: lag(0.5),
                 lag_p99: lag(0.99),
+                stages,
                 cpu,
                 not_sent: result.not_sent,
                 failed: result.failed,
@@ -516,6 +547,25 @@ fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, Stri
     for (title, file) in charts {
         let _ = writeln!(s, "\n{title}:\n\n![{}]({file})", title.replace('`', ""));
     }
+    if let Some(first) = f.open.first() {
+        let _ = writeln!(s, "\n### Where a message's time goes (open loop, p50 / p99 of each stage)\n");
+        let rates: Vec<String> = f.open.iter().map(|r| format!("{:.0} POST/s", r.offered)).collect();
+        let _ = writeln!(s, "| stage | {} |", rates.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(rates.len()));
+        for (i, (label, _, _)) in first.stages.iter().enumerate() {
+            let cells: Vec<String> = f
+                .open
+                .iter()
+                .map(|r| format!("{} / {}", seconds_as_ms(r.stages[i].1), seconds_as_ms(r.stages[i].2)))
+                .collect();
+            let _ = writeln!(s, "| {label} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(
+            s,
+            "\nEach stage's own histogram over the run (`docs/contracts.md`, \"Where a message's time goes\"); \
+             percentiles of stages do not add up to the percentile of the whole."
+        );
+    }
     let mut columns: Vec<String> = f.closed_cpu.keys().cloned().collect();
     for r in &f.open {
         columns.extend(r.cpu.keys().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
@@ -544,7 +594,7 @@ fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, Stri
         s,
         "- End to end is per item, from the receiver's database: `received_at - created_at` (the receiver's and the \
          sender's transaction times), in an HDR histogram. Outbox lag is the sender's `outbox_lag_seconds` histogram \
-         over the run, interpolated inside its buckets (1, 2.5, 5, 10, 25, 50 ms, …)."
+         over the run, interpolated inside its buckets (…, 5, 7.5, 10, 15, 20, 25, 35, 50 ms, …)."
     );
     s
 }

@@ -859,6 +859,11 @@ async fn the_benchmark_runs_quick_and_writes_its_figures() {
     {
         assert!(report.contains(wanted), "no `{wanted}` in:\n{report}");
     }
+    // Each stage of a message's time has figures, from both services.
+    for stage in ["| waiting in the outbox |", "| broker accept |", "| receiver batch wait |", "| receiver commit |"] {
+        let row = report.lines().find(|l| l.starts_with(stage)).unwrap_or_else(|| panic!("no {stage} in:\n{report}"));
+        assert!(row.contains(" ms / ") && row.ends_with(" ms |"), "{row}");
+    }
     // Every acknowledged item was found at the receiver, and there were some.
     let line = report.lines().find(|l| l.starts_with("Every acknowledged item")).unwrap();
     let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();

@@ -39,6 +39,13 @@ pub const OUTBOX_PUBLISH_FAILURES: Metric =
     counter!("outbox_publish_failures", "sends not accepted by the broker, by outcome");
 pub const OUTBOX_DEAD_LETTERED: Metric = counter!("outbox_dead_lettered", "rows given up on after the retry limit");
 pub const OUTBOX_LAG_SECONDS: Metric = histogram!("outbox_lag_seconds", "outbox insert to broker Accepted");
+/// Where a message's time goes, stage by stage (`docs/contracts.md`, "Where a message's time goes").
+pub const OUTBOX_WAIT_SECONDS: Metric =
+    histogram!("outbox_wait_seconds", "outbox insert to the relay claiming the row");
+pub const OUTBOX_SEND_SECONDS: Metric =
+    histogram!("outbox_send_seconds", "relay claim to the message handed to the AMQP link (credit, in-flight window)");
+pub const OUTBOX_ACCEPT_SECONDS: Metric =
+    histogram!("outbox_accept_seconds", "message handed to the link to the relay seeing the broker's Accepted");
 pub const OUTBOX_BROKER_CONNECTED: Metric =
     gauge!("outbox_broker_connected", "1 when the relay holds a live link to the broker");
 
@@ -47,6 +54,12 @@ pub const RECEIVER_DUPLICATES: Metric = counter!("receiver_duplicates", "deliver
 pub const RECEIVER_REJECTED: Metric = counter!("receiver_rejected", "poison messages sent to the DLQ");
 pub const RECEIVER_END_TO_END_SECONDS: Metric =
     histogram!("receiver_end_to_end_seconds", "outbox insert (created_at) to receiver commit");
+pub const RECEIVER_DELIVERY_SECONDS: Metric =
+    histogram!("receiver_delivery_seconds", "relay send (sent_at) to the receiver holding the message");
+pub const RECEIVER_BATCH_WAIT_SECONDS: Metric =
+    histogram!("receiver_batch_wait_seconds", "message received to its batch's store beginning");
+pub const RECEIVER_COMMIT_SECONDS: Metric =
+    histogram!("receiver_commit_seconds", "batch store beginning to its commit returning");
 pub const RECEIVER_BROKER_CONNECTED: Metric =
     gauge!("receiver_broker_connected", "1 when the receiver holds a live link");
 

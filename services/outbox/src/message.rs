@@ -12,6 +12,9 @@ use uuid::Uuid;
 pub const DUPLICATE_ID_PROPERTY: &str = "_AMQ_DUPL_ID";
 pub const CREATED_AT_PROPERTY: &str = "created_at";
 pub const TRACEPARENT_PROPERTY: &str = "traceparent";
+/// When the relay handed this copy to the link (RFC 3339, µs): where the
+/// receiver's share of a message's time begins.
+pub const SENT_AT_PROPERTY: &str = "sent_at";
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// One outbox row as the relay reads it.

@@ -2,8 +2,9 @@
 //! shared by all its relays.
 
 use contracts::metrics::{
-    OUTBOX_BROKER_CONNECTED, OUTBOX_DEAD_LETTERED, OUTBOX_LAG_SECONDS, OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING,
-    OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED,
+    OUTBOX_ACCEPT_SECONDS, OUTBOX_BROKER_CONNECTED, OUTBOX_DEAD_LETTERED, OUTBOX_LAG_SECONDS,
+    OUTBOX_OLDEST_PENDING_SECONDS, OUTBOX_PENDING, OUTBOX_PUBLISH_FAILURES, OUTBOX_PUBLISHED, OUTBOX_SEND_SECONDS,
+    OUTBOX_WAIT_SECONDS,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -26,6 +27,10 @@ pub struct OutboxMetrics {
     pub publish_failures: Family<OutcomeLabel, Counter>,
     pub dead_lettered: Counter,
     pub lag: Histogram,
+    /// The stages of the lag: waiting in the outbox, sending, the broker's accept.
+    pub wait: Histogram,
+    pub send: Histogram,
+    pub accept: Histogram,
     pub broker_connected: Gauge,
 }
 
@@ -38,6 +43,9 @@ impl OutboxMetrics {
             publish_failures: Family::default(),
             dead_lettered: Counter::default(),
             lag: latency_histogram(),
+            wait: latency_histogram(),
+            send: latency_histogram(),
+            accept: latency_histogram(),
             broker_connected: Gauge::default(),
         };
         metrics.register(OUTBOX_PENDING.name, OUTBOX_PENDING.help, this.pending.clone());
@@ -50,6 +58,13 @@ impl OutboxMetrics {
         metrics.register(OUTBOX_PUBLISH_FAILURES.name, OUTBOX_PUBLISH_FAILURES.help, this.publish_failures.clone());
         metrics.register(OUTBOX_DEAD_LETTERED.name, OUTBOX_DEAD_LETTERED.help, this.dead_lettered.clone());
         metrics.register(OUTBOX_LAG_SECONDS.name, OUTBOX_LAG_SECONDS.help, this.lag.clone());
+        for (metric, histogram) in [
+            (OUTBOX_WAIT_SECONDS, &this.wait),
+            (OUTBOX_SEND_SECONDS, &this.send),
+            (OUTBOX_ACCEPT_SECONDS, &this.accept),
+        ] {
+            metrics.register(metric.name, metric.help, histogram.clone());
+        }
         metrics.register(OUTBOX_BROKER_CONNECTED.name, OUTBOX_BROKER_CONNECTED.help, this.broker_connected.clone());
         this
     }

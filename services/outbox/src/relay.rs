@@ -16,10 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chrono::Utc;
+use chrono::{SecondsFormat, Utc};
 use fe2o3_amqp::{
     link::{SendError, delivery::DeliveryFut},
-    types::messaging::Outcome,
+    types::{messaging::Outcome, primitives::SimpleValue},
 };
 use service_defaults::{amqp::AmqpError, backoff::Backoff};
 use sqlx::PgPool;
@@ -29,7 +29,7 @@ use tracing::{Instrument, Span};
 use crate::{
     BrokerSettings, OutboxMetrics, Wakeup,
     broker::Link,
-    message::{OutboxRow, to_amqp},
+    message::{OutboxRow, SENT_AT_PROPERTY, TRACEPARENT_PROPERTY, to_amqp},
 };
 
 #[derive(Clone, Debug)]
@@ -165,6 +165,10 @@ impl Relay {
             tx.rollback().await?;
             return Ok(BatchOutcome::default());
         }
+        let claimed = Utc::now();
+        for row in &rows {
+            self.metrics.wait.observe(seconds_between(row.created_at, claimed));
+        }
 
         let span = tracing::debug_span!("outbox.publish_batch", rows = rows.len());
         let (fates, link_error) = self.send_all(&rows).instrument(span).await;
@@ -177,8 +181,7 @@ impl Relay {
             match fate {
                 Fate::Accepted => {
                     accepted.push(row.id);
-                    let lag = (now - row.created_at).to_std().unwrap_or_default();
-                    self.metrics.lag.observe(lag.as_secs_f64());
+                    self.metrics.lag.observe(seconds_between(row.created_at, now));
                 }
                 Fate::Refused { outcome: label, error } => {
                     self.metrics.failure(label);
@@ -254,42 +257,49 @@ impl Relay {
         let send_timeout = self.settings.send_timeout;
         let max_in_flight = self.settings.max_in_flight.max(1);
         let address = self.broker.address.clone();
+        let metrics = self.metrics.clone();
         let link = self.link.as_mut().expect("connected before sending");
         let mut fates: Vec<Option<Fate>> = rows.iter().map(|_| None).collect();
-        let mut in_flight: VecDeque<(usize, Delivery, Span)> = VecDeque::new();
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut link_error: Option<String> = None;
+        let claimed = Instant::now();
 
         for (index, row) in rows.iter().enumerate() {
             while in_flight.len() >= max_in_flight {
-                let (i, delivery, _span) = in_flight.pop_front().expect("non-empty");
-                let fate = settle(delivery, Instant::now() + send_timeout).await;
+                let sent = in_flight.pop_front().expect("non-empty");
+                let index = sent.index;
+                let fate = sent.settle(Instant::now() + send_timeout, &metrics).await;
                 note_link_error(&fate, &mut link_error);
-                fates[i] = Some(fate);
+                fates[index] = Some(fate);
             }
             if link_error.is_some() {
                 break;
             }
             let span = publish_span(row, &address);
             let mut message = to_amqp(row);
-            if let Some(tp) = service_defaults::telemetry::traceparent(&span)
-                && let Some(props) = message.application_properties.as_mut()
-            {
-                props.0.insert(
-                    crate::message::TRACEPARENT_PROPERTY.to_owned(),
-                    fe2o3_amqp::types::primitives::SimpleValue::String(tp),
-                );
+            if let Some(props) = message.application_properties.as_mut() {
+                if let Some(tp) = service_defaults::telemetry::traceparent(&span) {
+                    props.0.insert(TRACEPARENT_PROPERTY.to_owned(), SimpleValue::String(tp));
+                }
+                let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+                props.0.insert(SENT_AT_PROPERTY.to_owned(), SimpleValue::String(now));
             }
             match tokio::time::timeout(send_timeout, link.sender.send_batchable(message)).await {
-                Ok(Ok(delivery)) => in_flight.push_back((index, delivery, span)),
+                Ok(Ok(delivery)) => {
+                    let handed = Instant::now();
+                    metrics.send.observe(handed.duration_since(claimed).as_secs_f64());
+                    in_flight.push_back(InFlight { index, delivery, handed, _span: span });
+                }
                 Ok(Err(e)) => link_error = Some(e.to_string()),
                 Err(_) => link_error = Some(format!("timed out after {send_timeout:?} waiting for credit")),
             }
         }
         let deadline = Instant::now() + send_timeout;
-        for (i, delivery, _span) in in_flight {
-            let fate = settle(delivery, deadline).await;
+        for sent in in_flight {
+            let index = sent.index;
+            let fate = sent.settle(deadline, &metrics).await;
             note_link_error(&fate, &mut link_error);
-            fates[i] = Some(fate);
+            fates[index] = Some(fate);
         }
         let reason = link_error.clone().unwrap_or_default();
         let fates = fates
@@ -348,6 +358,30 @@ impl Relay {
         }
         self.disconnect().await;
     }
+}
+
+/// A message handed to the link whose outcome is still to come.
+struct InFlight {
+    index: usize,
+    delivery: Delivery,
+    handed: Instant,
+    _span: Span,
+}
+
+impl InFlight {
+    /// Its outcome; an Accepted one counts the broker's share of the lag.
+    async fn settle(self, deadline: Instant, metrics: &OutboxMetrics) -> Fate {
+        let fate = settle(self.delivery, deadline).await;
+        if matches!(fate, Fate::Accepted) {
+            metrics.accept.observe(self.handed.elapsed().as_secs_f64());
+        }
+        fate
+    }
+}
+
+/// Seconds from `from` to `to`, 0 if the clock says `to` came first.
+fn seconds_between(from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>) -> f64 {
+    (to - from).to_std().unwrap_or_default().as_secs_f64()
 }
 
 fn note_link_error(fate: &Fate, link_error: &mut Option<String>) {

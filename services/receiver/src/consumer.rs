@@ -57,6 +57,7 @@ pub struct Consumer {
 struct Pending {
     delivery: Message,
     event: Event,
+    received: Instant,
     _span: Span,
 }
 
@@ -162,7 +163,10 @@ impl Consumer {
                         messaging.message.id = %event.message_id,
                     );
                     service_defaults::telemetry::continue_from(&span, event.traceparent.as_deref());
-                    batch.push(Pending { delivery, event, _span: span });
+                    if let Some(sent_at) = event.sent_at {
+                        self.metrics.delivery.observe(seconds_since(sent_at));
+                    }
+                    batch.push(Pending { delivery, event, received: Instant::now(), _span: span });
                     Ok(())
                 }
                 Err(reason) => self.reject(receiver, &delivery, reason).await,
@@ -191,6 +195,10 @@ impl Consumer {
     /// data is retried one message at a time, so only the bad message is rejected.
     async fn commit(&self, receiver: &Receiver, batch: Vec<Pending>, cancel: &CancellationToken) -> Result<(), String> {
         let events: Vec<&Event> = batch.iter().map(|p| &p.event).collect();
+        let storing = Instant::now();
+        for pending in &batch {
+            self.metrics.batch_wait.observe(storing.duration_since(pending.received).as_secs_f64());
+        }
         if cfg!(feature = "accept-before-commit") {
             // Broken on purpose (tests only): the broker forgets the batch before it is stored.
             accept_all(receiver, &batch).await?;
@@ -201,6 +209,7 @@ impl Consumer {
         }
         match self.store_with_retry(&events, cancel).await {
             Commit::Stored(stored) => {
+                self.metrics.commit.observe(storing.elapsed().as_secs_f64());
                 self.tally(&batch, stored);
                 // If this fails the commit stands: the redelivery is absorbed by the inbox.
                 accept_all(receiver, &batch).await
@@ -250,19 +259,22 @@ impl Consumer {
 
     /// Counts a stored batch: new messages as processed, the rest as duplicates.
     fn tally(&self, batch: &[Pending], mut stored: Stored) {
-        let now = Utc::now();
         for pending in batch {
             // `remove`: a message id twice in one batch counts once as new.
             if stored.new.remove(&pending.event.message_id) {
                 self.metrics.processed.inc();
-                let e2e = (now - pending.event.created_at).to_std().unwrap_or_default();
-                self.metrics.end_to_end.observe(e2e.as_secs_f64());
+                self.metrics.end_to_end.observe(seconds_since(pending.event.created_at));
             } else {
                 self.metrics.duplicates.inc();
                 tracing::debug!(message_id = %pending.event.message_id, "duplicate delivery absorbed");
             }
         }
     }
+}
+
+/// Seconds since `then` by the wall clock, 0 if it lies in the future.
+fn seconds_since(then: chrono::DateTime<Utc>) -> f64 {
+    (Utc::now() - then).to_std().unwrap_or_default().as_secs_f64()
 }
 
 async fn accept_all(receiver: &Receiver, batch: &[Pending]) -> Result<(), String> {

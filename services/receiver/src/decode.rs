@@ -15,6 +15,8 @@ pub struct Event {
     pub item: Item,
     /// When the sender wrote the outbox row: the start of end-to-end latency.
     pub created_at: DateTime<Utc>,
+    /// When the relay sent this copy, if the producer says (`sent_at`).
+    pub sent_at: Option<DateTime<Utc>>,
     pub traceparent: Option<String>,
 }
 
@@ -49,10 +51,10 @@ pub fn decode(message: &Message<Body<Value>>) -> Result<Event, String> {
             _ => None,
         })
     };
-    let created_at = property("created_at")
-        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-        .map_or(item.created_at, |t| t.with_timezone(&Utc));
-    Ok(Event { message_id, subject, item, created_at, traceparent: property("traceparent") })
+    let time =
+        |name: &str| property(name).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc));
+    let created_at = time("created_at").unwrap_or(item.created_at);
+    Ok(Event { message_id, subject, item, created_at, sent_at: time("sent_at"), traceparent: property("traceparent") })
 }
 
 fn value_kind(v: &Value) -> &'static str {

@@ -64,6 +64,21 @@ async fn a_thousand_posts_are_all_stored_by_the_receiver() {
     assert_eq!(testkit::metric(&receiver_base, "receiver_processed_total").await, POSTS as f64);
     assert_eq!(testkit::metric(&receiver_base, "receiver_rejected_total").await, 0.0);
 
+    // Every message's time is split into its stages (docs/contracts.md), each counted once per message.
+    let n = POSTS as f64;
+    let published = testkit::metric(&sender.base, "outbox_published_total").await;
+    assert_eq!(published, n);
+    for stage in ["outbox_wait_seconds", "outbox_send_seconds", "outbox_accept_seconds"] {
+        let count = testkit::metric(&sender.base, &format!("{stage}_count")).await;
+        assert!(count >= n, "{stage}: {count} observations for {POSTS} messages");
+    }
+    for stage in ["receiver_delivery_seconds", "receiver_batch_wait_seconds"] {
+        let count = testkit::metric(&receiver_base, &format!("{stage}_count")).await;
+        assert!(count >= n, "{stage}: {count} observations for {POSTS} messages");
+    }
+    let commits = testkit::metric(&receiver_base, "receiver_commit_seconds_count").await;
+    assert!((1.0..=n).contains(&commits), "{commits} commits for {POSTS} messages");
+
     // The receiver serves what it stored.
     let one = &created[0];
     let fetched: Value = reqwest::get(format!("{receiver_base}/api/EntityItems/{}", one["id"].as_str().unwrap()))
