@@ -25,7 +25,9 @@ pub struct Settings {
     pub credit: u32,
     /// Messages committed per database transaction, at most.
     pub batch_size: usize,
-    /// How long to wait for more messages to fill a batch.
+    /// How long to wait for more messages to fill a batch. 0 takes what has
+    /// arrived: the next batch gathers while this one commits, and no message
+    /// waits for others that are not coming.
     pub batch_wait: Duration,
     pub idle_timeout: Duration,
 }
@@ -46,7 +48,7 @@ impl Settings {
             credit,
             batch_size: parse_var(env, "RECEIVER_BATCH_SIZE", "a positive number of messages", 200usize)?
                 .clamp(1, credit as usize),
-            batch_wait: duration_var(env, "RECEIVER_BATCH_WAIT", Duration::from_millis(5))?,
+            batch_wait: duration_var(env, "RECEIVER_BATCH_WAIT", Duration::ZERO)?,
             idle_timeout: duration_var(env, "AMQP_IDLE_TIMEOUT", Duration::from_secs(20))?,
         })
     }
