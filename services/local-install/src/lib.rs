@@ -115,8 +115,18 @@ pub fn run_as(user: &str) -> Result<Option<(u32, u32)>, Missing> {
 /// default share of 90 % of the disk, `max-disk-usage`).
 pub const ARTEMIS_MIN_DISK_FREE: u64 = 1 << 30;
 
+/// How long Artemis's journal gathers writes before one sync, in ns. Its
+/// NIO default (3.3 ms, what `--no-autotune` and the official image leave)
+/// is added to every durable send's accept; a sync here takes about 0.25 ms
+/// (`dd bs=4k oflag=dsync`), so 0.1 ms costs little and gathers what
+/// arrives while the previous sync runs.
+pub const ARTEMIS_JOURNAL_BUFFER_TIMEOUT_NS: u64 = 100_000;
+
 /// `JAVA_ARGS_APPEND` for such a broker: `bin/artemis` appends it to the JVM's
 /// arguments, and `brokerconfig.*` system properties override broker.xml.
 pub fn artemis_java_args() -> String {
-    format!("-Dbrokerconfig.minDiskFree={ARTEMIS_MIN_DISK_FREE}")
+    format!(
+        "-Dbrokerconfig.minDiskFree={ARTEMIS_MIN_DISK_FREE} \
+         -Dbrokerconfig.journalBufferTimeout={ARTEMIS_JOURNAL_BUFFER_TIMEOUT_NS}"
+    )
 }
