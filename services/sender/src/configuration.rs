@@ -64,7 +64,7 @@ impl Settings {
             db_acquire_timeout: duration_var(env, "DB_ACQUIRE_TIMEOUT", Duration::from_secs(2))?,
             broker,
             relay,
-            relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 1usize)?.max(1),
+            relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 2usize)?.max(1),
             idempotency_retention: duration_var(env, "IDEMPOTENCY_RETENTION", Duration::from_secs(24 * 3600))?,
         })
     }
