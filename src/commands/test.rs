@@ -143,7 +143,11 @@ pub async fn test(
                     Pick::Soak { duration, report } => crate::scenario::soak(&ctx, *duration, report).await,
                     Pick::Bench(options) => {
                         let sender_db = connection(&ctx.roles.sender_db);
-                        crate::bench::bench(&ctx, &app.instances, &sender_db, startup, options).await
+                        let labels = std::collections::HashMap::from([
+                            (crate::runtime::docker::LABEL_APP.to_owned(), topology.name.clone()),
+                            (crate::runtime::docker::LABEL_OWNER.to_owned(), state.owner()),
+                        ]);
+                        crate::bench::bench(&ctx, &app.instances, &sender_db, startup, options, &labels).await
                     }
                 }
             };
