@@ -38,10 +38,11 @@ pub fn critical_chain(history: &[Event], began: DateTime<Utc>, waits_for: impl F
     while chain.len() < 64 {
         let (Some(started), Some(ready)) = (first(&current, "starting"), first(&current, "healthy")) else { break };
         chain.push(Link { instance: current.clone(), started, healthy: ready });
-        // The dependency that was ready last before this one started held it back.
+        // The dependency that was ready last before this one started held it back
+        // (within 0.1 s: its `healthy` event may be recorded just after the start it allowed).
         let next = waits_for(&current)
             .into_iter()
-            .filter_map(|dep| first(&dep, "healthy").filter(|h| *h <= started + 0.001).map(|h| (dep, h)))
+            .filter_map(|dep| first(&dep, "healthy").filter(|h| *h <= started + 0.1).map(|h| (dep, h)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         match next {
             Some((dep, _)) => current = dep,
@@ -83,8 +84,9 @@ mod tests {
             event(t, 20, "broker", "starting"),
             event(t, 30, "receiver", "pending"),
             event(t, 900, "db", "healthy"),
-            event(t, 6000, "broker", "healthy"),
+            // Recorded just after the start it allowed: still what held the receiver back.
             event(t, 6010, "receiver", "starting"),
+            event(t, 6015, "broker", "healthy"),
             event(t, 7000, "receiver", "healthy"),
             event(t, 7500, "receiver", "unhealthy"),
             event(t, 8000, "receiver", "healthy"),
@@ -94,7 +96,7 @@ mod tests {
         let names: Vec<&str> = chain.iter().map(|l| l.instance.as_str()).collect();
         assert_eq!(names, ["receiver", "broker"]);
         assert_eq!((chain[0].started, chain[0].healthy), (6.01, 7.0));
-        assert_eq!((chain[1].started, chain[1].healthy), (0.02, 6.0));
+        assert_eq!((chain[1].started, chain[1].healthy), (0.02, 6.015));
         let text = describe(7.0, &chain).join("\n");
         assert!(text.contains("broker         healthy at +6.0 s, 6.0 s after it started (at +0.0 s)"), "{text}");
     }
