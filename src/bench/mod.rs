@@ -119,6 +119,9 @@ struct Figures {
     broker_alone: Vec<f64>,
     /// How that broker was started, for the report.
     broker_reference: String,
+    /// The settings the figures were taken with: the services' own start
+    /// lines (their effective tuning) and the broker's JVM arguments.
+    settings: Vec<String>,
     /// Sustained load with the stack's settings, then with the seed's.
     sustained: Option<(sustained::Sustained, sustained::Sustained)>,
     acknowledged: usize,
@@ -255,6 +258,7 @@ async fn measure(
         drains.push(d);
     }
     let broker = instances.iter().find(|i| i.resource.kind.spec().is_broker());
+    figures.settings = settings(ctx, broker);
     for _ in 0..options.runs {
         let took = match broker {
             Some(b) if b.runtime == crate::plan::RuntimeKind::Docker => {
@@ -298,6 +302,24 @@ async fn measure(
     figures.acknowledged = all_ids.len();
     figures.delivered = delivered(ctx, &all_ids).await?;
     Ok(figures)
+}
+
+/// The sender's and receiver's first start lines (they log their tuning
+/// there; a later one may be the seed's sender) and the broker's
+/// `JAVA_ARGS_APPEND`, as the report's settings.
+fn settings(ctx: &Ctx, broker: Option<&crate::plan::Instance>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, said) in [(&ctx.roles.sender, "sender listening"), (&ctx.roles.receiver, "receiver listening")] {
+        let logs = ctx.supervisor.logs().since(Some(name), 0);
+        if let Some(line) = logs.iter().find(|l| l.text.contains(said)) {
+            let fields = line.text.split_once(said).map_or("", |(_, rest)| rest).trim();
+            lines.push(format!("{name}: `{fields}`"));
+        }
+    }
+    if let Some((_, args)) = broker.and_then(|b| b.env.iter().find(|(k, _)| k == "JAVA_ARGS_APPEND")) {
+        lines.push(format!("{}: `JAVA_ARGS_APPEND={args}`", ctx.roles.broker));
+    }
+    lines
 }
 
 /// CPU seconds used so far by each running instance, and by apphost itself
@@ -468,6 +490,9 @@ fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, Stri
     let _ = writeln!(s, "- **Reproduce:** `{}`", o.command);
     let _ = writeln!(s, "- **Machine:** {}", machine());
     let _ = writeln!(s, "- **Services built:** {}; load generator: apphost itself, on the same machine", o.profile);
+    for line in &f.settings {
+        let _ = writeln!(s, "- **Settings:** {line}");
+    }
     let _ = writeln!(s, "- **Written:** {}\n", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
     let _ = writeln!(s, "| measured | figure | reference in the same run | ratio | goal |");
     let _ = writeln!(s, "|---|---|---|---|---|");

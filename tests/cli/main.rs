@@ -857,6 +857,9 @@ async fn the_benchmark_runs_quick_and_writes_its_figures() {
     let report = std::fs::read_to_string(&out_file).unwrap();
     for wanted in
         ["`pgbench`, the same transaction", "req/s", "outbox lag", "end to end", "POST/s offered", "apphost bench"]
+            .into_iter()
+            // The settings the figures were taken with, as the services and the broker got them.
+            .chain(["**Settings:** sender: `port=", "relays=2", "batch_wait=0ns", "journalBufferTimeout=100000"])
     {
         assert!(report.contains(wanted), "no `{wanted}` in:\n{report}");
     }

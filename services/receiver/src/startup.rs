@@ -79,7 +79,16 @@ impl Application {
             .fallback(http::not_found)
             .layer(middleware::from_fn_with_state(HttpMetrics::register(&metrics), http::track_requests))
             .layer(TraceLayer::new_for_http().make_span_with(http::request_span));
-        tracing::info!(port, broker = %settings.masked_broker, address = %settings.address, "receiver listening");
+        tracing::info!(
+            port,
+            broker = %settings.masked_broker,
+            address = %settings.address,
+            credit = settings.credit,
+            batch_size = settings.batch_size,
+            batch_wait = ?settings.batch_wait,
+            pool_size = settings.pool_size,
+            "receiver listening"
+        );
         let served = http::serve(listener, router, cancel.clone()).await;
         background.cancel();
         let _ = consuming.await;

@@ -86,7 +86,18 @@ impl Application {
         ));
         let state = routes::AppState { pool: pool.clone(), wakeup, retention: settings.idempotency_retention };
         let router = routes::router(state, &metrics, routes::readiness(pool.clone(), outbox_metrics));
-        tracing::info!(port, broker = %settings.broker.masked_url(), address = %settings.broker.address, relays = settings.relays, "sender listening");
+        let relay = &settings.relay;
+        tracing::info!(
+            port,
+            broker = %settings.broker.masked_url(),
+            address = %settings.broker.address,
+            relays = settings.relays,
+            batch_size = relay.batch_size,
+            max_in_flight = relay.max_in_flight,
+            poll_interval = ?relay.poll_interval,
+            pool_size = settings.pool_size,
+            "sender listening"
+        );
         let served = service_defaults::http::serve(listener, router, cancel.clone()).await;
         background.cancel();
         while workers.join_next().await.is_some() {}
