@@ -42,6 +42,8 @@ async fn messages_follow_the_wire_contract() {
     assert_eq!(m.properties["_AMQ_DUPL_ID"], id.to_string());
     let created = chrono::DateTime::parse_from_rfc3339(&m.properties["created_at"]).expect("RFC 3339");
     assert!((chrono::Utc::now() - created.to_utc()).num_seconds() < 600);
+    let sent = chrono::DateTime::parse_from_rfc3339(&m.properties["sent_at"]).expect("sent_at, RFC 3339");
+    assert!(sent >= created, "sent ({sent}) after the row was written ({created})");
     assert_eq!(
         m.properties["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         "without a tracer installed the stored context travels unchanged"
