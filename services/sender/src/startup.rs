@@ -65,15 +65,27 @@ impl Application {
         let wakeup = Wakeup::new();
         let background = cancel.child_token();
         let mut workers = JoinSet::new();
+        // The relays and the backlog gauge have connections of their own: in a
+        // pool shared with the HTTP handlers a flood of POSTs queued them behind
+        // requests, and the outbox grew without end (apphost bench, 1259 POST/s).
+        let relay_pool = db::lazy_pool(
+            &settings.database,
+            &PoolSettings {
+                max_connections: u32::try_from(settings.relays).unwrap_or(u32::MAX).saturating_add(1),
+                acquire_timeout: settings.db_acquire_timeout,
+                ..PoolSettings::new("sender-relay")
+            },
+        )
+        .context("the `sender-db` connection string is not a valid PostgreSQL URL")?;
         for n in 0..settings.relays {
             let mut broker = settings.broker.clone();
             broker.amqp.container_id = format!("{}-{n}", broker.amqp.container_id);
             let relay =
-                Relay::new(pool.clone(), broker, settings.relay.clone(), outbox_metrics.clone(), wakeup.clone());
+                Relay::new(relay_pool.clone(), broker, settings.relay.clone(), outbox_metrics.clone(), wakeup.clone());
             workers.spawn(relay.run(background.clone()));
         }
         workers.spawn(outbox::relay::watch_backlog(
-            pool.clone(),
+            relay_pool.clone(),
             outbox_metrics.clone(),
             Duration::from_secs(1),
             background.clone(),
@@ -101,6 +113,7 @@ impl Application {
         let served = service_defaults::http::serve(listener, router, cancel.clone()).await;
         background.cancel();
         while workers.join_next().await.is_some() {}
+        relay_pool.close().await;
         pool.close().await;
         served.context("serving HTTP")
     }

@@ -93,3 +93,52 @@ async fn a_thousand_posts_are_all_stored_by_the_receiver() {
     receiver_task.await.unwrap().unwrap();
     sender.stop().await;
 }
+
+/// Requests that hold every connection of the sender's pool (here its only
+/// one, waiting behind a lock) do not stop the relay: it publishes over
+/// connections of its own, so a flood of POSTs cannot starve the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_holding_every_connection_do_not_stop_the_relay() {
+    let broker = Artemis::shared();
+    let db = Postgres::shared().fresh_database().await;
+    let mut env = crate::helpers::env(&db, &broker.amqp_url(), &testkit::unique("q"));
+    env.insert("DB_POOL_SIZE".into(), "1".into());
+    env.insert("DB_ACQUIRE_TIMEOUT".into(), "60s".into());
+    let app = TestApp::spawn_with(env).await;
+    let pending = async || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&app.db).await.ok();
+
+    let mut lock = app.db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE entity_items IN EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let stuck = tokio::spawn({
+        let request = app
+            .client
+            .post(format!("{}/api/EntityItems", app.base))
+            .header("content-type", "application/json")
+            .body(r#"{"name":"stuck","value":1}"#);
+        async move { request.send().await }
+    });
+    eventually("the POST to hold the pool's connection, waiting for the lock", Duration::from_secs(20), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&app.db)
+        .await
+        .ok()?;
+        (waiting > 0).then_some(())
+    })
+    .await;
+    // A row written beside this sender (as another replica's would be) is published meanwhile.
+    sqlx::query("INSERT INTO outbox (id, event_type, payload) VALUES ($1, 'EntityItemCreated', '{}')")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&app.db)
+        .await
+        .unwrap();
+    eventually("the relay to publish while requests hold the pool", Duration::from_secs(30), || async {
+        (pending().await? == 0).then_some(())
+    })
+    .await;
+
+    lock.rollback().await.unwrap();
+    assert_eq!(stuck.await.unwrap().unwrap().status(), 201, "the request goes on once the lock is gone");
+    app.stop().await;
+}
