@@ -456,6 +456,14 @@ fn seconds_as_ms(s: Option<f64>) -> String {
     s.map_or("-".into(), |s| format!("{:.1} ms", s * 1000.0))
 }
 
+/// The checkout's commit (with `+changes` when the tree differs from it), if in one.
+fn commit() -> Option<String> {
+    let git = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
+    let head = String::from_utf8(git(&["rev-parse", "--short", "HEAD"])?.stdout).ok()?.trim().to_owned();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    Some(if dirty { format!("{head}+changes") } else { head })
+}
+
 /// The machine: CPU model, cores, memory.
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -488,6 +496,9 @@ fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, Stri
         o.seconds.as_secs()
     );
     let _ = writeln!(s, "- **Reproduce:** `{}`", o.command);
+    if let Some(commit) = commit() {
+        let _ = writeln!(s, "- **Commit:** {commit}");
+    }
     let _ = writeln!(s, "- **Machine:** {}", machine());
     let _ = writeln!(s, "- **Services built:** {}; load generator: apphost itself, on the same machine", o.profile);
     for line in &f.settings {
