@@ -30,15 +30,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = service_defaults::http::bind(settings.host, settings.port).await?;
         let port = listener.local_addr()?.port();
-        let pool = db::lazy_pool(
-            &settings.database,
-            &PoolSettings {
-                max_connections: settings.pool_size,
-                acquire_timeout: settings.db_acquire_timeout,
-                ..PoolSettings::new("sender")
-            },
-        )
-        .context("the `sender-db` connection string is not a valid PostgreSQL URL")?;
+        let pool = open_pool(&settings, settings.pool_size, "sender")?;
         let metrics = Metrics::new();
         let outbox_metrics = OutboxMetrics::register(&metrics);
         Ok(Self { listener, port, settings, pool, metrics, outbox_metrics })
@@ -68,15 +60,8 @@ impl Application {
         // The relays and the backlog gauge have connections of their own: in a
         // pool shared with the HTTP handlers a flood of POSTs queued them behind
         // requests, and the outbox grew without end (apphost bench, 1259 POST/s).
-        let relay_pool = db::lazy_pool(
-            &settings.database,
-            &PoolSettings {
-                max_connections: u32::try_from(settings.relays).unwrap_or(u32::MAX).saturating_add(1),
-                acquire_timeout: settings.db_acquire_timeout,
-                ..PoolSettings::new("sender-relay")
-            },
-        )
-        .context("the `sender-db` connection string is not a valid PostgreSQL URL")?;
+        let relays = u32::try_from(settings.relays).unwrap_or(u32::MAX).saturating_add(1);
+        let relay_pool = open_pool(&settings, relays, "sender-relay")?;
         for n in 0..settings.relays {
             let mut broker = settings.broker.clone();
             broker.amqp.container_id = format!("{}-{n}", broker.amqp.container_id);
@@ -151,4 +136,12 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A lazy pool of `size` connections to the sender's database, named `name` in `pg_stat_activity`.
+fn open_pool(settings: &Settings, size: u32, name: &str) -> anyhow::Result<PgPool> {
+    let options =
+        PoolSettings { max_connections: size, acquire_timeout: settings.db_acquire_timeout, ..PoolSettings::new(name) };
+    db::lazy_pool(&settings.database, &options)
+        .context("the `sender-db` connection string is not a valid PostgreSQL URL")
 }
