@@ -258,19 +258,20 @@ fn markdown(
     text.push_str(&format!("Faults by kind: {}.\n\n", kinds.join(", ")));
     // apphost's memory every 5 minutes (and the last sample), so its shape shows, not only two points.
     text.push_str(
-        "## apphost's memory\n\n| at | RssAnon (allocated) | RssFile (mapped files) | VmRSS | in use by the allocator |\n|---|---|---|---|---|\n",
+        "## apphost's memory\n\n| at | RssAnon (allocated) | RssFile (mapped files) | VmRSS | in use by the allocator | threads |\n|---|---|---|---|---|---|\n",
     );
     let mib = |b: u64| b as f64 / 1048576.0;
     let mut next = 0.0;
     for (i, (at, m)) in memory.iter().enumerate() {
         if *at >= next || i + 1 == memory.len() {
             text.push_str(&format!(
-                "| {:.0} min | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB |\n",
+                "| {:.0} min | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} MiB | {} |\n",
                 at / 60.0,
                 mib(m.anon),
                 mib(m.file),
                 mib(m.rss),
-                mib(m.in_use)
+                mib(m.in_use),
+                m.threads
             ));
             next = (at / 300.0).floor() * 300.0 + 300.0;
         }
@@ -336,37 +337,49 @@ async fn kill(ctx: &Ctx, target: &str, action: Action, when: When) -> Result<(St
 /// (`VmRSS`), what it allocated (`RssAnon`: heap, stacks) and the pages of
 /// files mapped in (`RssFile`: above all its own executable's code, paged in
 /// as code paths run for the first time; bounded by the file's size, shared
-/// and given back under pressure). Sampled after `malloc_trim(0)`.
+/// and given back under pressure). Sampled after jemalloc (apphost's
+/// allocator, see `main.rs`) has given back its unused pages.
 #[derive(Debug, Clone, Copy)]
 struct Memory {
     rss: u64,
     anon: u64,
     file: u64,
-    /// What glibc's allocator has handed out and not had back (`mallinfo2`:
-    /// `uordblks + hblkhd`): beside `anon` it tells held memory from
+    /// What the allocator has handed out and not had back (jemalloc's
+    /// `stats.allocated`): beside `anon` it tells held memory from
     /// fragmentation. Diagnostic only; the verdict is on `anon`.
     in_use: u64,
+    /// The process's threads (each has a stack in `anon`).
+    threads: u64,
 }
 
 impl Memory {
     fn now() -> Option<Memory> {
-        // What glibc keeps of freed memory (a burst's buffers, long freed) is given back first,
-        // so the figure is what apphost holds, not the high-water mark of its allocator.
-        // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
-        unsafe { libc::malloc_trim(0) };
-        // SAFETY: mallinfo2 only reads the allocator's statistics.
-        let info = unsafe { libc::mallinfo2() };
+        // What the allocator keeps of freed memory (a burst's buffers, long freed) is given back
+        // first, so the figure is what apphost holds, not the high-water mark of its allocator.
+        // `arena.<MALLCTL_ARENAS_ALL>.purge` takes and returns nothing.
+        // SAFETY: a valid, NUL-terminated name and no values; purging only releases unused pages.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arena.4096.purge".as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        // The statistics are a snapshot taken at each epoch.
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        let in_use = tikv_jemalloc_ctl::stats::allocated::read().ok()? as u64;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let kb: u64 =
-                status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kb * 1024)
+        let value = |name: &str| -> Option<u64> {
+            status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()
         };
         Some(Memory {
-            rss: field("VmRSS:")?,
-            anon: field("RssAnon:")?,
-            file: field("RssFile:")?,
-            in_use: (info.uordblks + info.hblkhd) as u64,
+            rss: value("VmRSS:")? * 1024,
+            anon: value("RssAnon:")? * 1024,
+            file: value("RssFile:")? * 1024,
+            in_use,
+            threads: value("Threads:")?,
         })
     }
 }
@@ -381,7 +394,7 @@ fn judge_memory(memory: &[(f64, Memory)], report: &mut Report) {
     let mib = |b: u64| b as f64 / 1048576.0;
     let growth = |a: u64, b: u64| (b as f64 / a as f64 - 1.0) * 100.0;
     report.notes.push(format!(
-        "apphost's allocated memory (RssAnon, after malloc_trim): {:.1} MiB after 10 min, {:.1} MiB at the end ({:+.1} %; at most +10 % passes)",
+        "apphost's allocated memory (RssAnon, after jemalloc's purge): {:.1} MiB after 10 min, {:.1} MiB at the end ({:+.1} %; at most +10 % passes)",
         mib(at_10.anon),
         mib(end.anon),
         growth(at_10.anon, end.anon)
@@ -395,7 +408,7 @@ fn judge_memory(memory: &[(f64, Memory)], report: &mut Report) {
         growth(at_10.rss, end.rss)
     ));
     report.notes.push(format!(
-        "in use by glibc's allocator (mallinfo2): {:.2} MiB after 10 min, {:.2} MiB at the end; the rest of RssAnon is \
+        "in use by the allocator (jemalloc's stats.allocated): {:.2} MiB after 10 min, {:.2} MiB at the end; the rest of RssAnon is \
          free memory it keeps in partly used pages",
         mib(at_10.in_use),
         mib(end.in_use)
@@ -412,7 +425,7 @@ mod tests {
 
     fn at(minutes: f64, anon_mib: u64, file_mib: u64) -> (f64, Memory) {
         let (anon, file) = (anon_mib << 20, file_mib << 20);
-        (minutes * 60.0, Memory { rss: anon + file, anon, file, in_use: anon / 2 })
+        (minutes * 60.0, Memory { rss: anon + file, anon, file, in_use: anon / 2, threads: 8 })
     }
 
     #[test]
