@@ -16,6 +16,8 @@ pub struct Settings {
     pub database: ConnectionString,
     pub pool_size: u32,
     pub db_acquire_timeout: Duration,
+    /// API requests served at once; the next is refused with 503 at once.
+    pub max_in_flight_requests: usize,
     pub broker: BrokerSettings,
     pub relay: RelaySettings,
     /// Relay tasks in this process (they share the table safely).
@@ -56,12 +58,18 @@ impl Settings {
             parse_var(env, "OUTBOX_ADDRESS", "a queue name", "entity-items".to_owned())?,
         );
         broker.amqp.idle_timeout = duration_var(env, "AMQP_IDLE_TIMEOUT", broker.amqp.idle_timeout)?;
+        let pool_size = parse_var(env, "DB_POOL_SIZE", "a positive number of connections", 16u32)?.max(1);
+        // Four requests per connection: a queue short enough that a waiting request
+        // is answered within a few transactions, long enough for bursts.
+        let max_in_flight_requests =
+            parse_var(env, "HTTP_MAX_IN_FLIGHT", "a positive number of requests", pool_size as usize * 4)?.max(1);
         Ok(Self {
             host: parse_var(env, "HOST", "an IP address to listen on", IpAddr::from([0, 0, 0, 0]))?,
             port: config::http_port(env, 8080)?,
             database,
-            pool_size: parse_var(env, "DB_POOL_SIZE", "a positive number of connections", 16u32)?.max(1),
+            pool_size,
             db_acquire_timeout: duration_var(env, "DB_ACQUIRE_TIMEOUT", Duration::from_secs(2))?,
+            max_in_flight_requests,
             broker,
             relay,
             relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 2usize)?.max(1),

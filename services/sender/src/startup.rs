@@ -81,8 +81,12 @@ impl Application {
             settings.idempotency_retention,
             background.clone(),
         ));
+        // Readiness asks the database on a connection of its own, so that requests
+        // queueing for every request connection (overload) do not read as an outage.
+        let health_pool = open_pool(&settings, 1, "sender-health")?;
         let state = routes::AppState { pool: pool.clone(), wakeup, retention: settings.idempotency_retention };
-        let router = routes::router(state, &metrics, routes::readiness(pool.clone(), outbox_metrics));
+        let ready = routes::readiness(health_pool.clone(), outbox_metrics);
+        let router = routes::router(state, &metrics, ready, settings.max_in_flight_requests);
         let relay = &settings.relay;
         tracing::info!(
             port,
@@ -93,12 +97,14 @@ impl Application {
             max_in_flight = relay.max_in_flight,
             poll_interval = ?relay.poll_interval,
             pool_size = settings.pool_size,
+            max_in_flight_requests = settings.max_in_flight_requests,
             "sender listening"
         );
         let served = service_defaults::http::serve(listener, router, cancel.clone()).await;
         background.cancel();
         while workers.join_next().await.is_some() {}
         relay_pool.close().await;
+        health_pool.close().await;
         pool.close().await;
         served.context("serving HTTP")
     }

@@ -5,7 +5,8 @@
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
 
 use axum::{
-    Json, Router,
+    BoxError, Json, Router,
+    error_handling::HandleErrorLayer,
     extract::{MatchedPath, Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
@@ -15,6 +16,7 @@ use axum::{
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 
 use crate::metrics::{HttpLabels, HttpMetrics, Metrics};
 
@@ -74,6 +76,23 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// Serves at most `limit` of `router`'s requests at a time (one count for
+/// all its routes) and refuses the next at once: 503, `Retry-After: 1`,
+/// nothing done. Overload then shows as fast refusals a client can retry,
+/// not as requests queueing for a database connection until they time out
+/// while the queue grows and every answer gets slower.
+pub fn shed_beyond<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: usize) -> Router<S> {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |_: BoxError| async move {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the service is at capacity")
+                    .detail(format!("{limit} requests are in progress; nothing was done, retry after 1 s"))
+            }))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::new(limit)),
+    )
 }
 
 /// The answer to a path no route knows.

@@ -47,7 +47,7 @@ fn body_problem(rejection: BytesRejection) -> Problem {
         (status = 413, description = "body over 64 KiB", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
         (status = 415, description = "not `application/json`", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
         (status = 422, description = "the Idempotency-Key already answered a request with another body", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable: nothing written; or the commit's outcome is unknown (the title says which): retry with the same Idempotency-Key", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable or the service at capacity: nothing written; or the commit's outcome is unknown (the title says which): retry with the same Idempotency-Key", body = crate::openapi::ProblemSchema, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<AppState>,

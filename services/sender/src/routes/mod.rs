@@ -26,14 +26,16 @@ pub struct AppState {
     pub retention: std::time::Duration,
 }
 
-pub fn router(state: AppState, metrics: &Metrics, ready: ReadinessCheck) -> Router {
+/// The API, health, metrics and documents. At most `max_in_flight` API
+/// requests are served at once; health and metrics are never refused.
+pub fn router(state: AppState, metrics: &Metrics, ready: ReadinessCheck, max_in_flight: usize) -> Router {
     let write = Router::new()
         .route("/api/EntityItems", post(items::create))
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let api = write.merge(entity_items::api::read_routes(state.pool));
     Router::new()
-        .merge(api)
+        .merge(http::shed_beyond(api, max_in_flight))
         .merge(http::health_routes(metrics.clone(), ready))
         .merge(SwaggerUi::new("/swagger").url("/openapi.json", crate::openapi::ApiDoc::openapi()))
         .fallback(http::not_found)
@@ -41,8 +43,10 @@ pub fn router(state: AppState, metrics: &Metrics, ready: ReadinessCheck) -> Rout
         .layer(TraceLayer::new_for_http().make_span_with(http::request_span))
 }
 
-/// `/health/ready`: ready while the database answers. A broker outage does
-/// not make the sender unready; the body shows it with the outbox backlog.
+/// `/health/ready`: ready while the database answers (on `pool`, a connection
+/// of its own: requests that hold every request connection make the sender
+/// busy, not unready). A broker outage does not make the sender unready; the
+/// body shows it with the outbox backlog.
 pub fn readiness(pool: PgPool, outbox: OutboxMetrics) -> ReadinessCheck {
     Arc::new(move || {
         let pool = pool.clone();

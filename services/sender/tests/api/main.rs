@@ -247,6 +247,57 @@ async fn a_database_outage_answers_503_fast_and_heals_by_itself() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_the_limit_is_refused_at_once_and_the_sender_stays_ready() {
+    let db = Postgres::shared().fresh_database().await;
+    let mut env = helpers::env(&db, &dead_broker(), "q");
+    // One request connection, one request at a time, and a pool wait longer than the client's.
+    env.insert("DB_POOL_SIZE".into(), "1".into());
+    env.insert("HTTP_MAX_IN_FLIGHT".into(), "1".into());
+    env.insert("DB_ACQUIRE_TIMEOUT".into(), "60s".into());
+    let app = TestApp::spawn_with(env).await;
+
+    let mut lock = app.db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE entity_items IN EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let stuck = tokio::spawn({
+        let request = app
+            .client
+            .post(format!("{}/api/EntityItems", app.base))
+            .header("content-type", "application/json")
+            .body(r#"{"name":"stuck","value":1}"#);
+        async move { request.send().await }
+    });
+    eventually("the first POST to wait for the lock, holding the only request", Duration::from_secs(20), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&app.db)
+        .await
+        .ok()?;
+        (waiting > 0).then_some(())
+    })
+    .await;
+
+    // Without the limit this one would queue for the connection past the client's timeout.
+    let refused = app.post_json(r#"{"name":"refused","value":2}"#).await;
+    assert_eq!(refused.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
+    let (status, body) = problem(refused).await;
+    assert_eq!((status, body["title"].as_str()), (503, Some("the service is at capacity")), "{body}");
+    let (status, _) = problem(app.get("/api/EntityItems").await).await;
+    assert_eq!(status, 503, "reads count against the same limit");
+    // Busy is not down: readiness asks on a connection of its own.
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    assert!(!stuck.is_finished(), "the first POST was still held when the others were answered");
+
+    lock.rollback().await.unwrap();
+    assert_eq!(stuck.await.unwrap().unwrap().status(), 201, "the held request goes on once the lock is gone");
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM entity_items").fetch_all(&app.db).await.unwrap();
+    assert_eq!(names, ["stuck"], "the refused request wrote nothing");
+    assert_eq!(app.post_json(r#"{"name":"after","value":3}"#).await.status(), 201, "capacity is back");
+    app.stop().await;
+}
+
 /// A fresh pool (the app's test pool may hold connections killed by the outage).
 struct PgPoolCheck;
 impl PgPoolCheck {
