@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// Where what `apphost up` starts listens and is reached.
+pub const ADDRESS: &str = "127.0.0.1";
+
 /// What `NO_PROXY` always covers.
 const LOOPBACK: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 

@@ -44,6 +44,9 @@ pub struct Instance {
     pub replica: u32,
     pub runtime: RuntimeKind,
     pub ports: BTreeMap<String, Binding>,
+    /// The host whoever references it connects to: `127.0.0.1` for what
+    /// `apphost up` starts, the service's name in a published stack.
+    pub address: String,
     /// postgres/artemis: the generated password of the resource's user.
     pub password: Option<String>,
     /// The full environment injected into the instance, beyond the inherited one.
@@ -150,6 +153,7 @@ pub fn plan(
                 replica,
                 runtime,
                 ports,
+                address: crate::loopback::ADDRESS.to_owned(),
                 password: password.clone(),
                 env: Vec::new(),
             });
@@ -157,16 +161,17 @@ pub fn plan(
     }
     let snapshot = instances.clone();
     for instance in &mut instances {
-        instance.env = inject(&snapshot, instance, session, telemetry);
+        let ctx = EnvContext { session, telemetry, published: false };
+        instance.env = inject(&snapshot, instance, &ctx);
     }
     Ok(instances)
 }
 
 /// The environment of `me`: its own settings, its port, telemetry, and one
 /// variable per endpoint of every resource it references.
-pub fn inject(all: &[Instance], me: &Instance, session: &str, telemetry: &[(String, String)]) -> Vec<(String, String)> {
+pub fn inject(all: &[Instance], me: &Instance, ctx: &EnvContext<'_>) -> Vec<(String, String)> {
     let r = &me.resource;
-    let mut env = r.kind.spec().own_env(me, &EnvContext { session, telemetry });
+    let mut env = r.kind.spec().own_env(me, ctx);
     for reference in &r.references {
         // References go to the first replica.
         let Some(target) = all.iter().find(|i| i.resource.name == reference.name) else { continue };

@@ -56,9 +56,10 @@ impl ResourceKind for Artemis {
     /// The AMQP acceptor, with the user apphost created.
     fn connection_string(&self, broker: &Instance) -> Option<String> {
         Some(format!(
-            "amqp://{}:{}@127.0.0.1:{}",
+            "amqp://{}:{}@{}:{}",
             user(&broker.resource),
             broker.password.clone().unwrap_or_default(),
+            broker.address,
             broker.port("amqp").unwrap_or_default()
         ))
     }

@@ -106,6 +106,10 @@ pub struct EnvContext<'a> {
     pub session: &'a str,
     /// apphost's own `OTEL_EXPORTER_OTLP_*`, passed on to what it runs.
     pub telemetry: &'a [(String, String)],
+    /// For a published stack (`apphost publish`), not one `apphost up` runs:
+    /// processes listen on every interface of their container, and nothing
+    /// of this machine or session goes in.
+    pub published: bool,
 }
 
 /// What a local launch is made from besides the instance.
@@ -247,7 +251,10 @@ pub trait ResourceKind: Sync {
             .ports
             .iter()
             .map(|(port, binding)| {
-                (format!("services__{name}__{port}__0"), contracts::Endpoint::loopback(port, binding.host).url)
+                (
+                    format!("services__{name}__{port}__0"),
+                    contracts::Endpoint::at(&target.address, port, binding.host).url,
+                )
             })
             .collect()
     }
@@ -291,7 +298,11 @@ fn process_env(me: &Instance, ctx: &EnvContext<'_>) -> Vec<(String, String)> {
     if let Some(http) = me.port("http") {
         env.push(("PORT".into(), http.to_string()));
         env.push(("HTTP_PORTS".into(), http.to_string()));
-        env.push(("HOST".into(), "127.0.0.1".into()));
+        env.push(("HOST".into(), if ctx.published { "0.0.0.0" } else { crate::loopback::ADDRESS }.into()));
+    }
+    if ctx.published {
+        env.push(("OTEL_SERVICE_NAME".into(), me.resource.name.clone()));
+        return env;
     }
     // Loopback calls never go through a proxy apphost's environment may name.
     let no_proxy = crate::loopback::no_proxy();

@@ -59,9 +59,10 @@ impl ResourceKind for Postgres {
     fn connection_string(&self, target: &Instance) -> Option<String> {
         let r = &target.resource;
         Some(format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
+            "postgres://{}:{}@{}:{}/{}",
             user(r),
             target.password.clone().unwrap_or_default(),
+            target.address,
             target.port("tcp").unwrap_or_default(),
             database(r)
         ))

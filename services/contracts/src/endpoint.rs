@@ -14,8 +14,13 @@ pub struct Endpoint {
 impl Endpoint {
     /// The endpoint of port `name` on loopback port `port`.
     pub fn loopback(name: &str, port: u16) -> Self {
+        Self::at("127.0.0.1", name, port)
+    }
+
+    /// The endpoint of port `name` at `host:port` (a service's name on a network of containers).
+    pub fn at(host: &str, name: &str, port: u16) -> Self {
         let scheme = if name == "http" { "http" } else { "tcp" };
-        Self { name: name.to_owned(), url: format!("{scheme}://127.0.0.1:{port}") }
+        Self { name: name.to_owned(), url: format!("{scheme}://{host}:{port}") }
     }
 
     /// The `http` endpoint's URL among `endpoints`.
