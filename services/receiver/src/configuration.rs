@@ -39,7 +39,7 @@ impl Settings {
         let credit: u32 = parse_var(env, "RECEIVER_CREDIT", "a positive number of messages", 500u32)?.max(1);
         Ok(Self {
             host: parse_var(env, "HOST", "an IP address to listen on", IpAddr::from([0, 0, 0, 0]))?,
-            port: config::http_port(env, 8081)?,
+            port: config::http_port(env, crate::DEFAULT_PORT)?,
             database,
             pool_size: parse_var(env, "DB_POOL_SIZE", "a positive number of connections", 8u32)?.max(1),
             masked_broker: broker.masked(),

@@ -14,4 +14,7 @@ pub mod startup;
 pub mod store;
 
 pub use configuration::Settings;
+
+/// The HTTP port without `PORT` or `HTTP_PORTS`.
+pub const DEFAULT_PORT: u16 = 8081;
 pub use startup::Application;

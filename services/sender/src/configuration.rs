@@ -65,7 +65,7 @@ impl Settings {
             parse_var(env, "HTTP_MAX_IN_FLIGHT", "a positive number of requests", pool_size as usize * 4)?.max(1);
         Ok(Self {
             host: parse_var(env, "HOST", "an IP address to listen on", IpAddr::from([0, 0, 0, 0]))?,
-            port: config::http_port(env, 8080)?,
+            port: config::http_port(env, crate::DEFAULT_PORT)?,
             database,
             pool_size,
             db_acquire_timeout: duration_var(env, "DB_ACQUIRE_TIMEOUT", Duration::from_secs(2))?,

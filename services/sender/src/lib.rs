@@ -12,4 +12,7 @@ pub mod routes;
 pub mod startup;
 
 pub use configuration::Settings;
+
+/// The HTTP port without `PORT` or `HTTP_PORTS`.
+pub const DEFAULT_PORT: u16 = 8080;
 pub use startup::Application;

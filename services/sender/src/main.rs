@@ -1,6 +1,17 @@
 use std::process::ExitCode;
 
+use service_defaults::{config::ProcessEnv, http::Invocation};
+
+fn main() -> ExitCode {
+    match Invocation::from_args("sender") {
+        Ok(Invocation::Serve) => serve(),
+        // No runtime: a container healthcheck runs this every few seconds.
+        Ok(Invocation::HealthCheck) => service_defaults::http::health_check(&ProcessEnv, sender::DEFAULT_PORT),
+        Err(code) => code,
+    }
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn serve() -> ExitCode {
     sender::startup::main().await
 }

@@ -202,3 +202,76 @@ pub fn request_span(request: &Request) -> tracing::Span {
     crate::telemetry::continue_from(&span, traceparent);
     span
 }
+
+/// `SERVICE --health-check`: asks the service running beside it (on `PORT`,
+/// or `default_port`, on loopback) for `/health/ready` and exits 0 when it
+/// answers 200, 1 otherwise (why on stderr). For container healthchecks in
+/// images without curl.
+pub fn health_check(env: &impl crate::config::Env, default_port: u16) -> std::process::ExitCode {
+    use std::{
+        io::{Read, Write},
+        net::{Ipv4Addr, TcpStream},
+        process::ExitCode,
+        time::Duration,
+    };
+    let port = match crate::config::http_port(env, default_port) {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("health check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let asked = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(
+            format!("GET /health/ready HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )?;
+        // The status line and the start of the body are enough; never more than 4 KiB.
+        let mut answer = Vec::new();
+        stream.take(4096).read_to_end(&mut answer)?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    })();
+    match asked {
+        Ok(answer) if answer.starts_with("HTTP/1.1 200 ") => ExitCode::SUCCESS,
+        Ok(answer) => {
+            let status = answer.lines().next().unwrap_or("no answer");
+            let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            eprintln!("health check: http://{address}/health/ready answered `{status}` {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("health check: http://{address}/health/ready: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the service's binary was asked to do by its arguments.
+pub enum Invocation {
+    /// No arguments: run the service.
+    Serve,
+    /// `--health-check`.
+    HealthCheck,
+}
+
+impl Invocation {
+    /// Reads the arguments; anything else is a usage error (exit 2) naming what the binary takes.
+    pub fn from_args(service: &str) -> Result<Self, std::process::ExitCode> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            [] => Ok(Self::Serve),
+            ["--health-check"] => Ok(Self::HealthCheck),
+            _ => {
+                eprintln!(
+                    "{service}: unexpected arguments {args:?}\n\
+                     usage: {service}                  run the service (configured by environment variables)\n\
+                     \x20      {service} --health-check   exit 0 when the service on PORT answers /health/ready with 200"
+                );
+                Err(std::process::ExitCode::from(2))
+            }
+        }
+    }
+}

@@ -62,3 +62,26 @@ async fn sigterm_lets_the_sender_stop_gracefully() {
         tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn health_check_asks_the_sender_beside_it() {
+    let port = testkit::free_port();
+    let check = || sender().arg("--health-check").env("PORT", port.to_string()).output();
+    let out = check().await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "nothing listens yet");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("http://127.0.0.1:{port}/health/ready")), "{stderr}");
+
+    let db = Postgres::shared().fresh_database().await;
+    let mut vars = env(&db, &dead_broker(), "q");
+    vars.insert("PORT".into(), port.to_string());
+    let _child = sender().envs(vars).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    eventually("`sender --health-check` to pass", Duration::from_secs(30), || async {
+        check().await.ok()?.status.success().then_some(())
+    })
+    .await;
+
+    let out = sender().args(["--health-check", "--verbose"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: sender"));
+}
