@@ -214,6 +214,21 @@ pub enum Command {
     },
     /// Print a JSON Schema of apphost.yaml for editors.
     Schema,
+    /// Write the app for another engine: a compose file (and owner-only env
+    /// files with the generated passwords) for docker compose.
+    Publish {
+        #[command(flatten)]
+        at: FileArg,
+        /// The engine to write for.
+        #[arg(long, value_enum)]
+        target: commands::publish::Target,
+        /// The folder to write into (created if missing).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// The tag of the projects' images (`<app>/<resource>:<tag>`).
+        #[arg(long, default_value = "latest")]
+        tag: String,
+    },
     /// Check this machine for what apphost needs, with the fix for each gap.
     Doctor {
         #[command(flatten)]
@@ -398,6 +413,9 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         }
         Command::Check { at } => commands::check::check(&file_of(global, at.file)),
         Command::Schema => commands::check::schema(),
+        Command::Publish { at, target, output, tag } => {
+            commands::publish::run(&file_of(global, at.file), target, &output, &tag)
+        }
         Command::Doctor { at } => commands::doctor::run(&file_of(global, at.file)).await,
         Command::Reaper { at } => commands::reaper::run(&file_of(global, at.file)).await,
         Command::Completions { shell } => {

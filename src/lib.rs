@@ -31,6 +31,7 @@ pub mod logs;
 pub mod loopback;
 pub mod monitor;
 pub mod plan;
+pub mod publish;
 pub mod root;
 pub mod runtime;
 pub mod scenario;

@@ -150,27 +150,33 @@ pub struct StateLock {
 /// plant links in one they can write to (which root would then follow) or
 /// forge the records of what to stop.
 fn trusted(root: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let refuse = |why: String| {
-        Err(std::io::Error::other(format!(
+    match untrusted(meta) {
+        Some(why) => Err(std::io::Error::other(format!(
             "the state folder {} {why}; apphost keeps secrets and the processes it started there. \
              Use a folder of your own that only you can write to (set APPHOST_STATE_DIR, e.g. to a new folder), \
              or leave it unset for `.apphost` beside the topology file",
             root.display()
-        )))
-    };
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Why a folder (its `symlink_metadata`) cannot be trusted with secrets, if
+/// it cannot: a link, not a folder, another user's, or writable by others.
+pub fn untrusted(meta: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.file_type().is_symlink() {
-        refuse("is a symbolic link".into())
+        Some("is a symbolic link".into())
     } else if !meta.is_dir() {
-        refuse("is not a folder".into())
+        Some("is not a folder".into())
     } else if meta.uid() != me {
-        refuse(format!("belongs to another user (uid {}, not {me})", meta.uid()))
+        Some(format!("belongs to another user (uid {}, not {me})", meta.uid()))
     } else if meta.mode() & 0o022 != 0 {
-        refuse(format!("can be written by others (mode {:o})", meta.mode() & 0o7777))
+        Some(format!("can be written by others (mode {:o})", meta.mode() & 0o7777))
     } else {
-        Ok(())
+        None
     }
 }
 

@@ -241,7 +241,8 @@ pub async fn leftovers(docker: &Docker, app: &str) -> Vec<String> {
         .collect()
 }
 
-fn signal_name(signal: i32) -> &'static str {
+/// The name Docker (and compose) give `signal`.
+pub(crate) fn signal_name(signal: i32) -> &'static str {
     match signal {
         libc::SIGINT => "SIGINT",
         libc::SIGQUIT => "SIGQUIT",

@@ -5,6 +5,7 @@
 mod chaos;
 mod dashboard;
 mod helpers;
+mod publish;
 mod tracing;
 
 use std::time::Duration;
