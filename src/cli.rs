@@ -225,9 +225,30 @@ pub enum Command {
         /// The folder to write into (created if missing).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
-        /// The tag of the projects' images (`<app>/<resource>:<tag>`).
-        #[arg(long, default_value = "latest")]
-        tag: String,
+        /// The base of the projects' images, as `build-images` was given it.
+        #[arg(long, default_value = crate::publish::images::DEFAULT_BASE)]
+        base: String,
+        /// The registry `build-images --push` pushed the projects' images to.
+        #[arg(long)]
+        registry: Option<String>,
+        /// The images `build-images --debug` made.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build each project's release binary and an image of it
+    /// (`<app>/<resource>:<content digest>`) in the local Docker engine.
+    BuildImages {
+        #[command(flatten)]
+        at: FileArg,
+        /// The image the binaries go on (it must be in the local engine).
+        #[arg(long, default_value = crate::publish::images::DEFAULT_BASE)]
+        base: String,
+        /// Also push them to this registry (`HOST:PORT`), as `REGISTRY/<app>/<resource>:<digest>`.
+        #[arg(long)]
+        push: Option<String>,
+        /// Debug binaries instead of release ones: a quicker build, for trying it out and for tests.
+        #[arg(long)]
+        debug: bool,
     },
     /// Check this machine for what apphost needs, with the fix for each gap.
     Doctor {
@@ -413,8 +434,12 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
         }
         Command::Check { at } => commands::check::check(&file_of(global, at.file)),
         Command::Schema => commands::check::schema(),
-        Command::Publish { at, target, output, tag } => {
-            commands::publish::run(&file_of(global, at.file), target, &output, &tag)
+        Command::Publish { at, target, output, base, registry, debug } => {
+            let file = file_of(global, at.file);
+            commands::publish::publish(&file, target, &output, &base, registry.as_deref(), debug).await
+        }
+        Command::BuildImages { at, base, push, debug } => {
+            commands::publish::build_images(&file_of(global, at.file), &base, push.as_deref(), debug).await
         }
         Command::Doctor { at } => commands::doctor::run(&file_of(global, at.file)).await,
         Command::Reaper { at } => commands::reaper::run(&file_of(global, at.file)).await,

@@ -1,11 +1,12 @@
-//! `apphost publish`: writes the app for another engine (see [`crate::publish`]).
+//! `apphost publish` and `apphost build-images`: the app for another engine
+//! (see [`crate::publish`]).
 
 use std::{path::Path, process::ExitCode};
 
 use miette::{IntoDiagnostic, miette};
 
 use crate::{
-    publish::{self, compose},
+    publish::{self, compose, images},
     statedir::{Secrets, StateDir},
     topology,
 };
@@ -19,8 +20,17 @@ pub enum Target {
 
 /// Writes `file`'s app for `target` into `out`. Passwords come from
 /// `.apphost/secrets.json`, generated there (owner-only) when missing, so a
-/// published stack and `apphost up` share them.
-pub fn run(file: &Path, target: Target, out: &Path, tag: &str) -> miette::Result<ExitCode> {
+/// published stack and `apphost up` share them. Projects are named by the
+/// images `build-images` makes of their release binaries on `base`, under
+/// `registry` when given.
+pub async fn publish(
+    file: &Path,
+    target: Target,
+    out: &Path,
+    base: &str,
+    registry: Option<&str>,
+    debug: bool,
+) -> miette::Result<ExitCode> {
     let t = topology::load(file)?;
     let state = StateDir::for_topology(file);
     let mut secrets = Secrets::load(&state).into_diagnostic()?;
@@ -31,8 +41,16 @@ pub fn run(file: &Path, target: Target, out: &Path, tag: &str) -> miette::Result
     }
     let stack =
         publish::stack(&t, &|name| secrets.get(name).map(str::to_owned)).map_err(|e| miette::Report::new(*e))?;
+    let binaries = images::binaries(&t, true, debug)
+        .await
+        .map_err(|e| miette!(help = "`apphost build-images` builds them and their images first", "{e}"))?;
+    let recipes = images::recipes(&t, base, &binaries)?;
+    let image = |i: &crate::plan::Instance| {
+        let reference = recipes.get(&i.resource.name).map_or_else(String::new, |r| r.reference.clone());
+        registry.map_or(reference.clone(), |registry| format!("{}/{reference}", registry.trim_end_matches('/')))
+    };
     let files = match target {
-        Target::Compose => compose::render(&t, &stack, &|i| publish::project_image(&t.name, &i.resource.name, tag)),
+        Target::Compose => compose::render(&t, &stack, &image),
     };
     publish::output_dir(out)?;
     compose::write(out, &files).map_err(|e| miette!("cannot write into {}: {e}", out.display()))?;
@@ -47,5 +65,28 @@ pub fn run(file: &Path, target: Target, out: &Path, tag: &str) -> miette::Result
         println!("note: {note}");
     }
     println!("start it: docker compose -f {} -p {} up -d", out.join("compose.yaml").display(), t.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the release binaries of `file`'s projects and an image of each on
+/// `base` in the local engine; pushes them to `push` when given.
+pub async fn build_images(file: &Path, base: &str, push: Option<&str>, debug: bool) -> miette::Result<ExitCode> {
+    let t = topology::load(file)?;
+    let binaries = images::binaries(&t, false, debug).await?;
+    let recipes = images::recipes(&t, base, &binaries)?;
+    let docker = crate::runtime::docker::connect()
+        .await
+        .map_err(|e| miette!(help = "start Docker (or set DOCKER_HOST)", "{e}"))?;
+    for recipe in recipes.values() {
+        println!("building {} (package `{}` on {base})", recipe.reference, recipe.package);
+        images::build(&docker, &t.name, recipe, &|line| println!("  {line}")).await?;
+        if let Some(registry) = push {
+            let remote = images::push(&docker, recipe, registry).await?;
+            println!("pushed {remote}");
+        }
+    }
+    for recipe in recipes.values() {
+        println!("{}: {}", recipe.resource, recipe.reference);
+    }
     Ok(ExitCode::SUCCESS)
 }

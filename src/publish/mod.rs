@@ -9,6 +9,7 @@
 //! input gives byte-identical files.
 
 pub mod compose;
+pub mod images;
 mod yaml;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};

@@ -1,14 +1,17 @@
-//! `apphost publish --target compose` on the demo topology: a file a real
-//! compose implementation (Debian's docker-compose) reads, passwords only in
-//! owner-only env files, the same bytes twice, a hostile output folder
-//! refused, and the published infrastructure healthy under compose.
+//! `apphost build-images` and `apphost publish --target compose` on the demo
+//! topology: a file a real compose implementation (Debian's docker-compose)
+//! reads, passwords only in owner-only env files, the same bytes twice, a
+//! hostile output folder refused, and the whole published stack run by
+//! docker-compose: healthy, a POST reaching the receiver, a broker outage
+//! losing nothing, and `down -v` leaving nothing.
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
 
 use crate::helpers::{StateDir, apphost};
 
 async fn publish(state: &Path, out: &Path) -> std::process::Output {
-    apphost(state).args(["publish", "--target", "compose", "-o"]).arg(out).output().await.unwrap()
+    // Debug binaries: the ones the tests build anyway (a release build would double CI's build).
+    apphost(state).args(["publish", "--debug", "--target", "compose", "-o"]).arg(out).output().await.unwrap()
 }
 
 fn compose(dir: &Path, project: &str, args: &[&str]) -> std::process::Output {
@@ -88,25 +91,72 @@ impl Drop for Project<'_> {
     }
 }
 
-#[tokio::test]
-async fn the_published_infrastructure_is_healthy_under_docker_compose_and_down_leaves_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_stack_runs_under_docker_compose_and_a_broker_outage_loses_nothing() {
+    // The published sender and receiver take 8080 and 8081 on loopback, and the stack both cores.
+    let _one = crate::helpers::ONE_STACK.lock().await;
     let state = StateDir::new();
+    let built = apphost(&state).args(["build-images", "--debug"]).output().await.unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     let out = tempfile::tempdir().unwrap();
     assert!(publish(&state, out.path()).await.status.success());
     let project = format!("apphost-publish-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let guard = Project(out.path(), &project);
-    let up = compose(out.path(), &project, &["up", "-d", "sender-db", "receiver-db", "broker"]);
+    let up = compose(out.path(), &project, &["up", "-d"]);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     let label = format!("label=com.docker.compose.project={project}");
     let statuses = || {
-        let ps = Command::new("docker").args(["ps", "-a", "--filter", &label, "--format", "{{.Status}}"]).output();
-        String::from_utf8_lossy(&ps.unwrap().stdout).into_owned()
+        let ps = Command::new("docker")
+            .args(["ps", "-a", "--filter", &label, "--format", "{{.Names}} {{.Status}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout).into_owned()
     };
+    let healthy = || statuses().lines().filter(|s| s.contains("(healthy)")).count() == 5;
     let started = std::time::Instant::now();
-    while !(statuses().lines().count() == 3 && statuses().lines().all(|s| s.contains("(healthy)"))) {
-        assert!(started.elapsed() < Duration::from_secs(180), "not all healthy: {}", statuses());
+    while !healthy() {
+        assert!(started.elapsed() < Duration::from_secs(240), "not all five healthy:\n{}", statuses());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap();
+    let post = async |n: usize| -> String {
+        let answer = client
+            .post("http://127.0.0.1:8080/api/EntityItems")
+            .json(&serde_json::json!({ "name": format!("compose {n}"), "value": n }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201);
+        answer.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    };
+    let mut ids = vec![post(0).await];
+    let stopped = compose(out.path(), &project, &["stop", "broker"]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    for n in 1..=20 {
+        ids.push(post(n).await);
+    }
+    let started = compose(out.path(), &project, &["start", "broker"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let delivered = async || {
+        let mut count = 0;
+        for id in &ids {
+            let url = format!("http://127.0.0.1:8081/api/EntityItems/{id}");
+            count += usize::from(client.get(url).send().await.is_ok_and(|r| r.status() == 200));
+        }
+        count
+    };
+    let since = std::time::Instant::now();
+    while delivered().await < ids.len() {
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "{} of {} items reached the receiver after the broker came back",
+            delivered().await,
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     drop(guard);
     assert_eq!(statuses(), "", "no container left");
     for what in ["network", "volume"] {
