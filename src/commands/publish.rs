@@ -6,7 +6,7 @@ use std::{path::Path, process::ExitCode};
 use miette::{IntoDiagnostic, miette};
 
 use crate::{
-    publish::{self, compose, images},
+    publish::{self, compose, images, kubernetes},
     statedir::{Secrets, StateDir},
     topology,
 };
@@ -16,6 +16,8 @@ use crate::{
 pub enum Target {
     /// A compose file for `docker compose` (or Debian's docker-compose 1.29).
     Compose,
+    /// Manifests and a `kustomization.yaml` for `kubectl apply -k`.
+    Kubernetes,
 }
 
 /// Writes `file`'s app for `target` into `out`. Passwords come from
@@ -30,6 +32,7 @@ pub async fn publish(
     base: &str,
     registry: Option<&str>,
     debug: bool,
+    secrets_from: kubernetes::Secrets,
 ) -> miette::Result<ExitCode> {
     let t = topology::load(file)?;
     let state = StateDir::for_topology(file);
@@ -49,11 +52,19 @@ pub async fn publish(
         let reference = recipes.get(&i.resource.name).map_or_else(String::new, |r| r.reference.clone());
         registry.map_or(reference.clone(), |registry| format!("{}/{reference}", registry.trim_end_matches('/')))
     };
-    let files = match target {
-        Target::Compose => compose::render(&t, &stack, &image),
+    let mut expected = Vec::new();
+    let (files, start) = match target {
+        Target::Compose => (
+            compose::render(&t, &stack, &image),
+            format!("docker compose -f {} -p {} up -d", out.join("compose.yaml").display(), t.name),
+        ),
+        Target::Kubernetes => (
+            kubernetes::render(&t, &stack, &image, secrets_from, &mut expected),
+            format!("kubectl apply -k {}", out.display()),
+        ),
     };
     publish::output_dir(out)?;
-    compose::write(out, &files).map_err(|e| miette!("cannot write into {}: {e}", out.display()))?;
+    publish::write_files(out, &files).map_err(|e| miette!("cannot write into {}: {e}", out.display()))?;
     for (name, (_, private)) in &files {
         println!(
             "wrote {}{}",
@@ -64,7 +75,10 @@ pub async fn publish(
     for note in &stack.notes {
         println!("note: {note}");
     }
-    println!("start it: docker compose -f {} -p {} up -d", out.join("compose.yaml").display(), t.name);
+    for secret in &expected {
+        println!("create before applying: {secret}");
+    }
+    println!("start it: {start}");
     Ok(ExitCode::SUCCESS)
 }
 

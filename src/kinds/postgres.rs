@@ -47,13 +47,18 @@ impl ResourceKind for Postgres {
         true
     }
 
-    fn own_env(&self, me: &Instance, _: &super::EnvContext<'_>) -> Vec<(String, String)> {
+    fn own_env(&self, me: &Instance, ctx: &super::EnvContext<'_>) -> Vec<(String, String)> {
         let r = &me.resource;
-        vec![
+        let mut env = vec![
             ("POSTGRES_USER".into(), user(r)),
             ("POSTGRES_PASSWORD".into(), me.password.clone().unwrap_or_default()),
             ("POSTGRES_DB".into(), database(r)),
-        ]
+        ];
+        if ctx.published {
+            // A volume's root may hold `lost+found` (a PersistentVolume does), which initdb refuses.
+            env.push(("PGDATA".into(), format!("{}/pgdata", self.data_path().unwrap_or_default())));
+        }
+        env
     }
 
     fn connection_string(&self, target: &Instance) -> Option<String> {

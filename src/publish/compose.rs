@@ -3,17 +3,14 @@
 //! the compose plugin both read it) and one owner-only env file per service
 //! that has a secret.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::time::Duration;
 
-use super::{Stack, yaml::Node};
+use super::{Files, Stack, yaml::Node};
 use crate::{
     plan::Instance,
     runtime::docker::signal_name,
     topology::{Check, Condition, Probe, RestartPolicy, Topology},
 };
-
-/// The files of a published stack: name → (contents, owner-only).
-pub type Files = BTreeMap<String, (String, bool)>;
 
 /// Where the first project without a host port of its own is published;
 /// the next get the ports after it, in file order.
@@ -155,13 +152,4 @@ const MIN_START_PERIOD: Duration = Duration::from_secs(60);
 /// A duration as compose writes one: `5s`, `250ms`.
 fn seconds(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
-}
-
-/// Writes `files` into `dir` (created if needed), env files owner-only.
-pub fn write(dir: &Path, files: &Files) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, (contents, private)) in files {
-        super::write(dir, name, contents, *private)?;
-    }
-    Ok(())
 }

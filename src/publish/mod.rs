@@ -10,6 +10,7 @@
 
 pub mod compose;
 pub mod images;
+pub mod kubernetes;
 mod yaml;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
@@ -106,11 +107,11 @@ fn unmappable(r: &Resource) -> Option<Diag> {
 fn note(r: &Resource) -> Option<String> {
     match &r.health.as_ref()?.check {
         Check::Amqp { port } => Some(format!(
-            "`{}`: its AMQP handshake probe has no compose equivalent; the healthcheck is a TCP connect to `{port}`",
+            "`{}`: its AMQP handshake probe has no compose or Kubernetes equivalent; the published check is a TCP connect to `{port}`",
             r.name
         )),
         Check::Log { .. } => Some(format!(
-            "`{}`: a log-line probe has no compose equivalent; the healthcheck is a TCP connect to its first port",
+            "`{}`: a log-line probe has no compose or Kubernetes equivalent; the published check is a TCP connect to its first port",
             r.name
         )),
         _ => None,
@@ -142,10 +143,20 @@ pub fn output_dir(dir: &Path) -> miette::Result<()> {
     }
 }
 
-/// Writes `contents` to `dir/name`, owner-only when `private`.
-fn write(dir: &Path, name: &str, contents: &str, private: bool) -> std::io::Result<()> {
-    let path = dir.join(name);
-    if private { crate::statedir::write_private(&path, contents.as_bytes()) } else { std::fs::write(path, contents) }
+/// The files of a published stack: name → (contents, owner-only).
+pub type Files = BTreeMap<String, (String, bool)>;
+
+/// Writes `files` into `dir` (see [`output_dir`]), the owner-only ones with mode 0600 from the start.
+pub fn write_files(dir: &Path, files: &Files) -> std::io::Result<()> {
+    for (name, (contents, private)) in files {
+        let path = dir.join(name);
+        if *private {
+            crate::statedir::write_private(&path, contents.as_bytes())?;
+        } else {
+            std::fs::write(path, contents)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

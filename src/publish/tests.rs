@@ -14,7 +14,7 @@ fn password(name: &str) -> Option<String> {
     Some(format!("secret-of-{name}"))
 }
 
-fn compose_files(file: &Path) -> compose::Files {
+fn compose_files(file: &Path) -> super::Files {
     let t = topology::load(file).unwrap();
     let stack = stack(&t, &password).unwrap();
     compose::render(&t, &stack, &|i| project_image(&t.name, &i.resource.name, "test"))
@@ -69,4 +69,31 @@ fn an_executable_cannot_be_published_and_is_named_where_it_is() {
         .unwrap();
     let out = out.replace(&file.display().to_string(), "apphost.yaml");
     insta::assert_snapshot!("executable_refused", out);
+}
+
+#[test]
+fn the_demo_stack_for_kubernetes() {
+    let t = topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("apphost.yaml")).unwrap();
+    let stack = stack(&t, &password).unwrap();
+    let image = |i: &crate::plan::Instance| project_image(&t.name, &i.resource.name, "test");
+    let mut expected = Vec::new();
+    let files = super::kubernetes::render(&t, &stack, &image, super::kubernetes::Secrets::Generated, &mut expected);
+    assert!(expected.is_empty());
+    for (name, (text, private)) in &files {
+        assert_eq!(*private, name.ends_with(".env"), "{name}");
+        if !private {
+            assert!(!text.contains("secret-of-"), "no password in {name}:\n{text}");
+        }
+    }
+    let all: String = files.iter().map(|(name, (text, _))| format!("== {name}\n{text}")).collect();
+    insta::assert_snapshot!("demo_kubernetes", all);
+
+    // Secrets the user provides: no env files, no generator, and `publish` names what they must hold.
+    let files = super::kubernetes::render(&t, &stack, &image, super::kubernetes::Secrets::External, &mut expected);
+    assert!(files.keys().all(|name| !name.ends_with(".env")), "{:?}", files.keys());
+    assert!(!files["kustomization.yaml"].0.contains("secretGenerator"));
+    assert!(
+        expected.iter().any(|e| e.contains("`sender-env`") && e.contains("ConnectionStrings__sender-db")),
+        "{expected:?}"
+    );
 }

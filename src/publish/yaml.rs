@@ -12,6 +12,7 @@ use saphyr::{Mapping, Scalar, Yaml, YamlEmitter};
 pub enum Node {
     Str(String),
     Int(i64),
+    Bool(bool),
     List(Vec<Node>),
     Map(Vec<(String, Node)>),
 }
@@ -49,6 +50,7 @@ impl Node {
         match self {
             Node::Str(s) => Yaml::Value(Scalar::String(Cow::Borrowed(s))),
             Node::Int(i) => Yaml::Value(Scalar::Integer(*i)),
+            Node::Bool(b) => Yaml::Value(Scalar::Boolean(*b)),
             Node::List(items) => Yaml::Sequence(items.iter().map(Node::to_yaml).collect()),
             Node::Map(entries) => {
                 let mut map = Mapping::new();
@@ -62,13 +64,18 @@ impl Node {
 
     /// The document as YAML text, after a comment header, ending in a newline.
     pub fn document(&self, header: &str) -> String {
+        let mut out: String = header.lines().map(|l| format!("# {l}\n").replace("# \n", "#\n")).collect();
+        out.push_str(&self.body());
+        out
+    }
+
+    /// The document as YAML text, ending in a newline.
+    pub fn body(&self) -> String {
         let mut body = String::new();
         YamlEmitter::new(&mut body).dump(&self.to_yaml()).expect("writing YAML to a String");
-        // The emitter starts a document with `---`; the header says what it is instead.
-        let body = body.strip_prefix("---\n").unwrap_or(&body);
-        let mut out: String = header.lines().map(|l| format!("# {l}\n").replace("# \n", "#\n")).collect();
-        out.push_str(body);
-        out.push('\n');
-        out
+        // The emitter starts a document with `---`; a header or a separator says where one starts instead.
+        let mut body = body.strip_prefix("---\n").map(str::to_owned).unwrap_or(body);
+        body.push('\n');
+        body
     }
 }

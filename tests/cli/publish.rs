@@ -164,3 +164,48 @@ async fn the_published_stack_runs_under_docker_compose_and_a_broker_outage_loses
         assert_eq!(String::from_utf8_lossy(&ls.unwrap().stdout), "", "no {what} left");
     }
 }
+
+/// The manifests as a cluster would get them (`kubectl kustomize`), checked
+/// against the OpenAPI schemas of two Kubernetes minor versions by
+/// `kubernetes-validate` (PyPI; .ci/setup installs it).
+#[tokio::test]
+async fn published_kubernetes_manifests_render_and_validate_against_two_versions() {
+    let state = StateDir::new();
+    let out = tempfile::tempdir().unwrap();
+    let published = apphost(&state)
+        .args(["publish", "--debug", "--target", "kubernetes", "-o"])
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let rendered = Command::new("kubectl").arg("kustomize").arg(out.path()).output().expect("kubectl");
+    assert!(rendered.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&rendered.stderr));
+    let manifests = String::from_utf8(rendered.stdout).unwrap();
+    for kind in ["kind: StatefulSet", "kind: Deployment", "kind: Service", "kind: Secret"] {
+        assert!(manifests.contains(kind), "{kind} missing:\n{manifests}");
+    }
+    let all = out.path().join("rendered.yaml");
+    std::fs::write(&all, &manifests).unwrap();
+    for version in ["1.36.0", "1.37.0"] {
+        let checked = Command::new(kubernetes_validate())
+            .args(["--strict", "--kubernetes-version", version])
+            .arg(&all)
+            .output()
+            .expect("kubernetes-validate (.ci/setup installs it into the cache's venv)");
+        assert!(
+            checked.status.success(),
+            "Kubernetes {version} refuses them: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}
+
+/// `kubernetes-validate` in the venv `.ci/setup` makes (`$APPHOST_CACHE` or `~/.cache/apphost`).
+fn kubernetes_validate() -> std::path::PathBuf {
+    let cache = std::env::var_os("APPHOST_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/apphost")
+    });
+    cache.join("venv/bin/kubernetes-validate")
+}
