@@ -209,3 +209,72 @@ fn kubernetes_validate() -> std::path::PathBuf {
     });
     cache.join("venv/bin/kubernetes-validate")
 }
+
+/// `build-images --push` into a real registry (Debian's docker-registry, the
+/// CNCF distribution, started here on loopback): the registry lists each
+/// project's tag, the engine pulls it back from there, and `publish
+/// --registry` names the pushed images.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_images_pushes_to_a_registry_and_publish_names_the_pushed_images() {
+    let scratch = tempfile::tempdir().unwrap();
+    let port = testkit::free_port();
+    let config = scratch.path().join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            scratch.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let _registry = tokio::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("docker-registry (Debian's package docker-registry; .ci/setup installs it)");
+    let registry = format!("127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = std::time::Instant::now();
+    while client.get(format!("http://{registry}/v2/")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the registry did not answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let state = StateDir::new();
+    let pushed = apphost(&state).args(["build-images", "--debug", "--push", &registry]).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&pushed.stdout).into_owned();
+    assert!(pushed.status.success(), "{stdout}{}", String::from_utf8_lossy(&pushed.stderr));
+    for resource in ["sender", "receiver"] {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("pushed {registry}/outbox-demo/{resource}:")));
+        let remote = line.unwrap_or_else(|| panic!("no push of {resource}:\n{stdout}")).trim_start_matches("pushed ");
+        let tag = remote.rsplit_once(':').unwrap().1;
+        let tags: serde_json::Value = client
+            .get(format!("http://{registry}/v2/outbox-demo/{resource}/tags/list"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(tags["tags"], serde_json::json!([tag]), "{tags}");
+        // The engine gets it back from the registry alone.
+        assert!(Command::new("docker").args(["rmi", remote]).output().unwrap().status.success());
+        let pulled = Command::new("docker").args(["pull", "-q", remote]).output().unwrap();
+        assert!(pulled.status.success(), "{}", String::from_utf8_lossy(&pulled.stderr));
+        Command::new("docker").args(["rmi", remote]).output().unwrap();
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let published = apphost(&state)
+        .args(["publish", "--debug", "--target", "compose", "--registry", &registry, "-o"])
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let yaml = std::fs::read_to_string(out.path().join("compose.yaml")).unwrap();
+    assert!(yaml.contains(&format!("image: \"{registry}/outbox-demo/sender:")), "{yaml}");
+}
