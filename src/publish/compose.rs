@@ -18,7 +18,6 @@ const FIRST_HOST_PORT: u16 = 8080;
 
 /// The compose file and env files of `stack`; `image` names a project's image.
 pub fn render(t: &Topology, stack: &Stack, image: &dyn Fn(&Instance) -> String) -> Files {
-    let passwords: Vec<&str> = stack.instances.iter().filter_map(|i| i.password.as_deref()).collect();
     let mut files = Files::new();
     let mut services = Node::map();
     let mut volumes = Node::map();
@@ -27,8 +26,7 @@ pub fn render(t: &Topology, stack: &Stack, image: &dyn Fn(&Instance) -> String) 
         let r = &i.resource;
         let spec = r.kind.spec();
         // Anything that carries a password goes to the env file, the rest stays readable inline.
-        let (secret, plain): (Vec<_>, Vec<_>) =
-            i.env.iter().partition(|(_, v)| passwords.iter().any(|p| v.contains(p)));
+        let (secret, plain) = super::split_secrets(stack, i);
         let mut service = Node::map()
             .with("image", Node::str(if spec.package(r).is_some() { image(i) } else { r.image().unwrap_or_default() }));
         if !r.args.is_empty() {
@@ -36,8 +34,7 @@ pub fn render(t: &Topology, stack: &Stack, image: &dyn Fn(&Instance) -> String) 
         }
         if !secret.is_empty() {
             let name = format!("{}.env", i.name);
-            let text: String = secret.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-            files.insert(name.clone(), (text, true));
+            files.insert(name.clone(), (super::env_file(&secret), true));
             service = service.with("env_file", Node::strs([name]));
         }
         if !plain.is_empty() {
@@ -97,18 +94,14 @@ pub fn render(t: &Topology, stack: &Stack, image: &dyn Fn(&Instance) -> String) 
     {
         doc = doc.with("volumes", volumes);
     }
-    let mut header = format!(
+    let header = format!(
         "`{}` as docker compose runs it, written by `apphost publish --target compose` from {}.\n\
          Start: docker compose -p {0} up -d    Stop and remove, volumes too: docker compose -p {0} down -v\n\
          The *.env files hold the generated passwords (owner-only): keep them out of version control.",
         t.name,
         t.file.file_name().map_or("apphost.yaml".into(), |f| f.to_string_lossy().into_owned()),
     );
-    for note in &stack.notes {
-        header.push('\n');
-        header.push_str(note);
-    }
-    files.insert("compose.yaml".into(), (doc.document(&header), false));
+    files.insert("compose.yaml".into(), (doc.document(&super::with_notes(header, stack)), false));
     files
 }
 

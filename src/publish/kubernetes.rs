@@ -40,22 +40,19 @@ pub fn render(
     secrets: Secrets,
     expected: &mut Vec<String>,
 ) -> Files {
-    let passwords: Vec<&str> = stack.instances.iter().filter_map(|i| i.password.as_deref()).collect();
     let mut files = Files::new();
     let mut resources = Vec::new();
     let mut generators = Vec::new();
     for i in &stack.instances {
         let r = &i.resource;
         let spec = r.kind.spec();
-        let (secret, plain): (Vec<_>, Vec<_>) =
-            i.env.iter().partition(|(_, v)| passwords.iter().any(|p| v.contains(p)));
+        let (secret, plain) = super::split_secrets(stack, i);
         let secret_name = format!("{}-env", i.name);
         if !secret.is_empty() {
             match secrets {
                 Secrets::Generated => {
                     let env_file = format!("{}.env", i.name);
-                    let text: String = secret.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-                    files.insert(env_file.clone(), (text, true));
+                    files.insert(env_file.clone(), (super::env_file(&secret), true));
                     generators
                         .push(Node::map().with("name", Node::str(&secret_name)).with("envs", Node::strs([env_file])));
                 }
@@ -209,11 +206,7 @@ pub fn render(
         header
             .push_str("\nThe *.env files hold the generated passwords (owner-only): keep them out of version control.");
     }
-    for note in &stack.notes {
-        header.push('\n');
-        header.push_str(note);
-    }
-    files.insert("kustomization.yaml".into(), (kustomization.document(&header), false));
+    files.insert("kustomization.yaml".into(), (kustomization.document(&super::with_notes(header, stack)), false));
     files
 }
 

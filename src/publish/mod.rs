@@ -143,6 +143,30 @@ pub fn output_dir(dir: &Path) -> miette::Result<()> {
     }
 }
 
+/// Some of an instance's environment variables.
+pub type Vars<'a> = Vec<&'a (String, String)>;
+
+/// `i`'s environment split into what holds one of the stack's passwords (for
+/// an owner-only env file or a Secret) and the rest.
+pub fn split_secrets<'a>(stack: &Stack, i: &'a Instance) -> (Vars<'a>, Vars<'a>) {
+    let passwords: Vec<&str> = stack.instances.iter().filter_map(|i| i.password.as_deref()).collect();
+    i.env.iter().partition(|(_, v)| passwords.iter().any(|p| v.contains(p)))
+}
+
+/// An env file (`KEY=VALUE` lines) of `vars`, as compose and kustomize read one.
+pub fn env_file(vars: &[&(String, String)]) -> String {
+    vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// `header` followed by the stack's notes, one a line.
+pub fn with_notes(mut header: String, stack: &Stack) -> String {
+    for note in &stack.notes {
+        header.push('\n');
+        header.push_str(note);
+    }
+    header
+}
+
 /// The files of a published stack: name → (contents, owner-only).
 pub type Files = BTreeMap<String, (String, bool)>;
 

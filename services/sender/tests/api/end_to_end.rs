@@ -107,26 +107,7 @@ async fn requests_holding_every_connection_do_not_stop_the_relay() {
     let app = TestApp::spawn_with(env).await;
     let pending = async || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&app.db).await.ok();
 
-    let mut lock = app.db.begin().await.unwrap();
-    sqlx::query("LOCK TABLE entity_items IN EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
-    let stuck = tokio::spawn({
-        let request = app
-            .client
-            .post(format!("{}/api/EntityItems", app.base))
-            .header("content-type", "application/json")
-            .body(r#"{"name":"stuck","value":1}"#);
-        async move { request.send().await }
-    });
-    eventually("the POST to hold the pool's connection, waiting for the lock", Duration::from_secs(20), || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-        )
-        .fetch_one(&app.db)
-        .await
-        .ok()?;
-        (waiting > 0).then_some(())
-    })
-    .await;
+    let (lock, stuck) = app.post_held_by_a_lock().await;
     // A row written beside this sender (as another replica's would be) is published meanwhile.
     sqlx::query("INSERT INTO outbox (id, event_type, payload) VALUES ($1, 'EntityItemCreated', '{}')")
         .bind(uuid::Uuid::now_v7())

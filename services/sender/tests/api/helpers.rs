@@ -89,6 +89,33 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A POST held inside the app: `entity_items` is locked by the returned
+    /// transaction, and the POST (spawned) waits for the lock, holding its
+    /// request connection, until the transaction ends.
+    pub async fn post_held_by_a_lock(
+        &self,
+    ) -> (sqlx::Transaction<'static, sqlx::Postgres>, tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>) {
+        let mut lock = self.db.begin().await.unwrap();
+        sqlx::query("LOCK TABLE entity_items IN EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+        let request = self
+            .client
+            .post(format!("{}/api/EntityItems", self.base))
+            .header("content-type", "application/json")
+            .body(r#"{"name":"stuck","value":1}"#);
+        let stuck = tokio::spawn(async move { request.send().await });
+        eventually("the POST to wait for the lock, holding its connection", Duration::from_secs(20), || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            .fetch_one(&self.db)
+            .await
+            .ok()?;
+            (waiting > 0).then_some(())
+        })
+        .await;
+        (lock, stuck)
+    }
+
     /// Stops the app as SIGTERM would and waits for it.
     pub async fn stop(mut self) {
         self.cancel.cancel();

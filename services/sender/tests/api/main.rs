@@ -257,26 +257,8 @@ async fn a_request_beyond_the_limit_is_refused_at_once_and_the_sender_stays_read
     env.insert("DB_ACQUIRE_TIMEOUT".into(), "60s".into());
     let app = TestApp::spawn_with(env).await;
 
-    let mut lock = app.db.begin().await.unwrap();
-    sqlx::query("LOCK TABLE entity_items IN EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
-    let stuck = tokio::spawn({
-        let request = app
-            .client
-            .post(format!("{}/api/EntityItems", app.base))
-            .header("content-type", "application/json")
-            .body(r#"{"name":"stuck","value":1}"#);
-        async move { request.send().await }
-    });
-    eventually("the first POST to wait for the lock, holding the only request", Duration::from_secs(20), || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-        )
-        .fetch_one(&app.db)
-        .await
-        .ok()?;
-        (waiting > 0).then_some(())
-    })
-    .await;
+    // The first POST holds the only request connection and the only request slot.
+    let (lock, stuck) = app.post_held_by_a_lock().await;
 
     // Without the limit this one would queue for the connection past the client's timeout.
     let refused = app.post_json(r#"{"name":"refused","value":2}"#).await;
