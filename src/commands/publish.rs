@@ -44,9 +44,7 @@ pub async fn publish(
     }
     let stack =
         publish::stack(&t, &|name| secrets.get(name).map(str::to_owned)).map_err(|e| miette::Report::new(*e))?;
-    let binaries = images::binaries(&t, true, debug)
-        .await
-        .map_err(|e| miette!(help = "`apphost build-images` builds them and their images first", "{e}"))?;
+    let binaries = images::binaries(&t, true, debug).await?;
     let recipes = images::recipes(&t, base, &binaries)?;
     let image = |i: &crate::plan::Instance| {
         let reference = recipes.get(&i.resource.name).map_or_else(String::new, |r| r.reference.clone());

@@ -85,8 +85,19 @@ pub async fn binaries(
     debug: bool,
 ) -> miette::Result<std::collections::HashMap<String, std::path::PathBuf>> {
     let packages: Vec<String> = projects(t).filter_map(|r| r.kind.spec().package(r)).collect();
-    let binaries = crate::build::build(t.root(), &packages, !debug, built, |line| eprintln!("{line}")).await?;
-    Ok(binaries)
+    let binaries = crate::build::build(t.root(), &packages, !debug, built, |line| eprintln!("{line}"));
+    match binaries.await {
+        Ok(binaries) => Ok(binaries),
+        // `publish` takes the binaries there are: say which is missing and what builds it.
+        Err(crate::build::BuildError::Cargo(why)) if built && why.contains("is not built") => Err(miette!(
+            help =
+                format!("`apphost build-images{}` builds them and their images", if debug { " --debug" } else { "" }),
+            "a project's {} binary is not built yet ({})",
+            if debug { "debug" } else { "release" },
+            why.trim_start_matches("`--no-build`, but ")
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Builds `recipe` into the local engine: a build context of the Dockerfile
