@@ -27,8 +27,7 @@ pub fn render(t: &Topology, stack: &Stack, image: &dyn Fn(&Instance) -> String) 
         let spec = r.kind.spec();
         // Anything that carries a password goes to the env file, the rest stays readable inline.
         let (secret, plain) = super::split_secrets(stack, i);
-        let mut service = Node::map()
-            .with("image", Node::str(if spec.package(r).is_some() { image(i) } else { r.image().unwrap_or_default() }));
+        let mut service = Node::map().with("image", Node::str(super::image_of(i, image)));
         if !r.args.is_empty() {
             service = service.with("command", Node::strs(r.args.iter().cloned()));
         }

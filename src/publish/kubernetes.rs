@@ -70,9 +70,8 @@ pub fn render(
         let data = spec.data_path();
         let ports: Vec<(&String, u16)> = i.ports.iter().map(|(name, b)| (name, b.host)).collect();
 
-        let mut container = Node::map()
-            .with("name", Node::str(&i.name))
-            .with("image", Node::str(if is_project { image(i) } else { r.image().unwrap_or_default() }));
+        let mut container =
+            Node::map().with("name", Node::str(&i.name)).with("image", Node::str(super::image_of(i, image)));
         if !r.args.is_empty() {
             container = container.with("args", Node::strs(r.args.iter().cloned()));
         }

@@ -143,6 +143,12 @@ pub fn output_dir(dir: &Path) -> miette::Result<()> {
     }
 }
 
+/// The image `i` runs: a project's from `project` (its built image), any other its own or its kind's.
+pub fn image_of(i: &Instance, project: &dyn Fn(&Instance) -> String) -> String {
+    let r = &i.resource;
+    if r.kind.spec().package(r).is_some() { project(i) } else { r.image().unwrap_or_default() }
+}
+
 /// Some of an instance's environment variables.
 pub type Vars<'a> = Vec<&'a (String, String)>;
 
