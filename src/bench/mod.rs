@@ -500,7 +500,7 @@ fn markdown(f: &Figures, startup: Duration, o: &Options, charts: &[(String, Stri
         let _ = writeln!(s, "- **Commit:** {commit}");
     }
     let _ = writeln!(s, "- **Machine:** {}", machine());
-    // A debug apphost spends about twice the CPU of a release one on the same load, taken from the stack.
+    // apphost generates the load: a debug build of it takes more CPU from the stack it measures.
     let generator = if cfg!(debug_assertions) { "debug" } else { "release" };
     let _ = writeln!(
         s,
