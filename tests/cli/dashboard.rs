@@ -218,9 +218,12 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     assert!(own.contains("all resources are healthy"), "{own}");
 }
 
-/// 50,000 lines a second for 10 s from one child: the dashboard keeps
+/// Up to 50,000 lines a second for 10 s from one child: the dashboard keeps
 /// drawing, the bounded store drops the oldest lines and says how many.
-/// (How fast, and at what cost, is `dashboard/bench/run.py`'s business.)
+/// How many lines the child gets out depends on the machine (a reader that
+/// cannot keep up blocks the writer), so the test asks only that the flood
+/// overflowed the store many times over; how fast, and at what cost, is
+/// `dashboard/bench/run.py`'s business.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_output_is_bounded_counted_and_shown() {
     let _one = ONE_STACK.lock().await;
@@ -242,7 +245,7 @@ async fn a_flood_of_output_is_bounded_counted_and_shown() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the dropped lines are counted on screen:\n{screen}"));
     // The store keeps 2,000 lines of `flood`: everything older was dropped, and counted.
-    assert!(written >= 100_000, "{screen}");
+    assert!(written >= 10 * 2000, "the flood overflowed the store ten times over:\n{screen}");
     assert!(dropped + 2000 >= written && dropped <= written + 10, "written {written}, dropped {dropped}");
     assert!(screen.contains("flood line"), "the newest lines show:\n{screen}");
     tmux.keys(&["q", "y"]);
