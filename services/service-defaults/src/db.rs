@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,13 @@ impl PoolSettings {
     }
 }
 
+/// A pooled connection idle for longer than this is pinged before it is
+/// handed out. sqlx pings every connection as it returns to the pool, so one
+/// idle for less was found alive moments ago; one lost with the server in
+/// between fails the one query that finds it, which callers treat as
+/// transient (503, retry).
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// A pool that opens connections on demand, so a service starts while its database is down.
 pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
     let options = cs.url.expose().as_str().parse::<PgConnectOptions>()?.application_name(&settings.application_name);
@@ -36,8 +44,18 @@ pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPoo
         .max_connections(settings.max_connections)
         .min_connections(0)
         .acquire_timeout(settings.acquire_timeout)
-        // A connection that died with the server is found before it is handed out.
-        .test_before_acquire(true)
+        // A connection that died with the server is found before it is handed
+        // out; one used moments ago is handed out without a round trip of its
+        // own, so a busy pool pays no ping per request.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_WHEN_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options))
 }
 
