@@ -15,6 +15,9 @@ use crate::scenario::Ctx;
 pub const SEED: [(&str, &str); 3] =
     [("OUTBOX_POLL_INTERVAL", "5s"), ("OUTBOX_BATCH_SIZE", "50"), ("OUTBOX_MAX_IN_FLIGHT", "1")];
 
+/// How long after the load the items still arriving count toward its rate.
+const SETTLE: Duration = Duration::from_secs(30);
+
 pub struct Sustained {
     pub offered: f64,
     /// Items the receiver stored a second, over the run (until all were in, or the limit).
@@ -26,7 +29,7 @@ pub struct Sustained {
 }
 
 /// `rate` POSTs a second for `duration`; the rate items reached the
-/// receiver, counted until every one had (or twice the duration).
+/// receiver, counted until every one had (or SETTLE after the load).
 pub async fn run(
     ctx: &Ctx,
     client: &reqwest::Client,
@@ -52,14 +55,11 @@ pub async fn run(
     };
     let (run, pending_max) = tokio::join!(load, sampler);
     let pending_end = ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await;
-    // Delivered within the load's time and as long again at most: a pipeline that keeps up
-    // is done moments after the load; one that does not shows a lower rate.
-    let limit = began + duration * 2;
-    while super::delivered(ctx, &run.ids).await? < run.ids.len() && Instant::now() < limit {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Delivered within the load's time and SETTLE more at most: a pipeline that keeps up is
+    // done moments after the load; one that does not delivers at its steady rate meanwhile.
+    let missing = super::missing_after(ctx, &run.ids, Instant::now() + SETTLE).await?;
     let seconds = began.elapsed().as_secs_f64();
-    let delivered = super::delivered(ctx, &run.ids).await?;
+    let delivered = run.ids.len() - missing.len();
     let pending_max = pending_max.max(pending_end);
     Ok(Sustained { offered: rate, end_to_end: delivered as f64 / seconds, pending_max, pending_end, ids: run.ids })
 }
