@@ -182,6 +182,9 @@ async fn measure(
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
     let mut figures = Figures::default();
     let mut all_ids = Vec::new();
+    // Read before the runs, while the services' start lines are still in the bounded log store.
+    let broker = instances.iter().find(|i| i.resource.kind.spec().is_broker());
+    figures.settings = settings(ctx, broker);
     for run in 0..options.runs {
         let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
         report.notes.push(format!("pgbench run {}: {tps:.0} tps", run + 1));
@@ -265,8 +268,6 @@ async fn measure(
         all_ids.extend(d.ids.iter().copied());
         drains.push(d);
     }
-    let broker = instances.iter().find(|i| i.resource.kind.spec().is_broker());
-    figures.settings = settings(ctx, broker);
     for _ in 0..options.runs {
         let took = match broker {
             Some(b) if b.runtime == crate::plan::RuntimeKind::Docker => {
@@ -364,23 +365,36 @@ fn receiver_db(ctx: &Ctx) -> Result<&sqlx::PgPool, String> {
 
 /// How many of `ids` the receiver has stored.
 async fn delivered(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<usize, String> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM entity_items WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_one(receiver_db(ctx)?)
-        .await
-        .map_err(|e| format!("cannot count the receiver's items: {e}"))?;
-    Ok(n as usize)
+    let mut n = 0;
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let found: i64 = sqlx::query_scalar("SELECT count(*) FROM entity_items WHERE id = ANY($1)")
+            .bind(chunk)
+            .fetch_one(receiver_db(ctx)?)
+            .await
+            .map_err(|e| format!("cannot count the receiver's items: {e}"))?;
+        n += found as usize;
+    }
+    Ok(n)
 }
+
+/// Ids asked for in one query: a plan over a million ids (a parallel hash join)
+/// needs more shared memory than a container's 64 MB `/dev/shm` holds.
+const IDS_PER_QUERY: usize = 20_000;
 
 /// Those of `ids` the receiver has not stored (yet).
 async fn undelivered(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<Vec<uuid::Uuid>, String> {
-    sqlx::query_scalar(
-        "SELECT u FROM unnest($1::uuid[]) AS u WHERE NOT EXISTS (SELECT 1 FROM entity_items WHERE id = u)",
-    )
-    .bind(ids)
-    .fetch_all(receiver_db(ctx)?)
-    .await
-    .map_err(|e| format!("cannot look up the receiver's items: {e}"))
+    let mut missing = Vec::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let rows: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT u FROM unnest($1::uuid[]) AS u WHERE NOT EXISTS (SELECT 1 FROM entity_items WHERE id = u)",
+        )
+        .bind(chunk)
+        .fetch_all(receiver_db(ctx)?)
+        .await
+        .map_err(|e| format!("cannot look up the receiver's items: {e}"))?;
+        missing.extend(rows);
+    }
+    Ok(missing)
 }
 
 /// Waits until the receiver has every item of `ids`, or `limit` has passed;
