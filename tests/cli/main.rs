@@ -859,6 +859,8 @@ async fn the_benchmark_runs_quick_and_writes_its_figures() {
     for wanted in
         ["`pgbench`, the same transaction", "req/s", "outbox lag", "end to end", "POST/s offered", "apphost bench"]
             .into_iter()
+            // The most a ratio to pgbench can be here, from the closed loop's CPU per item.
+            .chain(["| the pipeline's CPU ceiling here: "])
             // The settings the figures were taken with, as the services and the broker got them.
             .chain(["**Settings:** sender: `port=", "relays=2", "batch_wait=0ns", "journalBufferTimeout=100000"])
     {
