@@ -200,7 +200,7 @@ async fn measure(
         all_ids.extend(result.ids);
         await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
     }
-    let mut offered_rates: Vec<f64> = options.rates.iter().copied().collect();
+    let mut offered_rates = options.rates.clone();
     offered_rates.extend(options.fractions.iter().map(|f| (reference * f).max(1.0).round()));
     offered_rates.sort_by(f64::total_cmp);
     offered_rates.dedup();
