@@ -309,7 +309,7 @@ async fn measure(
     all_ids.extend(seed.ids.iter().copied());
     figures.sustained = Some((ours, seed));
     figures.acknowledged = all_ids.len();
-    figures.delivered = delivered(ctx, &all_ids).await?;
+    figures.delivered = all_ids.len() - undelivered(ctx, &all_ids).await?.len();
     Ok(figures)
 }
 
@@ -361,20 +361,6 @@ fn own_cpu_seconds() -> f64 {
 
 fn receiver_db(ctx: &Ctx) -> Result<&sqlx::PgPool, String> {
     ctx.receiver_db().ok_or_else(|| "the receiver's database cannot be reached".to_owned())
-}
-
-/// How many of `ids` the receiver has stored.
-async fn delivered(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<usize, String> {
-    let mut n = 0;
-    for chunk in ids.chunks(IDS_PER_QUERY) {
-        let found: i64 = sqlx::query_scalar("SELECT count(*) FROM entity_items WHERE id = ANY($1)")
-            .bind(chunk)
-            .fetch_one(receiver_db(ctx)?)
-            .await
-            .map_err(|e| format!("cannot count the receiver's items: {e}"))?;
-        n += found as usize;
-    }
-    Ok(n)
 }
 
 /// Ids asked for in one query: a plan over a million ids (a parallel hash join)
