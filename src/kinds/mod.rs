@@ -269,6 +269,12 @@ pub trait ResourceKind: Sync {
         None
     }
 
+    /// How much shared memory (`/dev/shm`) its container needs, where the
+    /// engine's default (64 MB for docker) is too little.
+    fn shm_bytes(&self) -> Option<u64> {
+        None
+    }
+
     fn troubles(&self) -> &'static [Trouble] {
         &[]
     }

@@ -7,6 +7,9 @@ use crate::{plan::Instance, runtime::StartError, topology::Check, topology::Reso
 
 pub struct Postgres;
 
+/// `/dev/shm` for a PostgreSQL container: 256 MiB, as docs/contracts.md says.
+pub const SHM_BYTES: u64 = 256 << 20;
+
 /// The database created at first start: `database:`, or the resource's name with `_` for `-`.
 pub fn database(resource: &Resource) -> String {
     resource.database.clone().unwrap_or_else(|| resource.name.replace('-', "_"))
@@ -75,6 +78,13 @@ impl ResourceKind for Postgres {
 
     fn data_path(&self) -> Option<&'static str> {
         Some("/var/lib/postgresql/data")
+    }
+
+    /// Parallel queries and hash joins share their memory through
+    /// `/dev/shm`; docker's 64 MB runs out on a join of a million rows (the
+    /// official image's documentation warns of it and suggests more).
+    fn shm_bytes(&self) -> Option<u64> {
+        Some(SHM_BYTES)
     }
 
     fn troubles(&self) -> &'static [Trouble] {

@@ -58,6 +58,9 @@ pub fn render(t: &Topology, stack: &Stack, image: &dyn Fn(&Instance) -> String) 
             service = service.with("volumes", Node::strs([format!("{volume}:{path}")]));
             volumes = volumes.with(&volume, Node::map());
         }
+        if let Some(bytes) = spec.shm_bytes() {
+            service = service.with("shm_size", Node::str(format!("{}m", bytes >> 20)));
+        }
         service = service.with_some("healthcheck", r.health.as_ref().map(|p| healthcheck(i, p)));
         if !r.wait_for.is_empty() {
             let mut depends = Node::map();

@@ -115,11 +115,24 @@ pub fn render(
             "resources",
             Node::map().with("requests", Node::map().with("cpu", Node::str(cpu)).with("memory", Node::str(memory))),
         );
+        let mut mounts = Vec::new();
+        let mut volumes = Vec::new();
         if let Some(path) = data {
-            container = container.with(
-                "volumeMounts",
-                Node::List(vec![Node::map().with("name", Node::str("data")).with("mountPath", Node::str(path))]),
-            );
+            mounts.push(Node::map().with("name", Node::str("data")).with("mountPath", Node::str(path)));
+            if !r.persistent {
+                volumes.push(Node::map().with("name", Node::str("data")).with("emptyDir", Node::map()));
+            }
+        }
+        // A pod's /dev/shm is the runtime's 64 MB unless a memory volume replaces it.
+        if let Some(bytes) = spec.shm_bytes() {
+            mounts.push(Node::map().with("name", Node::str("shm")).with("mountPath", Node::str("/dev/shm")));
+            let memory = Node::map()
+                .with("medium", Node::str("Memory"))
+                .with("sizeLimit", Node::str(format!("{}Mi", bytes >> 20)));
+            volumes.push(Node::map().with("name", Node::str("shm")).with("emptyDir", memory));
+        }
+        if !mounts.is_empty() {
+            container = container.with("volumeMounts", Node::List(mounts));
         }
 
         let mut pod = Node::map();
@@ -130,11 +143,8 @@ pub fn render(
         pod = pod
             .with("containers", Node::List(vec![container]))
             .with("terminationGracePeriodSeconds", Node::Int(r.shutdown.grace.as_secs().max(1) as i64));
-        if data.is_some() && !r.persistent {
-            pod = pod.with(
-                "volumes",
-                Node::List(vec![Node::map().with("name", Node::str("data")).with("emptyDir", Node::map())]),
-            );
+        if !volumes.is_empty() {
+            pod = pod.with("volumes", Node::List(volumes));
         }
         let template = Node::map().with("metadata", Node::map().with("labels", labels.clone())).with("spec", pod);
 

@@ -319,7 +319,12 @@ impl Runtime for DockerRuntime {
                 labels: Some(labels),
                 stop_signal: Some(signal_name(r.shutdown.signal).into()),
                 stop_timeout: Some(r.shutdown.grace.as_secs() as i64),
-                host_config: Some(HostConfig { port_bindings: Some(port_bindings), binds, ..Default::default() }),
+                host_config: Some(HostConfig {
+                    port_bindings: Some(port_bindings),
+                    binds,
+                    shm_size: r.kind.spec().shm_bytes().map(|b| b as i64),
+                    ..Default::default()
+                }),
                 networking_config: Some(NetworkingConfig {
                     endpoints_config: Some(HashMap::from([(
                         self.app.clone(),

@@ -500,6 +500,29 @@ async fn a_same_named_app_from_another_folder_is_refused_and_never_touched() {
     assert!(docker.inspect_container("twin-stack-db", None).await.is_err(), "its own down removes it");
 }
 
+/// A PostgreSQL container has room in `/dev/shm` for a parallel query's
+/// shared memory: 100 MB fit there, where docker's default holds 64 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_container_gets_room_for_shared_memory() {
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("shm.yaml");
+    std::fs::write(&file, "name: shm-stack\nresources:\n  db: { kind: postgres }\n").unwrap();
+    let up = apphost(&state).args(["up", "-d", "--runtime", "docker", "-f"]).arg(&file).output().await.unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let docker = apphost::runtime::docker::connect().await.unwrap();
+    let inspected = docker.inspect_container("shm-stack-db", None).await.unwrap();
+    let shm = inspected.host_config.and_then(|h| h.shm_size);
+    let write = std::process::Command::new("docker")
+        .args(["exec", "shm-stack-db", "sh", "-c", "head -c 100000000 /dev/zero > /dev/shm/apphost-probe"])
+        .output()
+        .unwrap();
+    let down = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(write.status.success(), "100 MB fit in /dev/shm: {}", String::from_utf8_lossy(&write.stderr));
+    assert_eq!(shm, Some(256 << 20), "the container's ShmSize");
+}
+
 /// Two `up`s at once in one folder: the state's lock lets one start the app
 /// and refuses the other, which says so and exits non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
