@@ -181,6 +181,24 @@ pub struct Need {
     pub fix: &'static str,
 }
 
+/// A set-up an image does on a container's first start, from a few
+/// variables alone, and slowly (Artemis's `artemis create`, a JVM run of
+/// its own before the broker's): kept in a volume, it is done once per app,
+/// resource and inputs instead of at every `up` (docs/contracts.md).
+pub struct Setup {
+    /// The folder it fills.
+    pub path: &'static str,
+    /// The variables it reads; the volume is named after their values and the image.
+    pub inputs: &'static [&'static str],
+    /// Files a finished set-up has, under `path`: a volume that misses one
+    /// was cut short, and is made again.
+    pub complete: &'static [&'static str],
+    /// Appended (after a space) to the container's variables so that what
+    /// it writes at run time (a broker's journal) stays in the container's
+    /// own layer, not in the kept folder: each `up` starts empty.
+    pub data_apart: &'static [(&'static str, &'static str)],
+}
+
 /// One kind of resource. Every method but [`ResourceKind::name`],
 /// [`ResourceKind::placement`] and [`ResourceKind::launch`] has the default
 /// of a kind with nothing special about it.
@@ -266,6 +284,13 @@ pub trait ResourceKind: Sync {
 
     /// Where its image keeps data worth a volume.
     fn data_path(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// What its image sets up in a container's first start and never changes
+    /// after, for the docker runtime to keep across `up`s (a non-persistent
+    /// resource only; a persistent one keeps it in its data volume).
+    fn reusable_setup(&self) -> Option<Setup> {
         None
     }
 

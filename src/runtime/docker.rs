@@ -16,11 +16,12 @@ use bollard::{
     exec::{CreateExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-        NetworkDisconnectRequest, NetworkingConfig, PortBinding,
+        NetworkDisconnectRequest, NetworkingConfig, PortBinding, VolumeCreateRequest,
     },
     query_parameters::{
-        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-        ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+        ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+        KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+        ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
         StatsOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 
 use super::{Exit, Output, Running, Runtime, StartError, Usage, expand_ports};
 use crate::{
+    kinds::Setup,
     logs::Stream,
     plan::{Instance, RuntimeKind},
 };
@@ -38,6 +40,14 @@ pub const LABEL_RESOURCE: &str = "apphost.resource";
 pub const LABEL_SESSION: &str = "apphost.session";
 pub const LABEL_PERSISTENT: &str = "apphost.persistent";
 pub const LABEL_OWNER: &str = "apphost.owner";
+/// On a volume that keeps a resource's set-up across `up`s (`down` keeps it too).
+pub const LABEL_SETUP: &str = "apphost.setup";
+
+/// The volume a container's set-up is kept in, and whether an earlier start made it.
+struct KeptSetup {
+    name: String,
+    reused: bool,
+}
 
 /// Who owns a stack on the engine: this host and the state folder's path.
 pub fn owner_of(state: &std::path::Path) -> String {
@@ -167,6 +177,79 @@ impl DockerRuntime {
         })
     }
 
+    /// The volume that keeps `instance`'s set-up: named after the image and
+    /// the set-up's inputs, so that a new password or image makes a new one;
+    /// this resource's older ones are removed.
+    async fn setup_volume(
+        &self,
+        container: &str,
+        instance: &Instance,
+        image: &str,
+        setup: &Setup,
+    ) -> Result<KeptSetup, StartError> {
+        use sha2::{Digest, Sha256};
+        let image_id = self.docker.inspect_image(image).await.ok().and_then(|i| i.id).unwrap_or_else(|| image.into());
+        let mut hash = Sha256::new();
+        hash.update(image_id.as_bytes());
+        for var in setup.inputs {
+            let value = instance.env.iter().find(|(k, _)| k == var).map(|(_, v)| v.as_str());
+            hash.update(format!("\0{var}={value:?}").as_bytes());
+        }
+        let digest: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let name = format!("{container}-setup-{digest}");
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_APP}={}", self.app),
+                format!("{LABEL_RESOURCE}={}", instance.name),
+                LABEL_SETUP.into(),
+            ],
+        )]);
+        let listed = self.docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build())).await;
+        let mut reused = false;
+        for v in listed.ok().and_then(|l| l.volumes).unwrap_or_default() {
+            if foreign_to(Some(&v.labels), &self.owner).is_some() {
+                continue;
+            }
+            if v.name == name {
+                reused = true;
+            } else {
+                let _ = self.docker.remove_volume(&v.name, None::<RemoveVolumeOptions>).await;
+            }
+        }
+        if !reused {
+            self.create_setup_volume(&name, instance).await?;
+        }
+        Ok(KeptSetup { name, reused })
+    }
+
+    async fn create_setup_volume(&self, name: &str, instance: &Instance) -> Result<(), StartError> {
+        let labels = HashMap::from([
+            (LABEL_APP.to_owned(), self.app.clone()),
+            (LABEL_RESOURCE.to_owned(), instance.name.clone()),
+            (LABEL_OWNER.to_owned(), self.owner.clone()),
+            (LABEL_SETUP.to_owned(), "true".to_owned()),
+        ]);
+        let request = VolumeCreateRequest { name: Some(name.to_owned()), labels: Some(labels), ..Default::default() };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| StartError::new(format!("cannot create the volume `{name}`: {e}")))
+    }
+
+    /// Whether every file of a finished `setup` is in created container `id`.
+    async fn complete(&self, id: &str, setup: &Setup) -> bool {
+        for file in setup.complete {
+            let path = format!("{}/{file}", setup.path);
+            let options = ContainerArchiveInfoOptionsBuilder::new().path(&path).build();
+            if self.docker.get_container_archive_info(id, Some(options)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Removes this app's leftover containers (stopping, not removing,
     /// persistent ones) and its network. Returns the containers touched.
     pub async fn reap(&self, include_persistent: bool) -> Vec<String> {
@@ -283,7 +366,7 @@ impl Runtime for DockerRuntime {
                 // keeps its data in its volume).
                 let _ = self
                     .docker
-                    .remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+                    .remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
                     .await;
             }
 
@@ -300,10 +383,25 @@ impl Runtime for DockerRuntime {
                     }]),
                 );
             }
-            let binds = match (r.persistent, r.kind.spec().data_path()) {
-                (true, Some(path)) => Some(vec![format!("{name}-data:{path}")]),
-                _ => None,
+            let spec = r.kind.spec();
+            let mut binds = match (r.persistent, spec.data_path()) {
+                (true, Some(path)) => vec![format!("{name}-data:{path}")],
+                _ => Vec::new(),
             };
+            let mut env = instance.env.clone();
+            let setup = spec.reusable_setup().filter(|_| !r.persistent);
+            let mut kept = None;
+            if let Some(setup) = &setup {
+                let volume = self.setup_volume(&name, instance, &image, setup).await?;
+                binds.push(format!("{}:{}", volume.name, setup.path));
+                for (var, extra) in setup.data_apart {
+                    match env.iter_mut().find(|(k, _)| k == var) {
+                        Some((_, v)) => *v = format!("{v} {extra}"),
+                        None => env.push(((*var).to_owned(), (*extra).to_owned())),
+                    }
+                }
+                kept = Some(volume);
+            }
             let labels = HashMap::from([
                 (LABEL_APP.to_owned(), self.app.clone()),
                 (LABEL_RESOURCE.to_owned(), instance.name.clone()),
@@ -313,7 +411,7 @@ impl Runtime for DockerRuntime {
             ]);
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
-                env: Some(instance.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
                 cmd: (!r.args.is_empty()).then(|| r.args.clone()),
                 exposed_ports: Some(exposed),
                 labels: Some(labels),
@@ -321,7 +419,7 @@ impl Runtime for DockerRuntime {
                 stop_timeout: Some(r.shutdown.grace.as_secs() as i64),
                 host_config: Some(HostConfig {
                     port_bindings: Some(port_bindings),
-                    binds,
+                    binds: (!binds.is_empty()).then_some(binds),
                     shm_size: r.kind.spec().shm_bytes().map(|b| b as i64),
                     ..Default::default()
                 }),
@@ -333,11 +431,32 @@ impl Runtime for DockerRuntime {
                 }),
                 ..Default::default()
             };
-            let created = self
-                .docker
-                .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-                .await
-                .map_err(|e| StartError::new(format!("cannot create container `{name}` from `{image}`: {e}")))?;
+            let create = || async {
+                self.docker
+                    .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body.clone())
+                    .await
+                    .map_err(|e| StartError::new(format!("cannot create container `{name}` from `{image}`: {e}")))
+            };
+            let mut created = create().await?;
+            if let (Some(setup), Some(volume)) = (&setup, &kept) {
+                // A kept set-up that misses a file was cut short (a kill during
+                // the first start): made again, rather than a broker that fails.
+                if volume.reused && !self.complete(&created.id, setup).await {
+                    out.system(&format!("the set-up kept in volume `{}` is incomplete: making it again", volume.name));
+                    let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                    let _ = self.docker.remove_container(&created.id, Some(remove)).await;
+                    let _ = self.docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
+                    self.create_setup_volume(&volume.name, instance).await?;
+                    created = create().await?;
+                } else if volume.reused {
+                    out.system(&format!("reusing the set-up of an earlier start (volume `{}`)", volume.name));
+                } else {
+                    out.system(&format!(
+                        "its first start sets it up; volume `{}` keeps that for the next",
+                        volume.name
+                    ));
+                }
+            }
             self.attach(instance, created.id, out).await
         }
         .boxed()

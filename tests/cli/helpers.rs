@@ -245,13 +245,21 @@ pub async fn item_goes_through(ps: &[Value]) {
 
 /// Containers, networks and volumes of the demo app left on the Docker engine.
 pub async fn docker_leftovers() -> Vec<String> {
+    docker_leftovers_of("outbox-demo").await
+}
+
+/// Containers, networks and volumes of app `app` left on the Docker engine;
+/// not the volume that keeps a resource's set-up (`apphost.setup`), which
+/// `down` keeps on purpose, as it keeps persistent data.
+pub async fn docker_leftovers_of(app: &str) -> Vec<String> {
     use bollard::query_parameters::{
         ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
     };
     let docker = apphost::runtime::docker::connect()
         .await
         .expect("a Docker engine for the docker tests (`.ci/setup` starts one)");
-    let label = std::collections::HashMap::from([("label", vec!["apphost.app=outbox-demo"])]);
+    let selector = format!("apphost.app={app}");
+    let label = std::collections::HashMap::from([("label", vec![selector.as_str()])]);
     let mut left: Vec<String> = docker
         .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&label).build()))
         .await
@@ -275,6 +283,7 @@ pub async fn docker_leftovers() -> Vec<String> {
             .volumes
             .unwrap_or_default()
             .into_iter()
+            .filter(|v| !v.labels.contains_key(apphost::runtime::docker::LABEL_SETUP))
             .map(|v| format!("volume {}", v.name)),
     );
     left

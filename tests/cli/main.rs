@@ -523,6 +523,128 @@ async fn a_postgres_container_gets_room_for_shared_memory() {
     assert_eq!(shm, Some(256 << 20), "the container's ShmSize");
 }
 
+/// The broker's `artemis create` is done at the first `up` and kept in a
+/// volume, which `down` keeps; the broker's data is not kept: a message sent
+/// before a `down` is gone after the next `up`. A kept set-up that was cut
+/// short is made again, not used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_setup_is_kept_across_ups_and_its_data_is_not() {
+    // Dropped last, after the state's teardown: a volume in use cannot go.
+    let _cleanup = RemoveVolumes("setup-stack");
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("setup.yaml");
+    std::fs::write(&file, "name: setup-stack\nresources:\n  broker: { kind: artemis }\n").unwrap();
+    let up = || async {
+        let out = apphost(&state).args(["up", "-d", "--runtime", "docker", "-f"]).arg(&file).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(state.join("apphost.log")).unwrap_or_default()
+    };
+    let down = || async {
+        let out = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // An AMQP peer on the broker's port, as the app's user (the password from the state's secrets).
+    let broker_url = || async {
+        let out = apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();
+        let ps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("ps --json");
+        let port = helpers::endpoint(&ps, "broker", "amqp").rsplit(':').next().unwrap().to_owned();
+        let secrets: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state.join("secrets.json")).unwrap()).unwrap();
+        let password = secrets["passwords"]["broker"].as_str().unwrap().to_owned();
+        format!("amqp://apphost:{password}@127.0.0.1:{port}")
+    };
+    let docker = apphost::runtime::docker::connect().await.unwrap();
+    let kept = || async {
+        use bollard::query_parameters::ListVolumesOptionsBuilder;
+        let owner = format!("apphost.owner={}", apphost::runtime::docker::owner_of(&state));
+        let label = std::collections::HashMap::from([(
+            "label",
+            vec!["apphost.app=setup-stack", "apphost.setup", owner.as_str()],
+        )]);
+        let listed = docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&label).build())).await;
+        listed.unwrap().volumes.unwrap_or_default().into_iter().map(|v| v.name).collect::<Vec<_>>()
+    };
+
+    let first = up().await;
+    assert!(first.contains("its first start sets it up"), "{first}");
+    probe_send(&broker_url().await).await;
+    down().await;
+    let volumes = kept().await;
+    assert_eq!(volumes.len(), 1, "down keeps the set-up: {volumes:?}");
+
+    let second = up().await;
+    assert!(second.contains("reusing the set-up of an earlier start"), "{second}");
+    assert_eq!(probe_count(&broker_url().await).await, 0, "the earlier up's message is gone");
+    down().await;
+
+    // Cut short: a file of the set-up is missing.
+    let cut = std::process::Command::new("docker")
+        .args(["run", "--rm", "-v", &format!("{}:/i", volumes[0]), "--entrypoint", "rm"])
+        .args(["apache/activemq-artemis:2.40.0", "/i/etc/bootstrap.xml"])
+        .output()
+        .unwrap();
+    assert!(cut.status.success(), "{}", String::from_utf8_lossy(&cut.stderr));
+    let third = up().await;
+    assert!(third.contains("is incomplete: making it again"), "{third}");
+    down().await;
+    assert!(helpers::docker_leftovers_of("setup-stack").await.is_empty(), "only the set-up is left");
+    assert_eq!(kept().await.len(), 1, "one set-up volume");
+}
+
+/// Removes app `.0`'s volumes when dropped, the test passing or not.
+struct RemoveVolumes(&'static str);
+
+impl Drop for RemoveVolumes {
+    fn drop(&mut self) {
+        let filter = format!("label=apphost.app={}", self.0);
+        let listed = std::process::Command::new("docker").args(["volume", "ls", "-q", "--filter", &filter]).output();
+        for name in String::from_utf8_lossy(&listed.map(|o| o.stdout).unwrap_or_default()).split_whitespace() {
+            let _ = std::process::Command::new("docker").args(["volume", "rm", "-f", name]).output();
+        }
+    }
+}
+
+/// Sends one durable message to the queue `apphost-probe`, settled Accepted.
+async fn probe_send(url: &str) {
+    use fe2o3_amqp::{
+        Connection, Sender, Session,
+        types::messaging::{Header, Message, Target},
+        types::primitives::Symbol,
+    };
+    let mut connection = Connection::open("apphost-probe", url).await.unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let target = Target::builder().address("apphost-probe").capabilities(vec![Symbol::from("queue")]).build();
+    let mut sender = Sender::builder().name("probe-sender").target(target).attach(&mut session).await.unwrap();
+    let message = Message::builder().header(Header { durable: true, ..Default::default() }).value("probe").build();
+    sender.send(message).await.unwrap().accepted_or_else(|o| o).expect("accepted");
+    sender.close().await.unwrap();
+    session.end().await.unwrap();
+    connection.close().await.unwrap();
+}
+
+/// How many messages the queue `apphost-probe` gives within 3 s of quiet (taking them).
+async fn probe_count(url: &str) -> usize {
+    use fe2o3_amqp::{
+        Connection, Receiver, Session,
+        types::messaging::{Body, Source},
+        types::primitives::{Symbol, Value},
+    };
+    let mut connection = Connection::open("apphost-probe", url).await.unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let source = Source::builder().address("apphost-probe").capabilities(vec![Symbol::from("queue")]).build();
+    let mut receiver = Receiver::builder().name("probe-receiver").source(source).attach(&mut session).await.unwrap();
+    let mut count = 0;
+    while let Ok(Ok(delivery)) = tokio::time::timeout(Duration::from_secs(3), receiver.recv::<Body<Value>>()).await {
+        receiver.accept(&delivery).await.unwrap();
+        count += 1;
+    }
+    let _ = receiver.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    count
+}
+
 /// Two `up`s at once in one folder: the state's lock lets one start the app
 /// and refuses the other, which says so and exits non-zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
