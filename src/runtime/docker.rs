@@ -239,15 +239,14 @@ impl DockerRuntime {
     }
 
     /// Whether every file of a finished `setup` is in created container `id`.
+    /// Asked all at once: one at a time they held the broker's start by half a second.
     async fn complete(&self, id: &str, setup: &Setup) -> bool {
-        for file in setup.complete {
+        let asks = setup.complete.iter().map(|file| async move {
             let path = format!("{}/{file}", setup.path);
             let options = ContainerArchiveInfoOptionsBuilder::new().path(&path).build();
-            if self.docker.get_container_archive_info(id, Some(options)).await.is_err() {
-                return false;
-            }
-        }
-        true
+            self.docker.get_container_archive_info(id, Some(options)).await.is_ok()
+        });
+        futures::future::join_all(asks).await.into_iter().all(|found| found)
     }
 
     /// Removes this app's leftover containers (stopping, not removing,

@@ -87,7 +87,7 @@ pub(super) async fn watch(
             }
         }
         // Until the first success, as Docker's start_interval: healthy within a
-        // quarter second of being ready, not within a whole interval.
+        // tenth of a second of being ready, not within a whole interval.
         let pause = if started_up { probe.interval } else { probe.interval.min(START_INTERVAL) };
         tokio::time::sleep(pause.max(Duration::from_millis(100))).await;
     }
@@ -95,7 +95,7 @@ pub(super) async fn watch(
 
 /// How often a probe runs before its first success (at most; a shorter
 /// `interval` wins).
-const START_INTERVAL: Duration = Duration::from_millis(250);
+const START_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Whether an AMQP 1.0 connection opens on `port` within `limit`, as the
 /// resource's user when its kind gives one (`amqp://user:password@…`).
