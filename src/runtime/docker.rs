@@ -166,15 +166,18 @@ impl DockerRuntime {
         format!("{}-{instance}", self.app)
     }
 
-    async fn ensure_image(&self, image: &str, out: &Output) -> Result<(), StartError> {
-        if self.docker.inspect_image(image).await.is_ok() {
-            return Ok(());
+    /// The image's id (its name where the engine gives none), pulled first if it is not here.
+    async fn ensure_image(&self, image: &str, out: &Output) -> Result<String, StartError> {
+        if let Ok(found) = self.docker.inspect_image(image).await {
+            return Ok(found.id.unwrap_or_else(|| image.into()));
         }
         out.system(&format!("pulling image {image}"));
         pull(&self.docker, image, |line| out.system(line)).await.map_err(|e| {
             StartError::new(format!("image `{image}` is not on this machine and cannot be pulled: {e}"))
                 .help("build it locally (`.ci/images` builds postgres:15 and apache/activemq-artemis:2.40.0), set `image:` to one you have, or use `--runtime process`")
-        })
+        })?;
+        let pulled = self.docker.inspect_image(image).await.ok().and_then(|i| i.id);
+        Ok(pulled.unwrap_or_else(|| image.into()))
     }
 
     /// The volume that keeps `instance`'s set-up: named after the image and
@@ -184,11 +187,10 @@ impl DockerRuntime {
         &self,
         container: &str,
         instance: &Instance,
-        image: &str,
+        image_id: &str,
         setup: &Setup,
     ) -> Result<KeptSetup, StartError> {
         use sha2::{Digest, Sha256};
-        let image_id = self.docker.inspect_image(image).await.ok().and_then(|i| i.id).unwrap_or_else(|| image.into());
         let mut hash = Sha256::new();
         hash.update(image_id.as_bytes());
         for var in setup.inputs {
@@ -345,7 +347,7 @@ impl Runtime for DockerRuntime {
         async move {
             let r = &instance.resource;
             let image = r.image().unwrap_or_default();
-            self.ensure_image(&image, &out).await?;
+            let image_id = self.ensure_image(&image, &out).await?;
             let name = self.container_name(&instance.name);
             // Started before in this session (stopped on request, or crashed): start
             // the same container again, so its data survives a restart.
@@ -391,7 +393,7 @@ impl Runtime for DockerRuntime {
             let setup = spec.reusable_setup().filter(|_| !r.persistent);
             let mut kept = None;
             if let Some(setup) = &setup {
-                let volume = self.setup_volume(&name, instance, &image, setup).await?;
+                let volume = self.setup_volume(&name, instance, &image_id, setup).await?;
                 binds.push(format!("{}:{}", volume.name, setup.path));
                 for (var, extra) in setup.data_apart {
                     match env.iter_mut().find(|(k, _)| k == var) {
@@ -419,7 +421,7 @@ impl Runtime for DockerRuntime {
                 host_config: Some(HostConfig {
                     port_bindings: Some(port_bindings),
                     binds: (!binds.is_empty()).then_some(binds),
-                    shm_size: r.kind.spec().shm_bytes().map(|b| b as i64),
+                    shm_size: spec.shm_bytes().map(|b| b as i64),
                     ..Default::default()
                 }),
                 networking_config: Some(NetworkingConfig {
