@@ -246,8 +246,12 @@ pub async fn start(
     runtimes.insert("process", Arc::new(ProcessRuntime::new(state.clone(), binaries, topology.root().to_path_buf())));
     let docker = match engine {
         Ok(engine) => {
+            let first = instances
+                .iter()
+                .filter(|i| i.runtime == crate::plan::RuntimeKind::Docker && i.resource.kind.spec().starts_first())
+                .count();
             let rt = Arc::new(
-                DockerRuntime::new(engine, &topology.name, &session_id, &docker::owner_of(&state.root))
+                DockerRuntime::new(engine, &topology.name, &session_id, &docker::owner_of(&state.root), first)
                     .await
                     .map_err(|e| miette!("{}", e.message))?,
             );

@@ -197,6 +197,39 @@ pub struct Setup {
     /// it writes at run time (a broker's journal) stays in the container's
     /// own layer, not in the kept folder: each `up` starts empty.
     pub data_apart: &'static [(&'static str, &'static str)],
+    /// What makes the next start faster, written by a clean stop.
+    pub warm: Option<Warm>,
+}
+
+/// A set-up kept as an image (the docker runtime's): the image's first start
+/// (PostgreSQL's `initdb`) is made once, in a container of its own that is
+/// stopped cleanly when it prints `done`, and committed. Each `up` then runs
+/// a new container of that image: set up, and empty of any earlier `up`'s data.
+pub struct Snapshot {
+    /// The variables it reads; the image is named after their values and the base image.
+    pub inputs: &'static [&'static str],
+    /// Set on the set-up and every container of the image, unless the
+    /// resource sets them: a data folder outside the base image's volumes,
+    /// so that the commit holds it.
+    pub env: &'static [(&'static str, &'static str)],
+    /// The variable that names the folder the set-up fills, and the user it belongs to.
+    pub folder: (&'static str, &'static str),
+    /// The lines, in this order, the base image prints once its set-up is
+    /// done and its program is ready to be stopped cleanly.
+    pub done: &'static [&'static str],
+}
+
+/// A file a set-up's program writes when it stops cleanly, under
+/// [`Setup::path`], that makes its next start cheaper: a JVM's class-data
+/// archive. A start that finds it appends `use_it` to `var`; one that does
+/// not, `make_it`, so that its clean stop writes the file. A kill leaves no
+/// file (the next start makes one) or a torn one, which the program checks
+/// and ignores, starting as it would without.
+pub struct Warm {
+    pub file: &'static str,
+    pub var: &'static str,
+    pub use_it: &'static str,
+    pub make_it: &'static str,
 }
 
 /// One kind of resource. Every method but [`ResourceKind::name`],
@@ -291,6 +324,19 @@ pub trait ResourceKind: Sync {
     /// after, for the docker runtime to keep across `up`s (a non-persistent
     /// resource only; a persistent one keeps it in its data volume).
     fn reusable_setup(&self) -> Option<Setup> {
+        None
+    }
+
+    /// Whether its start is the longest of a stack's (a JVM's), so the
+    /// docker runtime creates and starts its container before the others:
+    /// three containers started at once each take the engine 0.8 s, one alone 0.3 s.
+    fn starts_first(&self) -> bool {
+        false
+    }
+
+    /// The same, for an image whose set-up and data share a folder: kept
+    /// as an image made from a container's first start (non-persistent only).
+    fn snapshot_setup(&self) -> Option<Snapshot> {
         None
     }
 

@@ -19,9 +19,10 @@ use bollard::{
         NetworkDisconnectRequest, NetworkingConfig, PortBinding, VolumeCreateRequest,
     },
     query_parameters::{
-        ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-        KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-        ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
+        BuildImageOptionsBuilder, ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+        CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
+        ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+        LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptions,
         StatsOptionsBuilder, StopContainerOptionsBuilder,
     },
 };
@@ -30,7 +31,7 @@ use tokio::sync::watch;
 
 use super::{Exit, Output, Running, Runtime, StartError, Usage, expand_ports};
 use crate::{
-    kinds::Setup,
+    kinds::{Setup, Snapshot},
     logs::Stream,
     plan::{Instance, RuntimeKind},
 };
@@ -40,7 +41,11 @@ pub const LABEL_RESOURCE: &str = "apphost.resource";
 pub const LABEL_SESSION: &str = "apphost.session";
 pub const LABEL_PERSISTENT: &str = "apphost.persistent";
 pub const LABEL_OWNER: &str = "apphost.owner";
-/// On a volume that keeps a resource's set-up across `up`s (`down` keeps it too).
+/// How long an image's set-up may take in its own container.
+const SETUP_LIMIT: Duration = Duration::from_secs(120);
+/// The most a set-up's folder may hold to be kept (PostgreSQL's: 40 MB).
+const SETUP_MAX_BYTES: usize = 512 << 20;
+/// On a volume or image that keeps a resource's set-up across `up`s (`down` keeps it too).
 pub const LABEL_SETUP: &str = "apphost.setup";
 
 /// The volume a container's set-up is kept in, and whether an earlier start made it.
@@ -128,17 +133,36 @@ pub struct DockerRuntime {
     app: String,
     session: String,
     owner: String,
+    /// First starts still to come of kinds that start first; the other
+    /// containers wait for none to be left (or [`FIRST_WAIT`]).
+    first: watch::Sender<usize>,
 }
+
+/// The longest a container waits for the ones that start first.
+const FIRST_WAIT: Duration = Duration::from_secs(3);
 
 impl DockerRuntime {
     /// For removing what a session of `owner` left; creates nothing.
     pub fn reaper(docker: Docker, app: &str, owner: &str) -> Self {
-        Self { docker, app: app.to_owned(), session: "reaper".to_owned(), owner: owner.to_owned() }
+        Self {
+            docker,
+            app: app.to_owned(),
+            session: "reaper".to_owned(),
+            owner: owner.to_owned(),
+            first: watch::Sender::new(0),
+        }
     }
 
     /// Creates the app's network if it is not there yet.
-    pub async fn new(docker: Docker, app: &str, session: &str, owner: &str) -> Result<Self, StartError> {
-        let this = Self { docker, app: app.to_owned(), session: session.to_owned(), owner: owner.to_owned() };
+    /// `first` counts the instances it will start whose kind starts first.
+    pub async fn new(docker: Docker, app: &str, session: &str, owner: &str, first: usize) -> Result<Self, StartError> {
+        let this = Self {
+            docker,
+            app: app.to_owned(),
+            session: session.to_owned(),
+            owner: owner.to_owned(),
+            first: watch::Sender::new(first),
+        };
         let filters = HashMap::from([("name", vec![app])]);
         let existing = this
             .docker
@@ -190,23 +214,8 @@ impl DockerRuntime {
         image_id: &str,
         setup: &Setup,
     ) -> Result<KeptSetup, StartError> {
-        use sha2::{Digest, Sha256};
-        let mut hash = Sha256::new();
-        hash.update(image_id.as_bytes());
-        for var in setup.inputs {
-            let value = instance.env.iter().find(|(k, _)| k == var).map(|(_, v)| v.as_str());
-            hash.update(format!("\0{var}={value:?}").as_bytes());
-        }
-        let digest: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let name = format!("{container}-setup-{digest}");
-        let filters = HashMap::from([(
-            "label",
-            vec![
-                format!("{LABEL_APP}={}", self.app),
-                format!("{LABEL_RESOURCE}={}", instance.name),
-                LABEL_SETUP.into(),
-            ],
-        )]);
+        let name = format!("{container}-setup-{}", setup_digest(image_id, &instance.env, setup.inputs));
+        let filters = self.setup_filter(instance);
         let listed = self.docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build())).await;
         let mut reused = false;
         for v in listed.ok().and_then(|l| l.volumes).unwrap_or_default() {
@@ -225,6 +234,163 @@ impl DockerRuntime {
         Ok(KeptSetup { name, reused })
     }
 
+    /// This resource's kept set-ups, volumes or images.
+    fn setup_filter(&self, instance: &Instance) -> HashMap<&'static str, Vec<String>> {
+        HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_APP}={}", self.app),
+                format!("{LABEL_RESOURCE}={}", instance.name),
+                LABEL_SETUP.into(),
+            ],
+        )])
+    }
+
+    /// The image that keeps `instance`'s set-up (named after the base image
+    /// and the set-up's inputs; this resource's older ones are removed),
+    /// made now if there is none. `None` when it cannot be made: the
+    /// container then sets itself up from the base image, as without.
+    async fn setup_image(
+        &self,
+        instance: &Instance,
+        image: &str,
+        image_id: &str,
+        snapshot: &Snapshot,
+        env: &[String],
+        out: &Output,
+    ) -> Option<String> {
+        let repo = format!("apphost-setup/{}", self.container_name(&instance.name));
+        let tag = setup_digest(image_id, &instance.env, snapshot.inputs);
+        let name = format!("{repo}:{tag}");
+        let filters = self.setup_filter(instance);
+        let listed = self.docker.list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build())).await;
+        let mut found = false;
+        for i in listed.unwrap_or_default() {
+            if foreign_to(Some(&i.labels), &self.owner).is_some() {
+                continue;
+            }
+            if i.repo_tags.contains(&name) {
+                found = true;
+            } else {
+                let _ = self
+                    .docker
+                    .remove_image(&i.id, Some(RemoveImageOptionsBuilder::new().force(true).build()), None)
+                    .await;
+            }
+        }
+        if found {
+            out.system(&format!("reusing the set-up of an earlier start (image `{name}`)"));
+            return Some(name);
+        }
+        out.system(&format!("its first start sets it up, kept in image `{name}` for the next"));
+        match self.make_setup_image(instance, image, &repo, &tag, snapshot, env).await {
+            Ok(()) => Some(name),
+            Err(e) => {
+                out.system(&format!("cannot keep its set-up ({e}): it sets itself up this time"));
+                None
+            }
+        }
+    }
+
+    /// Runs `image`'s set-up in a container of its own (no network), stops
+    /// it cleanly once it prints the set-up's `done` lines, and copies it
+    /// into an image `repo:tag` built on `image` with the folder it filled.
+    /// Built, not committed: a commit keeps the container's variables (the
+    /// password a set-up reads) in the image's metadata; a build keeps the base's.
+    async fn make_setup_image(
+        &self,
+        instance: &Instance,
+        image: &str,
+        repo: &str,
+        tag: &str,
+        snapshot: &Snapshot,
+        env: &[String],
+    ) -> Result<(), String> {
+        let stop_signal = instance.resource.kind.spec().stop_signal();
+        let name = format!("{}-setup", self.container_name(&instance.name));
+        let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let _ = self.docker.remove_container(&name, Some(remove.clone())).await;
+        let labels = HashMap::from([
+            (LABEL_APP.to_owned(), self.app.clone()),
+            (LABEL_RESOURCE.to_owned(), instance.name.clone()),
+            (LABEL_SESSION.to_owned(), self.session.clone()),
+            (LABEL_OWNER.to_owned(), self.owner.clone()),
+            (LABEL_SETUP.to_owned(), "true".to_owned()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            env: Some(env.to_vec()),
+            labels: Some(labels.clone()),
+            host_config: Some(HostConfig { network_mode: Some("none".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let made = async {
+            let created = self.docker.create_container(Some(options), body).await.map_err(|e| e.to_string())?;
+            self.docker.start_container(&created.id, None).await.map_err(|e| e.to_string())?;
+            let follow = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+            let mut logs = self.docker.logs(&created.id, Some(follow));
+            let done = tokio::time::timeout(SETUP_LIMIT, async {
+                let (mut text, mut next) = (String::new(), 0);
+                while let Some(Ok(chunk)) = logs.next().await {
+                    text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                    while let Some(line) = snapshot.done.get(next) {
+                        let Some(at) = text.find(line) else { break };
+                        text.drain(..at + line.len());
+                        next += 1;
+                    }
+                    if next == snapshot.done.len() {
+                        return true;
+                    }
+                    // Bounded: only what may still hold the start of the line awaited.
+                    let keep = text.len().saturating_sub(4096);
+                    let keep = (keep..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+                    text.drain(..keep);
+                }
+                false
+            })
+            .await;
+            if done != Ok(true) {
+                return Err(format!("its set-up did not print `{}`", snapshot.done.join("` then `")));
+            }
+            let stop = StopContainerOptionsBuilder::new().signal(signal_name(stop_signal)).t(10).build();
+            self.docker.stop_container(&created.id, Some(stop)).await.map_err(|e| e.to_string())?;
+            let folder = env
+                .iter()
+                .find_map(|v| v.strip_prefix(snapshot.folder.0).and_then(|v| v.strip_prefix('=')))
+                .ok_or_else(|| format!("`{}` is not set", snapshot.folder.0))?;
+            let mut data = Vec::new();
+            let options = DownloadFromContainerOptionsBuilder::new().path(folder).build();
+            let mut download = self.docker.download_from_container(&created.id, Some(options));
+            while let Some(chunk) = download.next().await {
+                data.extend_from_slice(&chunk.map_err(|e| format!("copying {folder} out: {e}"))?);
+                if data.len() > SETUP_MAX_BYTES {
+                    return Err(format!("{folder} is over {} MiB after the set-up", SETUP_MAX_BYTES >> 20));
+                }
+            }
+            let context = setup_context(image, folder, snapshot.folder.1, &data).map_err(|e| e.to_string())?;
+            drop(data);
+            let options = BuildImageOptionsBuilder::default()
+                .dockerfile("Dockerfile")
+                .t(&format!("{repo}:{tag}"))
+                .labels(&labels)
+                .rm(true)
+                .forcerm(true)
+                .build();
+            let mut build = self.docker.build_image(options, None, Some(bollard::body_full(context.into())));
+            while let Some(step) = build.next().await {
+                let info = step.map_err(|e| format!("building the image: {e}"))?;
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(format!("building the image: {detail}"));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = self.docker.remove_container(&name, Some(remove)).await;
+        made
+    }
+
     async fn create_setup_volume(&self, name: &str, instance: &Instance) -> Result<(), StartError> {
         let labels = HashMap::from([
             (LABEL_APP.to_owned(), self.app.clone()),
@@ -240,15 +406,23 @@ impl DockerRuntime {
             .map_err(|e| StartError::new(format!("cannot create the volume `{name}`: {e}")))
     }
 
-    /// Whether every file of a finished `setup` is in created container `id`.
-    /// Asked all at once: one at a time they held the broker's start by half a second.
-    async fn complete(&self, id: &str, setup: &Setup) -> bool {
-        let asks = setup.complete.iter().map(|file| async move {
+    /// Whether every file of a finished `setup` is in created container `id`,
+    /// and whether its warm file is. Asked all at once: one at a time they
+    /// held the broker's start by half a second.
+    async fn complete(&self, id: &str, setup: &Setup) -> (bool, bool) {
+        let ask = |file: &'static str| async move {
             let path = format!("{}/{file}", setup.path);
             let options = ContainerArchiveInfoOptionsBuilder::new().path(&path).build();
             self.docker.get_container_archive_info(id, Some(options)).await.is_ok()
-        });
-        futures::future::join_all(asks).await.into_iter().all(|found| found)
+        };
+        let warm = async {
+            match &setup.warm {
+                Some(w) => ask(w.file).await,
+                None => false,
+            }
+        };
+        let (found, warm) = futures::join!(futures::future::join_all(setup.complete.iter().map(|f| ask(f))), warm);
+        (found.into_iter().all(|f| f), warm)
     }
 
     /// Removes this app's leftover containers (stopping, not removing,
@@ -346,6 +520,9 @@ impl Runtime for DockerRuntime {
     fn start<'a>(&'a self, instance: &'a Instance, out: Output) -> BoxFuture<'a, Result<Arc<dyn Running>, StartError>> {
         async move {
             let r = &instance.resource;
+            let spec = r.kind.spec();
+            // Counted down when this start ends, whichever way it ends.
+            let _first = spec.starts_first().then(|| FirstStart(&self.first));
             let image = r.image().unwrap_or_default();
             let image_id = self.ensure_image(&image, &out).await?;
             let name = self.container_name(&instance.name);
@@ -384,24 +561,32 @@ impl Runtime for DockerRuntime {
                     }]),
                 );
             }
-            let spec = r.kind.spec();
             let mut binds = match (r.persistent, spec.data_path()) {
                 (true, Some(path)) => vec![format!("{name}-data:{path}")],
                 _ => Vec::new(),
             };
-            let mut env = instance.env.clone();
             let setup = spec.reusable_setup().filter(|_| !r.persistent);
             let mut kept = None;
             if let Some(setup) = &setup {
                 let volume = self.setup_volume(&name, instance, &image_id, setup).await?;
                 binds.push(format!("{}:{}", volume.name, setup.path));
-                for (var, extra) in setup.data_apart {
-                    match env.iter_mut().find(|(k, _)| k == var) {
-                        Some((_, v)) => *v = format!("{v} {extra}"),
-                        None => env.push(((*var).to_owned(), (*extra).to_owned())),
+                kept = Some(volume);
+            }
+            // A reused set-up is started as if its warm file were there (the
+            // common case); the check below makes the container again if not.
+            let warm_expected = kept.as_ref().is_some_and(|v| v.reused);
+            let mut run_image = image.clone();
+            let mut instance_env = instance.env.clone();
+            if let Some(snapshot) = spec.snapshot_setup().filter(|_| !r.persistent) {
+                for (k, v) in snapshot.env {
+                    if !instance_env.iter().any(|(name, _)| name == k) {
+                        instance_env.push(((*k).to_owned(), (*v).to_owned()));
                     }
                 }
-                kept = Some(volume);
+                let env = setup_env(&instance_env, None, false);
+                if let Some(kept) = self.setup_image(instance, &image, &image_id, &snapshot, &env, &out).await {
+                    run_image = kept;
+                }
             }
             let labels = HashMap::from([
                 (LABEL_APP.to_owned(), self.app.clone()),
@@ -410,9 +595,9 @@ impl Runtime for DockerRuntime {
                 (LABEL_PERSISTENT.to_owned(), r.persistent.to_string()),
                 (LABEL_OWNER.to_owned(), self.owner.clone()),
             ]);
-            let body = ContainerCreateBody {
-                image: Some(image.clone()),
-                env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            let mut body = ContainerCreateBody {
+                image: Some(run_image.clone()),
+                env: Some(setup_env(&instance_env, setup.as_ref(), warm_expected)),
                 cmd: (!r.args.is_empty()).then(|| r.args.clone()),
                 exposed_ports: Some(exposed),
                 labels: Some(labels),
@@ -432,25 +617,39 @@ impl Runtime for DockerRuntime {
                 }),
                 ..Default::default()
             };
-            let create = || async {
+            let create = |body: ContainerCreateBody| async {
                 self.docker
-                    .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body.clone())
+                    .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
                     .await
-                    .map_err(|e| StartError::new(format!("cannot create container `{name}` from `{image}`: {e}")))
+                    .map_err(|e| StartError::new(format!("cannot create container `{name}` from `{run_image}`: {e}")))
             };
-            let mut created = create().await?;
+            if !spec.starts_first() {
+                let mut first = self.first.subscribe();
+                let _ = tokio::time::timeout(FIRST_WAIT, first.wait_for(|left| *left == 0)).await;
+            }
+            let mut created = create(body.clone()).await?;
             if let (Some(setup), Some(volume)) = (&setup, &kept) {
+                let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                let (complete, warm) =
+                    if volume.reused { self.complete(&created.id, setup).await } else { (false, false) };
                 // A kept set-up that misses a file was cut short (a kill during
                 // the first start): made again, rather than a broker that fails.
-                if volume.reused && !self.complete(&created.id, setup).await {
+                if volume.reused && !complete {
                     out.system(&format!("the set-up kept in volume `{}` is incomplete: making it again", volume.name));
-                    let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
                     let _ = self.docker.remove_container(&created.id, Some(remove)).await;
                     let _ = self.docker.remove_volume(&volume.name, None::<RemoveVolumeOptions>).await;
                     self.create_setup_volume(&volume.name, instance).await?;
-                    created = create().await?;
+                    body.env = Some(setup_env(&instance_env, Some(setup), false));
+                    created = create(body).await?;
                 } else if volume.reused {
-                    out.system(&format!("reusing the set-up of an earlier start (volume `{}`)", volume.name));
+                    if warm_expected && !warm && setup.warm.is_some() {
+                        // The last stop was not clean: this one writes the file.
+                        let _ = self.docker.remove_container(&created.id, Some(remove)).await;
+                        body.env = Some(setup_env(&instance_env, Some(setup), false));
+                        created = create(body).await?;
+                    }
+                    let how = if warm { ", warm" } else { "" };
+                    out.system(&format!("reusing the set-up of an earlier start (volume `{}`{how})", volume.name));
                 } else {
                     out.system(&format!(
                         "its first start sets it up; volume `{}` keeps that for the next",
@@ -516,6 +715,65 @@ impl DockerRuntime {
             alias: instance.name.clone(),
         }))
     }
+}
+
+/// The build context of a kept set-up: a Dockerfile that copies `folder`
+/// (`data`, the engine's tar of it) onto `image`, owned by `user`.
+fn setup_context(image: &str, folder: &str, user: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let base = folder.trim_end_matches('/').rsplit('/').next().unwrap_or("data").to_owned();
+    let dockerfile = format!("FROM {image}\nCOPY --chown={user}:{user} {base} {folder}\n");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())?;
+    let mut archive = tar::Archive::new(data);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let mut header = entry.header().clone();
+        let path = entry.path()?.into_owned();
+        tar.append_data(&mut header, path, &mut entry)?;
+    }
+    tar.into_inner()
+}
+
+/// Counts a first start down when dropped.
+struct FirstStart<'a>(&'a watch::Sender<usize>);
+
+impl Drop for FirstStart<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|left| *left = left.saturating_sub(1));
+    }
+}
+
+/// A set-up's name: a digest of the base image's id and the values in `env` of `inputs`.
+fn setup_digest(image_id: &str, env: &[(String, String)], inputs: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(image_id.as_bytes());
+    for var in inputs {
+        let value = env.iter().find(|(k, _)| k == var).map(|(_, v)| v.as_str());
+        hash.update(format!("\0{var}={value:?}").as_bytes());
+    }
+    hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A container's variables: `env`, with a kept `setup`'s additions (its
+/// data kept apart, and its warm file used, if `warm`, or else made).
+fn setup_env(env: &[(String, String)], setup: Option<&Setup>, warm: bool) -> Vec<String> {
+    let mut env = env.to_vec();
+    let Some(setup) = setup else {
+        return env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    };
+    let warm = setup.warm.as_ref().map(|w| (w.var, if warm { w.use_it } else { w.make_it }));
+    for (var, extra) in setup.data_apart.iter().copied().chain(warm) {
+        match env.iter_mut().find(|(k, _)| k == var) {
+            Some((_, v)) => *v = format!("{v} {extra}"),
+            None => env.push((var.to_owned(), extra.to_owned())),
+        }
+    }
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 /// Why container `name` did not start, with a hint only where it fits the error.

@@ -524,13 +524,14 @@ async fn a_postgres_container_gets_room_for_shared_memory() {
 }
 
 /// The broker's `artemis create` is done at the first `up` and kept in a
-/// volume, which `down` keeps; the broker's data is not kept: a message sent
-/// before a `down` is gone after the next `up`. A kept set-up that was cut
-/// short is made again, not used.
+/// volume, which `down` keeps, with the class-data archive its clean stop
+/// writes; the broker's data is not kept: a message sent before a `down` is
+/// gone after the next `up`. A kept set-up that was cut short is made again,
+/// not used; a missing archive is made at the next clean stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_brokers_setup_is_kept_across_ups_and_its_data_is_not() {
     // Dropped last, after the state's teardown: a volume in use cannot go.
-    let _cleanup = RemoveVolumes("setup-stack");
+    let _cleanup = RemoveSetups("setup-stack");
     let state = helpers::StateDir::new();
     std::fs::create_dir_all(&state).unwrap();
     let file = state.join("setup.yaml");
@@ -565,42 +566,140 @@ async fn the_brokers_setup_is_kept_across_ups_and_its_data_is_not() {
         let listed = docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&label).build())).await;
         listed.unwrap().volumes.unwrap_or_default().into_iter().map(|v| v.name).collect::<Vec<_>>()
     };
+    // A command on the kept volume, in a container of the broker's image.
+    let on_volume = |volume: String, args: &'static [&'static str]| {
+        let out = std::process::Command::new("docker")
+            .args(["run", "--rm", "-v", &format!("{volume}:/i"), "--entrypoint", args[0]])
+            .arg("apache/activemq-artemis:2.40.0")
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Each up's own lines of the log (the log keeps earlier ones).
+    let mut seen = 0;
+    let mut this_up = |log: String| {
+        let new = log[seen.min(log.len())..].to_owned();
+        seen = log.len();
+        new
+    };
 
-    let first = up().await;
+    let first = this_up(up().await);
     assert!(first.contains("its first start sets it up"), "{first}");
     probe_send(&broker_url().await).await;
     down().await;
     let volumes = kept().await;
     assert_eq!(volumes.len(), 1, "down keeps the set-up: {volumes:?}");
+    assert!(on_volume(volumes[0].clone(), &["test", "-s", "/i/apphost.jsa"]).0, "a clean stop writes the archive");
 
-    let second = up().await;
+    let second = this_up(up().await);
     assert!(second.contains("reusing the set-up of an earlier start"), "{second}");
+    assert!(second.contains(", warm)"), "the archive is used: {second}");
+    assert!(!second.contains("[cds]"), "the JVM's archive warnings are off: {second}");
     assert_eq!(probe_count(&broker_url().await).await, 0, "the earlier up's message is gone");
     down().await;
 
+    // The archive gone (a kill before it was written): used no more, made again.
+    assert!(on_volume(volumes[0].clone(), &["rm", "/i/apphost.jsa"]).0);
+    let third = this_up(up().await);
+    assert!(third.contains("reusing the set-up of an earlier start"), "{third}");
+    assert!(!third.contains(", warm)"), "{third}");
+    down().await;
+    assert!(on_volume(volumes[0].clone(), &["test", "-s", "/i/apphost.jsa"]).0, "made again at the clean stop");
+
     // Cut short: a file of the set-up is missing.
-    let cut = std::process::Command::new("docker")
-        .args(["run", "--rm", "-v", &format!("{}:/i", volumes[0]), "--entrypoint", "rm"])
-        .args(["apache/activemq-artemis:2.40.0", "/i/etc/bootstrap.xml"])
-        .output()
-        .unwrap();
-    assert!(cut.status.success(), "{}", String::from_utf8_lossy(&cut.stderr));
-    let third = up().await;
-    assert!(third.contains("is incomplete: making it again"), "{third}");
+    assert!(on_volume(volumes[0].clone(), &["rm", "/i/etc/bootstrap.xml"]).0);
+    let fourth = this_up(up().await);
+    assert!(fourth.contains("is incomplete: making it again"), "{fourth}");
     down().await;
     assert!(helpers::docker_leftovers_of("setup-stack").await.is_empty(), "only the set-up is left");
     assert_eq!(kept().await.len(), 1, "one set-up volume");
 }
 
-/// Removes app `.0`'s volumes when dropped, the test passing or not.
-struct RemoveVolumes(&'static str);
+/// A database's `initdb` is done once, in a container of its own, and kept
+/// as an image; each `up` starts a new container of it: set up, and empty.
+/// The image's configuration does not hold the password it was made with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_databases_setup_is_kept_as_an_image_and_its_data_is_not() {
+    let _cleanup = RemoveSetups("pgsetup-stack");
+    let state = helpers::StateDir::new();
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("pgsetup.yaml");
+    std::fs::write(&file, "name: pgsetup-stack\nresources:\n  db: { kind: postgres, database: kept }\n").unwrap();
+    let up = || async {
+        let out = apphost(&state).args(["up", "-d", "--runtime", "docker", "-f"]).arg(&file).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(state.join("apphost.log")).unwrap_or_default()
+    };
+    let down = || async {
+        let out = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let password = || {
+        let secrets: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state.join("secrets.json")).unwrap()).unwrap();
+        secrets["passwords"]["db"].as_str().unwrap().to_owned()
+    };
+    let (state_ref, file_ref) = (&state, &file);
+    let psql = |sql: &'static str| async move {
+        let (state, file) = (state_ref, file_ref);
+        let out = apphost(state).args(["ps", "--json", "-f"]).arg(file).output().await.unwrap();
+        let ps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("ps --json");
+        let port = helpers::endpoint(&ps, "db", "tcp").rsplit(':').next().unwrap().to_owned();
+        let secrets: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state.join("secrets.json")).unwrap()).unwrap();
+        let out = tokio::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "apphost", "-d", "kept", "-Atc", sql])
+            .env("PGPASSWORD", secrets["passwords"]["db"].as_str().unwrap())
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .await
+            .expect("psql (Debian's postgresql-client)");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
 
-impl Drop for RemoveVolumes {
+    let first = up().await;
+    assert!(first.contains("its first start sets it up, kept in image"), "{first}");
+    psql("CREATE TABLE left_behind (x int); INSERT INTO left_behind VALUES (1)").await;
+    down().await;
+    let images = setup_images("pgsetup-stack");
+    assert_eq!(images.len(), 1, "down keeps the set-up: {images:?}");
+    let inspected = std::process::Command::new("docker").args(["image", "inspect", &images[0]]).output().unwrap();
+    let config = String::from_utf8_lossy(&inspected.stdout);
+    assert!(!config.contains(&password()), "the image's configuration holds the password");
+
+    let second = up().await;
+    assert!(second.contains("reusing the set-up of an earlier start (image"), "{second}");
+    assert_eq!(psql("SELECT count(*) FROM pg_tables WHERE tablename = 'left_behind'").await, "0", "data is not kept");
+    assert_eq!(psql("SELECT current_user || ' ' || current_database()").await, "apphost kept");
+    down().await;
+    assert!(helpers::docker_leftovers_of("pgsetup-stack").await.is_empty(), "only the set-up is left");
+    assert_eq!(setup_images("pgsetup-stack").len(), 1, "one set-up image");
+}
+
+/// App `app`'s kept set-up images, by id.
+fn setup_images(app: &str) -> Vec<String> {
+    let filter = format!("label=apphost.app={app}");
+    let listed = std::process::Command::new("docker")
+        .args(["image", "ls", "-q", "--filter", &filter, "--filter", "label=apphost.setup"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+/// Removes app `.0`'s volumes and set-up images when dropped, the test passing or not.
+struct RemoveSetups(&'static str);
+
+impl Drop for RemoveSetups {
     fn drop(&mut self) {
         let filter = format!("label=apphost.app={}", self.0);
         let listed = std::process::Command::new("docker").args(["volume", "ls", "-q", "--filter", &filter]).output();
         for name in String::from_utf8_lossy(&listed.map(|o| o.stdout).unwrap_or_default()).split_whitespace() {
             let _ = std::process::Command::new("docker").args(["volume", "rm", "-f", name]).output();
+        }
+        for id in setup_images(self.0) {
+            let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &id]).output();
         }
     }
 }
