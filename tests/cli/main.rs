@@ -536,15 +536,8 @@ async fn the_brokers_setup_is_kept_across_ups_and_its_data_is_not() {
     std::fs::create_dir_all(&state).unwrap();
     let file = state.join("setup.yaml");
     std::fs::write(&file, "name: setup-stack\nresources:\n  broker: { kind: artemis }\n").unwrap();
-    let up = || async {
-        let out = apphost(&state).args(["up", "-d", "--runtime", "docker", "-f"]).arg(&file).output().await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::read_to_string(state.join("apphost.log")).unwrap_or_default()
-    };
-    let down = || async {
-        let out = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let up = || up_on_docker(&state, &file);
+    let down = || down_of(&state, &file);
     // An AMQP peer on the broker's port, as the app's user (the password from the state's secrets).
     let broker_url = || async {
         let out = apphost(&state).args(["ps", "--json", "-f"]).arg(&file).output().await.unwrap();
@@ -626,15 +619,8 @@ async fn a_databases_setup_is_kept_as_an_image_and_its_data_is_not() {
     std::fs::create_dir_all(&state).unwrap();
     let file = state.join("pgsetup.yaml");
     std::fs::write(&file, "name: pgsetup-stack\nresources:\n  db: { kind: postgres, database: kept }\n").unwrap();
-    let up = || async {
-        let out = apphost(&state).args(["up", "-d", "--runtime", "docker", "-f"]).arg(&file).output().await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::read_to_string(state.join("apphost.log")).unwrap_or_default()
-    };
-    let down = || async {
-        let out = apphost(&state).args(["down", "-f"]).arg(&file).output().await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let up = || up_on_docker(&state, &file);
+    let down = || down_of(&state, &file);
     let password = || {
         let secrets: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(state.join("secrets.json")).unwrap()).unwrap();
@@ -676,6 +662,19 @@ async fn a_databases_setup_is_kept_as_an_image_and_its_data_is_not() {
     down().await;
     assert!(helpers::docker_leftovers_of("pgsetup-stack").await.is_empty(), "only the set-up is left");
     assert_eq!(setup_images("pgsetup-stack").len(), 1, "one set-up image");
+}
+
+/// `apphost up -d` of `file` on the docker runtime; the state's log after.
+async fn up_on_docker(state: &std::path::Path, file: &std::path::Path) -> String {
+    let out = apphost(state).args(["up", "-d", "--runtime", "docker", "-f"]).arg(file).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(state.join("apphost.log")).unwrap_or_default()
+}
+
+/// `apphost down` of `file`.
+async fn down_of(state: &std::path::Path, file: &std::path::Path) {
+    let out = apphost(state).args(["down", "-f"]).arg(file).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// App `app`'s kept set-up images, by id.
