@@ -89,9 +89,25 @@ pub async fn test(
     for _ in 1..startup_runs.unwrap_or(1) {
         let began = std::time::Instant::now();
         let app = start(&topology, &state, &options, &logs, &LiveStack::new(logs.clone()), &say).await?;
-        let ready = tokio::time::timeout(healthy_within, all_healthy(&app)).await.unwrap_or(false);
+        let ready = tokio::select! {
+            r = tokio::time::timeout(healthy_within, all_healthy(&app)) => Some(r.unwrap_or(false)),
+            _ = interrupt.recv() => None,
+        };
         startups.push(began.elapsed());
-        app.teardown(options.teardown, std::future::pending::<()>(), &say).await;
+        // A second Ctrl-C during the teardown kills at once, as after the scenarios.
+        app.teardown(
+            options.teardown,
+            async {
+                interrupt.recv().await;
+            },
+            &say,
+        )
+        .await;
+        let Some(ready) = ready else {
+            stop_writing.cancel();
+            let _ = writer.await;
+            return Ok(ExitCode::from(130));
+        };
         if !ready {
             return Err(miette!("the stack was not healthy within {healthy_within:?}; see {}", output_path.display()));
         }
