@@ -72,7 +72,7 @@ impl Settings {
             max_in_flight_requests,
             broker,
             relay,
-            relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 2usize)?.max(1),
+            relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 4usize)?.max(1),
             idempotency_retention: duration_var(env, "IDEMPOTENCY_RETENTION", Duration::from_secs(24 * 3600))?,
         })
     }
