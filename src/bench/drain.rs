@@ -129,6 +129,39 @@ async fn measure(
 /// unsettled as the relay allows (256). The rate is that of its intervals
 /// after the warm-up. Its queue is deleted after.
 async fn perf_producer(ctx: &Ctx, duration: Duration, scratch: &Path) -> Result<f64, String> {
+    let total = PERF_WARMUP + duration.max(Duration::from_secs(3));
+    let warmup = ["--warmup".to_owned(), PERF_WARMUP.as_secs().to_string()];
+    let report = perf(ctx, &warmup, total, false, scratch).await?;
+    steady_rate(&report).ok_or_else(|| "artemis perf producer reported no interval after its warm-up".to_owned())
+}
+
+/// `artemis perf producer` at a fixed `rate` (open loop: it sends on
+/// schedule, 256 unsettled at most), durable, 200-byte messages, on the
+/// stack's broker for `duration`: each message's time from its send to the
+/// broker's outcome (`Accepted`, the journal written), p50 and p99 in
+/// seconds. What the broker alone takes to accept what the relay sends at
+/// that rate: a floor under the outbox lag.
+pub async fn accept_latency(ctx: &Ctx, rate: f64, duration: Duration, scratch: &Path) -> Result<(f64, f64), String> {
+    let args = ["--rate".to_owned(), format!("{rate:.0}")];
+    // Its rate limiter stalls after a second on a millisecond clock; this opens the microsecond one.
+    let report = perf(ctx, &args, duration, true, scratch).await?;
+    let summary = report.iter().find(|s| s["sampleType"] == "summary").ok_or("artemis perf producer: no summary")?;
+    let at = |q: &str| summary["totalSendTime"][q].as_f64().map(|micros| micros / 1e6);
+    match (at("50"), at("99"), summary["totalCompleted"].as_u64()) {
+        (Some(p50), Some(p99), Some(n)) if n > 0 => Ok((p50, p99)),
+        _ => Err(format!("artemis perf producer measured no send: {summary}")),
+    }
+}
+
+/// Runs `artemis perf producer` on the stack's broker with `extra` arguments
+/// and returns its JSON report's samples. Its queue is deleted after.
+async fn perf(
+    ctx: &Ctx,
+    extra: &[String],
+    total: Duration,
+    micro_clock: bool,
+    scratch: &Path,
+) -> Result<Vec<serde_json::Value>, String> {
     let url = url::Url::parse(&ctx.roles.broker_url).map_err(|e| format!("the broker's URL: {e}"))?;
     let home = local_install::artemis_home().map_err(|e| e.to_string())?;
     let artemis = home.join("bin/artemis");
@@ -137,29 +170,31 @@ async fn perf_producer(ctx: &Ctx, duration: Duration, scratch: &Path) -> Result<
     let credentials = format!("--user={}\n--password={}\n", url.username(), url.password().unwrap_or_default());
     crate::statedir::write_private(&args, credentials.as_bytes()).map_err(|e| format!("{}: {e}", args.display()))?;
     let json = scratch.join("perf.json");
+    let _ = std::fs::remove_file(&json);
     let amqp = format!("amqp://127.0.0.1:{}", url.port().unwrap_or(5672));
-    let total = PERF_WARMUP + duration.max(Duration::from_secs(3));
-    let output = tokio::process::Command::new(&artemis)
+    let mut command = tokio::process::Command::new(&artemis);
+    command
         .args(["perf", "producer"])
         .arg(format!("@{}", args.display()))
         .args(["--protocol", "AMQP", "--url", &amqp, "--persistent", "--silent"])
-        .args(["--warmup", &PERF_WARMUP.as_secs().to_string(), "--duration", &total.as_secs().to_string()])
+        .args(extra)
+        .args(["--duration", &total.as_secs().to_string()])
         .args(["--max-pending", "256", "--message-size", "200"])
         .arg("--json")
         .arg(&json)
         .arg("queue://apphost-bench-reference")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", artemis.display()))?;
+        .stdin(std::process::Stdio::null());
+    if micro_clock {
+        command.env("JAVA_ARGS_APPEND", "--add-opens=java.base/jdk.internal.misc=ALL-UNNAMED");
+    }
+    let output = command.output().await.map_err(|e| format!("cannot run {}: {e}", artemis.display()))?;
     let _ = delete_queue(ctx, &artemis, &args).await;
     if !output.status.success() {
         return Err(format!("artemis perf producer failed: {}", String::from_utf8_lossy(&output.stdout).trim()));
     }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
         .map_err(|e| format!("artemis perf producer's report: {e}"))?;
-    steady_rate(report.as_array().map(Vec::as_slice).unwrap_or_default())
-        .ok_or_else(|| "artemis perf producer reported no interval after its warm-up".to_owned())
+    Ok(report.as_array().cloned().unwrap_or_default())
 }
 
 /// How long `artemis perf producer` runs before its rate counts.

@@ -131,8 +131,20 @@ struct Figures {
     settings: Vec<String>,
     /// Sustained load with the stack's settings, then with the seed's.
     sustained: Option<(sustained::Sustained, sustained::Sustained)>,
+    /// At the lowest offered rate, per run: the sender's transaction alone
+    /// (`pgbench --rate`, start → commit) and the broker alone (`artemis perf
+    /// producer --rate`, send → Accepted), p50 and p99 in seconds.
+    floor: Vec<Floor>,
     acknowledged: usize,
     delivered: usize,
+}
+
+/// What the outbox lag cannot go below at an offered rate: its two durable
+/// commits, each measured alone at that rate.
+struct Floor {
+    offered: f64,
+    commit: (f64, f64),
+    accept: (f64, f64),
 }
 
 /// Runs the benchmark on the started stack in `ctx`. `startups` are how
@@ -251,6 +263,19 @@ async fn measure(
                 failed: result.failed,
             });
             all_ids.extend(result.ids);
+        }
+        if figures.floor.is_empty() {
+            for run in 0..options.runs {
+                let commit = pgbench::commit_latency(sender_db_url, offered, options.seconds, scratch.path()).await?;
+                let accept = drain::accept_latency(ctx, offered, options.seconds, scratch.path()).await?;
+                report.notes.push(format!(
+                    "floor at {offered:.0}/s run {}: transaction p99 {:.1} ms, broker accept p99 {:.1} ms",
+                    run + 1,
+                    commit.1 * 1000.0,
+                    accept.1 * 1000.0
+                ));
+                figures.floor.push(Floor { offered, commit, accept });
+            }
         }
         // The run whose end-to-end p99 is the median of the runs stands for them.
         runs.sort_by_key(|r| r.end_to_end.value_at_quantile(0.99));
@@ -614,6 +639,21 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             r.offered,
             ms(r.http.value_at_quantile(0.5)),
             ms(r.http.value_at_quantile(0.99))
+        );
+    }
+    if let Some(first) = f.floor.first() {
+        let of = |g: fn(&Floor) -> f64| median(&f.floor.iter().map(g).collect::<Vec<_>>()) * 1000.0;
+        let (commit, accept) = (of(|r| r.commit.1), of(|r| r.accept.1));
+        let lag =
+            f.open.iter().find(|r| r.offered == first.offered).and_then(|r| r.lag_p99).unwrap_or(f64::NAN) * 1000.0;
+        let _ = writeln!(
+            s,
+            "| the floor under the outbox lag at {:.0}/s: its two durable commits, each alone at that rate (open loop) |              the sender's transaction, start → commit (`pgbench --rate`, same statements, same database): p50 {:.1} ms,              p99 {commit:.1} ms; then a durable send → `Accepted` (`artemis perf producer --rate`, 200-byte messages,              same broker): p50 {:.1} ms, p99 {accept:.1} ms | the outbox lag's p99 above: {lag:.1} ms | {:.2} × their              sum | the lag's p99 cannot be below either; in sequence ≈ their sum, {:.1} ms |",
+            first.offered,
+            of(|r| r.commit.0),
+            of(|r| r.accept.0),
+            lag / (commit + accept).max(1e-9),
+            commit + accept
         );
     }
     if let Some(d) = &f.drain {

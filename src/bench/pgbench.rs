@@ -39,7 +39,63 @@ pub async fn tps(url: &str, clients: usize, duration: Duration, scratch: &Path) 
     result
 }
 
+/// `pgbench` at a fixed `rate` (open loop: `--rate`, 8 clients) for
+/// `duration`: each transaction's time from its start to its commit
+/// (schedule lag not counted), p50 and p99 in seconds. The sender's
+/// `created_at` is its transaction's start, so this is the part of the
+/// outbox lag before the relay can see a row: a floor under it.
+pub async fn commit_latency(url: &str, rate: f64, duration: Duration, scratch: &Path) -> Result<(f64, f64), String> {
+    let pool = sqlx::PgPool::connect(url).await.map_err(|e| format!("cannot reach the sender's database: {e}"))?;
+    sqlx::raw_sql(SETUP).execute(&pool).await.map_err(|e| format!("cannot make the reference's tables: {e}"))?;
+    let prefix = scratch.join("pgbench-log");
+    let rate_args = [format!("--rate={rate:.0}"), "--log".to_owned(), format!("--log-prefix={}", prefix.display())];
+    let result = run_with(url, 8, duration, &rate_args, scratch).await;
+    let _ = sqlx::raw_sql(TEARDOWN).execute(&pool).await;
+    pool.close().await;
+    result?;
+    let mut latencies = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for entry in std::fs::read_dir(scratch).map_err(|e| e.to_string())?.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("pgbench-log.") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| e.to_string())?;
+        for micros in text.lines().filter_map(transaction_micros) {
+            latencies.saturating_record(micros.max(1));
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    if latencies.is_empty() {
+        return Err("pgbench logged no transaction".into());
+    }
+    let at = |q| latencies.value_at_quantile(q) as f64 / 1e6;
+    Ok((at(0.5), at(0.99)))
+}
+
+/// A line of `pgbench --log` under `--rate`: `client_id transaction_no time
+/// script_no time_epoch time_us schedule_lag`; `time` counts from when the
+/// transaction was due, so its schedule lag comes off. Skipped transactions
+/// say `skipped`.
+fn transaction_micros(line: &str) -> Option<u64> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let time: u64 = fields.get(2)?.parse().ok()?;
+    let lag: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some(time.saturating_sub(lag))
+}
+
 async fn run(url: &str, clients: usize, duration: Duration, scratch: &Path) -> Result<f64, String> {
+    let text = run_with(url, clients, duration, &[], scratch).await?;
+    parse_tps(&text).ok_or_else(|| format!("pgbench said no tps: {text}"))
+}
+
+/// Runs the POST's script with `clients` for `duration` (and `extra`
+/// arguments); returns what `pgbench` printed.
+async fn run_with(
+    url: &str,
+    clients: usize,
+    duration: Duration,
+    extra: &[String],
+    scratch: &Path,
+) -> Result<String, String> {
     let url = url::Url::parse(url).map_err(|e| format!("the sender's database URL: {e}"))?;
     let script = scratch.join("pgbench-post.sql");
     crate::statedir::write_private(&script, SCRIPT.as_bytes()).map_err(|e| format!("{}: {e}", script.display()))?;
@@ -51,21 +107,22 @@ async fn run(url: &str, clients: usize, duration: Duration, scratch: &Path) -> R
         .arg(&script)
         .args(["--client", &clients.to_string(), "--jobs", &clients.clamp(1, 2).to_string()])
         .args(["--time", &duration.as_secs().max(1).to_string()])
+        .args(extra)
         .args(["--host", url.host_str().unwrap_or("127.0.0.1")])
         .args(["--port", &url.port().unwrap_or(5432).to_string()])
         .args(["--username", url.username()])
         .arg(url.path().trim_start_matches('/'))
         // Never on the command line.
         .env("PGPASSWORD", password)
+        .current_dir(scratch)
         .stdin(Stdio::null())
         .output()
         .await
         .map_err(|e| format!("cannot run {}: {e}", pgbench.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
     }
-    parse_tps(&text).ok_or_else(|| format!("pgbench said no tps: {text}"))
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `tps = 1818.123456 (without initial connection time)`.
@@ -75,6 +132,12 @@ fn parse_tps(text: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_logged_transaction_counts_from_its_start_not_from_when_it_was_due() {
+        assert_eq!(super::transaction_micros("3 17 5210 0 1796352615 924000 1200"), Some(4010));
+        assert_eq!(super::transaction_micros("3 18 skipped 0 1796352615 924000 1200"), None);
+    }
+
     #[test]
     fn tps_is_read_from_pgbench_output() {
         let text = "latency average = 17.6 ms\ninitial connection time = 21.3 ms\ntps = 1818.123456 (without initial connection time)\n";
