@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod panes;
+pub mod telemetry;
 pub mod terminal;
 pub mod view;
 

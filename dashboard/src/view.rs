@@ -12,6 +12,8 @@ pub use contracts::{Action, Endpoint};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::{LogFilter, LogRecord, Stats, Trace, TraceFilter, TraceSummary};
+
 /// What the resources pane shows of one resource (or replica).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
@@ -175,6 +177,22 @@ pub trait Stack: Send + Sync {
     fn version(&self) -> u64;
     /// Asks for `action` on `resource`; answers with what happened.
     fn act(&self, resource: &str, action: Action) -> BoxFuture<'static, Result<String, String>>;
+    /// The newest traces passing `filter`, newest first (none without a receiver).
+    fn traces(&self, _filter: &TraceFilter, _limit: usize) -> Vec<TraceSummary> {
+        Vec::new()
+    }
+    /// One trace and the log records that name it.
+    fn trace(&self, _id: &str) -> Option<Trace> {
+        None
+    }
+    /// The newest structured log records passing `filter`, oldest first.
+    fn records(&self, _filter: &LogFilter, _limit: usize) -> Vec<LogRecord> {
+        Vec::new()
+    }
+    /// What the receiver took and let go; `None` without one.
+    fn telemetry(&self) -> Option<Stats> {
+        None
+    }
 }
 
 /// Everything the dashboard reads at once: what the control API serves so
