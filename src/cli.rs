@@ -91,6 +91,8 @@ pub enum Command {
         /// Log lines kept per resource.
         #[arg(long, default_value_t = crate::logs::DEFAULT_CAPACITY)]
         log_lines: usize,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
     },
     /// Open the dashboard on the running app (`q` detaches; the app runs on).
     Dashboard {
@@ -123,8 +125,54 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 200)]
         tail: usize,
         /// Show lifecycle events instead of output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "structured")]
         events: bool,
+        /// Show the log records the services sent over OTLP (with their
+        /// attributes and trace ids) instead of their output.
+        #[arg(long)]
+        structured: bool,
+        /// Structured: only records at this level or above (trace, debug, info, warn, error).
+        #[arg(long, requires = "structured", value_parser = parse_level)]
+        level: Option<dashboard::telemetry::Level>,
+        /// Structured: only records with this attribute (`key=value`, or `key` to be present); repeatable.
+        #[arg(long = "attr", requires = "structured", value_name = "KEY[=VALUE]")]
+        attributes: Vec<String>,
+        /// Structured: only records of this trace.
+        #[arg(long = "trace", requires = "structured", value_name = "TRACE_ID")]
+        trace_id: Option<String>,
+        /// Structured: one JSON object a line.
+        #[arg(long, requires = "structured")]
+        json: bool,
+    },
+    /// List the traces the app's services sent (newest first): root operation,
+    /// resources touched, duration, errors.
+    Traces {
+        #[command(flatten)]
+        at: FileArg,
+        /// Only traces that touched this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only traces at least this long (`50ms`, `1s`).
+        #[arg(long, value_parser = parse_duration)]
+        min_duration: Option<Duration>,
+        /// Only traces with an error.
+        #[arg(long)]
+        errors: bool,
+        /// How many at most.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one trace as a waterfall: each span, and the named waits between
+    /// them (in the outbox, in the broker), then its log records.
+    Trace {
+        /// The trace id (32 hex digits, or a unique prefix of at least 4).
+        id: String,
+        #[command(flatten)]
+        at: FileArg,
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a resource of the running app.
     Stop {
@@ -317,6 +365,10 @@ impl ChaosAction {
     }
 }
 
+fn parse_level(s: &str) -> Result<dashboard::telemetry::Level, String> {
+    dashboard::telemetry::Level::parse(s).ok_or_else(|| format!("`{s}` is not one of trace, debug, info, warn, error"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     topology::parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration such as `30s`"))
 }
@@ -339,11 +391,45 @@ fn prints_only(command: &Command) -> bool {
         command,
         Command::Ps { .. }
             | Command::Logs { .. }
+            | Command::Traces { .. }
+            | Command::Trace { .. }
             | Command::Check { .. }
             | Command::Schema
             | Command::Doctor { .. }
             | Command::Completions { .. }
     )
+}
+
+/// What `up` does with the stack's telemetry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// Keep the stack's traces and logs under `.apphost/telemetry/` (bounded,
+    /// owner-only) and read them back at the next `up`.
+    #[arg(long, conflicts_with = "no_telemetry")]
+    keep_telemetry: bool,
+    /// Also send everything received to this OTLP collector (default: apphost's
+    /// own `OTEL_EXPORTER_OTLP_ENDPOINT`, with its `_PROTOCOL` and `_HEADERS`).
+    #[arg(long, value_name = "URL", env = "APPHOST_OTLP_FORWARD", conflicts_with = "no_telemetry")]
+    otlp_forward: Option<String>,
+    /// Run no OTLP receiver; apphost's own `OTEL_EXPORTER_OTLP_*` go to the services as they are.
+    #[arg(long)]
+    no_telemetry: bool,
+}
+
+impl TelemetryArgs {
+    fn options(self) -> crate::root::TelemetryOptions {
+        crate::root::TelemetryOptions { off: self.no_telemetry, keep: self.keep_telemetry, forward: self.otlp_forward }
+    }
+
+    /// The same, for the `up` a detached start runs: flags, and the forward
+    /// target in its environment (a URL may hold credentials: never on a command line).
+    fn args(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut args = Vec::new();
+        args.extend(self.keep_telemetry.then(|| "--keep-telemetry".to_owned()));
+        args.extend(self.no_telemetry.then(|| "--no-telemetry".to_owned()));
+        let env = self.otlp_forward.iter().map(|url| ("APPHOST_OTLP_FORWARD".to_owned(), url.clone())).collect();
+        (args, env)
+    }
 }
 
 fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {
@@ -353,7 +439,7 @@ fn file_of(global: Option<PathBuf>, here: Option<PathBuf>) -> PathBuf {
 async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
     let global = cli.global.file;
     match cli.command {
-        Command::Up { at, headless: _, detach: true, runtime, release, no_build, teardown, log_lines } => {
+        Command::Up { at, headless: _, detach: true, runtime, release, no_build, teardown, log_lines, telemetry } => {
             let file = file_of(global, at.file);
             let mut args: Vec<String> = vec![
                 "--teardown".into(),
@@ -366,23 +452,47 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             }
             args.extend(release.then(|| "--release".to_owned()));
             args.extend(no_build.then(|| "--no-build".to_owned()));
-            commands::detach::up_detached(&file, &args).await
+            let (flags, env) = telemetry.args();
+            args.extend(flags);
+            commands::detach::up_detached(&file, &args, &env).await
         }
         Command::Dashboard { at } => remote::attach(&file_of(global, at.file)).await,
-        Command::Up { at, headless, detach: false, runtime, release, no_build, teardown, log_lines } => {
+        Command::Up { at, headless, detach: false, runtime, release, no_build, teardown, log_lines, telemetry } => {
             let file = file_of(global, at.file);
             let runtime = runtime.map(RuntimeArg::choice);
             let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
                 && std::io::IsTerminal::is_terminal(&std::io::stdin());
             let dashboard = !headless && terminal && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
-            let options = UpOptions { runtime, release, no_build, teardown, log_capacity: log_lines, dashboard };
+            let options = UpOptions {
+                runtime,
+                release,
+                no_build,
+                teardown,
+                log_capacity: log_lines,
+                dashboard,
+                telemetry: telemetry.options(),
+            };
             commands::up::up(&file, options).await
         }
         Command::Down { at } => commands::down::down(&file_of(global, at.file)).await,
         Command::Ps { at, json } => remote::ps(&file_of(global, at.file), json).await,
-        Command::Logs { file, resource, follow, tail, events } => {
+        Command::Logs { file, resource, structured: true, level, attributes, trace_id, json, tail, .. } => {
+            let filter = dashboard::telemetry::LogFilter { resource, level, attributes, trace_id, text: None };
+            commands::traces::records(&file_of(global, file), filter, tail, json).await
+        }
+        Command::Logs { file, resource, follow, tail, events, .. } => {
             remote::logs(&file_of(global, file), resource, follow, tail, events).await
         }
+        Command::Traces { at, resource, min_duration, errors, limit, json } => {
+            let filter = dashboard::telemetry::TraceFilter {
+                resource,
+                min_duration_nanos: min_duration.map_or(0, |d| d.as_nanos() as u64),
+                errors,
+                text: None,
+            };
+            commands::traces::traces(&file_of(global, at.file), filter, limit, json).await
+        }
+        Command::Trace { id, at, json } => commands::traces::trace(&file_of(global, at.file), &id, json).await,
         Command::Stop { resource, at } => remote::act(&file_of(global, at.file), &resource, Action::Stop).await,
         Command::Start { resource, at } => remote::act(&file_of(global, at.file), &resource, Action::Start).await,
         Command::Restart { resource, at } => remote::act(&file_of(global, at.file), &resource, Action::Restart).await,
@@ -406,6 +516,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 teardown: Duration::from_secs(30),
                 log_capacity: crate::logs::DEFAULT_CAPACITY,
                 dashboard: false,
+                telemetry: Default::default(),
             };
             let scenarios = commands::test::picks(scenarios, duration, report)?;
             let settings = crate::scenario::Settings { outage, rate, settle };
@@ -419,6 +530,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 teardown: Duration::from_secs(30),
                 log_capacity: crate::logs::DEFAULT_CAPACITY,
                 dashboard: false,
+                telemetry: Default::default(),
             };
             let command =
                 std::iter::once("apphost".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");

@@ -48,6 +48,10 @@ pub async fn serve(
         .route("/v1/events", get(events))
         .route("/v1/logs", get(logs))
         .route("/v1/view", get(snapshot))
+        .route("/v1/traces", get(traces))
+        .route("/v1/traces/{id}", get(trace))
+        .route("/v1/records", get(records))
+        .route("/v1/telemetry", get(telemetry))
         .route("/v1/resources/{name}/{action}", post(act))
         .route("/v1/down", post(take_down))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
@@ -113,6 +117,86 @@ async fn snapshot(State(api): State<Api>, Query(q): Query<ViewQuery>) -> Respons
         dashboard::app::EVENTS_KEPT,
     );
     Json(snapshot).into_response()
+}
+
+#[derive(Deserialize)]
+struct TracesQuery {
+    resource: Option<String>,
+    #[serde(default)]
+    min_duration_nanos: u64,
+    #[serde(default)]
+    errors: bool,
+    text: Option<String>,
+    #[serde(default = "default_tail")]
+    limit: usize,
+}
+
+/// `GET /v1/traces?resource=&min_duration_nanos=&errors=&text=&limit=`: newest first.
+async fn traces(State(api): State<Api>, Query(q): Query<TracesQuery>) -> Response {
+    let filter = dashboard::telemetry::TraceFilter {
+        resource: q.resource,
+        min_duration_nanos: q.min_duration_nanos,
+        errors: q.errors,
+        text: q.text,
+    };
+    Json(api.view.traces(&filter, q.limit.min(10_000))).into_response()
+}
+
+async fn trace(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.view.trace(&id) {
+        Some(trace) => Json(trace).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(Outcome::Error(format!(
+                "no trace `{id}` here: not received, sampled out or pushed out of the store (`apphost traces` lists \
+                 those kept; GET /v1/telemetry counts what was let go)"
+            ))),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordsQuery {
+    resource: Option<String>,
+    level: Option<String>,
+    /// `key=value`, comma-separated.
+    attr: Option<String>,
+    trace_id: Option<String>,
+    text: Option<String>,
+    #[serde(default = "default_tail")]
+    limit: usize,
+}
+
+/// `GET /v1/records?resource=&level=&attr=k=v,k2=v2&trace_id=&text=&limit=`: oldest first.
+async fn records(State(api): State<Api>, Query(q): Query<RecordsQuery>) -> Response {
+    let level = match q.level.as_deref().map(|l| dashboard::telemetry::Level::parse(l).ok_or(l)) {
+        Some(Err(l)) => {
+            let message = format!("level `{l}`: one of trace, debug, info, warn, error");
+            return (StatusCode::BAD_REQUEST, Json(Outcome::Error(message))).into_response();
+        }
+        Some(Ok(l)) => Some(l),
+        None => None,
+    };
+    let filter = dashboard::telemetry::LogFilter {
+        resource: q.resource,
+        level,
+        attributes: q
+            .attr
+            .map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default(),
+        trace_id: q.trace_id,
+        text: q.text,
+    };
+    Json(api.view.records(&filter, q.limit.min(50_000))).into_response()
+}
+
+async fn telemetry(State(api): State<Api>) -> Response {
+    match api.view.telemetry() {
+        Some(stats) => Json(stats).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(Outcome::Error("no OTLP receiver runs in this session".into())))
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

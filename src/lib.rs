@@ -30,6 +30,7 @@ pub mod kinds;
 pub mod logs;
 pub mod loopback;
 pub mod monitor;
+pub mod otlp;
 pub mod plan;
 pub mod publish;
 pub mod root;

@@ -37,6 +37,19 @@ pub struct UpOptions {
     pub log_capacity: usize,
     /// Show the dashboard (a terminal) rather than prefixed lines.
     pub dashboard: bool,
+    pub telemetry: TelemetryOptions,
+}
+
+/// What becomes of the stack's telemetry.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryOptions {
+    /// No receiver: the services are told nothing of OTLP (apphost's own
+    /// `OTEL_EXPORTER_OTLP_*` pass through to them, as without apphost).
+    pub off: bool,
+    /// Journal it under `.apphost/telemetry/` and read it back at the next start.
+    pub keep: bool,
+    /// Forward everything to this collector (else to apphost's own `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub forward: Option<String>,
 }
 
 /// Reads the topology at `file` and takes its state folder's lock for a new
@@ -180,6 +193,7 @@ pub struct RunningApp {
     root: CancellationToken,
     tasks: JoinSet<()>,
     name: String,
+    otlp: Option<Arc<crate::otlp::Receiver>>,
 }
 
 /// Reaps leftovers, picks the runtime, plans, builds, and starts every job
@@ -209,8 +223,28 @@ pub async fn start(
     let session_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
 
     let mut secrets = Secrets::load(state).into_diagnostic()?;
-    let telemetry: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP_")).collect();
+    let own: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("OTEL_EXPORTER_OTLP_")).collect();
+    let root = CancellationToken::new();
+    let (otlp, telemetry) = if options.telemetry.off {
+        (None, own)
+    } else {
+        let forward =
+            crate::otlp::forward::Target::choose(options.telemetry.forward.as_deref(), &own).map_err(|e| {
+                miette!(help = "give --otlp-forward an http:// URL, or unset OTEL_EXPORTER_OTLP_ENDPOINT", "{e}")
+            })?;
+        let keep = options.telemetry.keep;
+        let receiver = crate::otlp::Receiver::start(
+            &state.root,
+            crate::otlp::Options { keep, forward, budget: None },
+            root.clone(),
+            Arc::new(say_owned(logs)),
+        )
+        .await
+        .map_err(|e| miette!("cannot start the OTLP receiver on loopback: {e}"))?;
+        view.receiving(receiver.clone());
+        let env = receiver.env();
+        (Some(receiver), env)
+    };
     let instances = plan::plan(
         topology,
         engine.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -263,7 +297,6 @@ pub async fn start(
 
     let supervisor = Arc::new(Supervisor::start(topology, instances.clone(), &runtimes, logs.clone(), masked));
     let down = CancellationToken::new();
-    let root = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let token = uuid::Uuid::new_v4().simple().to_string();
     let sources = instances.iter().filter(|i| topology.metrics_from.contains(&i.resource.name)).cloned().collect();
@@ -308,6 +341,7 @@ pub async fn start(
         root,
         tasks,
         name: topology.name.clone(),
+        otlp,
     };
     if let Some(build) = build {
         match build.await {
@@ -365,6 +399,9 @@ impl RunningApp {
         }
         self.root.cancel();
         while self.tasks.join_next().await.is_some() {}
+        if let Some(otlp) = &self.otlp {
+            otlp.close();
+        }
         Session::remove(&self.state);
         let _ = std::fs::remove_dir(self.state.root.join("run"));
         say(&format!("`{}` is down", self.name));

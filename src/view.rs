@@ -25,6 +25,8 @@ use crate::{
 pub struct LiveStack {
     logs: LogStore,
     app: OnceLock<(Arc<Supervisor>, Arc<Monitor>)>,
+    /// The OTLP receiver, once it listens.
+    otlp: OnceLock<Arc<crate::otlp::Receiver>>,
     /// The lines last given to the dashboard: it asks for thousands at every
     /// change, and only the new ones are read from the store (which may have
     /// to read older ones from its journal).
@@ -40,7 +42,12 @@ struct Scrollback {
 
 impl LiveStack {
     pub fn new(logs: LogStore) -> Arc<Self> {
-        Arc::new(Self { logs, app: OnceLock::new(), scrollback: Mutex::default() })
+        Arc::new(Self { logs, app: OnceLock::new(), otlp: OnceLock::new(), scrollback: Mutex::default() })
+    }
+
+    /// The OTLP receiver listens: its traces and records are shown from now on.
+    pub fn receiving(&self, receiver: Arc<crate::otlp::Receiver>) {
+        let _ = self.otlp.set(receiver);
     }
 
     /// The app has started: from now on there is something to show and to control.
@@ -124,7 +131,27 @@ impl dashboard::Stack for LiveStack {
 
     fn version(&self) -> u64 {
         let app = self.app.get().map_or(0, |(s, m)| 1 + s.version() + m.version());
-        app + self.logs.next_seq()
+        app + self.logs.next_seq() + self.otlp.get().map_or(0, |r| r.store.version())
+    }
+
+    fn traces(
+        &self,
+        filter: &dashboard::telemetry::TraceFilter,
+        limit: usize,
+    ) -> Vec<dashboard::telemetry::TraceSummary> {
+        self.otlp.get().map(|r| r.store.traces(filter, limit)).unwrap_or_default()
+    }
+
+    fn trace(&self, id: &str) -> Option<dashboard::telemetry::Trace> {
+        self.otlp.get()?.store.trace(id)
+    }
+
+    fn records(&self, filter: &dashboard::telemetry::LogFilter, limit: usize) -> Vec<dashboard::telemetry::LogRecord> {
+        self.otlp.get().map(|r| r.store.logs(filter, limit)).unwrap_or_default()
+    }
+
+    fn telemetry(&self) -> Option<dashboard::telemetry::Stats> {
+        self.otlp.get().map(|r| r.stats())
     }
 
     fn act(&self, resource: &str, action: dashboard::Action) -> BoxFuture<'static, Result<String, String>> {

@@ -7,7 +7,7 @@ use miette::{IntoDiagnostic, miette};
 
 use crate::{control::Client, root::claim, statedir::Session, supervisor::State};
 
-pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCode> {
+pub async fn up_detached(file: &Path, args: &[String], env: &[(String, String)]) -> miette::Result<ExitCode> {
     // Checked here; the background apphost takes the lock for its life.
     let (topology, state, lock) = claim(file)?;
     drop(lock);
@@ -15,7 +15,7 @@ pub async fn up_detached(file: &Path, args: &[String]) -> miette::Result<ExitCod
     let log = crate::statedir::private_log(&log_path, false).into_diagnostic()?;
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut command = tokio::process::Command::new(exe);
-    command.arg("-f").arg(file).arg("up").arg("--headless").args(args);
+    command.arg("-f").arg(file).arg("up").arg("--headless").args(args).envs(env.iter().cloned());
     command
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().into_diagnostic()?)

@@ -4,7 +4,8 @@
 //! scenarios; [`remote`] talks to a running session (`ps`, `logs`,
 //! `dashboard`, `stop`/`start`/`restart`, `chaos`); [`check`] and
 //! [`doctor`] look at the file and the machine without starting anything;
-//! [`publish`] writes the app for another engine.
+//! [`publish`] writes the app for another engine; [`traces`] reads what the
+//! app's services sent its OTLP receiver.
 
 pub mod check;
 pub mod detach;
@@ -14,4 +15,5 @@ pub mod publish;
 pub mod reaper;
 pub mod remote;
 pub mod test;
+pub mod traces;
 pub mod up;

@@ -207,7 +207,16 @@ impl Consumer {
             }
             return Ok(());
         }
-        match self.store_with_retry(&events, cancel).await {
+        // One span a message, each a child of its own processing span: the batch's transaction, in each trace.
+        let commits: Vec<Span> = batch
+            .iter()
+            .map(|p| {
+                tracing::info_span!(parent: &p._span, "receiver commit", otel.kind = "internal", db.system.name = "postgresql", messaging.batch.message_count = batch.len())
+            })
+            .collect();
+        let outcome = self.store_with_retry(&events, cancel).await;
+        drop(commits);
+        match outcome {
             Commit::Stored(stored) => {
                 self.metrics.commit.observe(storing.elapsed().as_secs_f64());
                 self.tally(&batch, stored);

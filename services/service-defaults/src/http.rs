@@ -185,11 +185,16 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
 
 /// The span of one HTTP request, continuing the caller's trace when the
 /// request carries a `traceparent` header. For `TraceLayer::make_span_with`.
+/// Health probes and metrics scrapes get none (as Aspire's service defaults
+/// filter them): twice a second each, they would bury the traces that matter.
 pub fn request_span(request: &Request) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+    if route.starts_with("/health") || route == "/metrics" {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "http request",
         otel.name = %format!("{} {}", request.method(), route),

@@ -8,6 +8,7 @@ use axum::{
 };
 use entity_items::{EVENT_CREATED, Item, NewItem, api::ApiError};
 use service_defaults::{http::Problem, telemetry};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::AppState;
@@ -61,42 +62,50 @@ pub async fn create(
     let hash = key.as_ref().map(|_| idempotency::fingerprint(&body));
 
     let id = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
-    let item: Item = sqlx::query_as(
-        "INSERT INTO entity_items (id, name, value) VALUES ($1, $2, $3)
-         RETURNING id, name, value, created_at",
-    )
-    .bind(id)
-    .bind(new.name.as_str())
-    .bind(new.value)
-    .fetch_one(&mut *tx)
-    .await?;
-    let payload = serde_json::to_string(&item).expect("an item always serialises");
-    outbox::enqueue(
-        &mut tx,
-        outbox::NewMessage {
-            event_type: EVENT_CREATED,
-            payload: &payload,
-            traceparent: telemetry::traceparent(&tracing::Span::current()),
-        },
-    )
-    .await?;
-    if let (Some(key), Some(hash)) = (&key, &hash)
-        && !idempotency::record(&mut tx, key, hash, item.id, &payload, state.retention).await?
-    {
-        // The key answered before (or just now, in a request this one waited for).
-        tx.rollback().await?;
-        return match idempotency::earlier(&state.pool, key, hash).await? {
-            Some(Earlier::Replay { item, response }) => Ok(created(item, response, true)),
-            Some(Earlier::Mismatch(problem)) => Err(problem.into()),
-            None => Err(Problem::new(StatusCode::CONFLICT, "the Idempotency-Key expired meanwhile")
-                .detail("send the request again")
-                .into()),
-        };
+    // The transaction as a span of its own: the outbox row carries its context,
+    // so the relay's publish continues the trace from here.
+    let insert =
+        tracing::info_span!("outbox insert", otel.kind = "internal", db.system.name = "postgresql", entity.id = %id);
+    async move {
+        let mut tx = state.pool.begin().await?;
+        let item: Item = sqlx::query_as(
+            "INSERT INTO entity_items (id, name, value) VALUES ($1, $2, $3)
+             RETURNING id, name, value, created_at",
+        )
+        .bind(id)
+        .bind(new.name.as_str())
+        .bind(new.value)
+        .fetch_one(&mut *tx)
+        .await?;
+        let payload = serde_json::to_string(&item).expect("an item always serialises");
+        outbox::enqueue(
+            &mut tx,
+            outbox::NewMessage {
+                event_type: EVENT_CREATED,
+                payload: &payload,
+                traceparent: telemetry::traceparent(&tracing::Span::current()),
+            },
+        )
+        .await?;
+        if let (Some(key), Some(hash)) = (&key, &hash)
+            && !idempotency::record(&mut tx, key, hash, item.id, &payload, state.retention).await?
+        {
+            // The key answered before (or just now, in a request this one waited for).
+            tx.rollback().await?;
+            return match idempotency::earlier(&state.pool, key, hash).await? {
+                Some(Earlier::Replay { item, response }) => Ok(created(item, response, true)),
+                Some(Earlier::Mismatch(problem)) => Err(problem.into()),
+                None => Err(Problem::new(StatusCode::CONFLICT, "the Idempotency-Key expired meanwhile")
+                    .detail("send the request again")
+                    .into()),
+            };
+        }
+        tx.commit().await.map_err(ApiError::from_commit)?;
+        state.wakeup.notify();
+        Ok(created(item.id, payload, false))
     }
-    tx.commit().await.map_err(ApiError::from_commit)?;
-    state.wakeup.notify();
-    Ok(created(item.id, payload, false))
+    .instrument(insert)
+    .await
 }
 
 /// 201 with the item's location and its JSON (`replayed`: the first answer to a key, again).
