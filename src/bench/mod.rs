@@ -135,6 +135,9 @@ struct Figures {
     /// (`pgbench --rate`, start → commit) and the broker alone (`artemis perf
     /// producer --rate`, send → Accepted), p50 and p99 in seconds.
     floor: Vec<Floor>,
+    /// The services started by hand without OTLP, per run: closed-loop
+    /// req/s, and at the lowest offered rate the end-to-end and `POST` p99 (µs).
+    telemetry_off: Vec<(f64, u64, u64)>,
     acknowledged: usize,
     delivered: usize,
 }
@@ -280,6 +283,40 @@ async fn measure(
         // The run whose end-to-end p99 is the median of the runs stands for them.
         runs.sort_by_key(|r| r.end_to_end.value_at_quantile(0.99));
         figures.open.push(runs.swap_remove(runs.len() / 2));
+    }
+    // Telemetry's cost: the same closed loop, and the open loop at the lowest rate, with
+    // the services started by hand without OTLP (the runs above had it on, as `up` runs them).
+    if let Some(offered) = figures.open.first().map(|r| r.offered) {
+        let services: Vec<&crate::plan::Instance> = instances
+            .iter()
+            .filter(|i| i.resource.name == ctx.roles.sender || i.resource.name == ctx.roles.receiver)
+            .collect();
+        let no_otlp = |env: &mut Vec<(String, String)>| env.retain(|(k, _)| !k.starts_with("OTEL_EXPORTER_OTLP_"));
+        let (runs, ids) = sustained::by_hand(ctx, &client, &services, no_otlp, async || {
+            let (mut runs, mut ids) = (Vec::new(), Vec::new());
+            for run in 0..options.runs {
+                let closed = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
+                await_delivery(ctx, &closed.ids, Duration::from_secs(120)).await?;
+                let open = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
+                await_delivery(ctx, &open.ids, Duration::from_secs(120)).await?;
+                let e2e = end_to_end(ctx, &open.ids).await?.value_at_quantile(0.99);
+                let http = open.latency.value_at_quantile(0.99);
+                report.notes.push(format!(
+                    "telemetry off run {}: closed loop {:.0} req/s; {offered:.0}/s: end to end p99 {:.1} ms, POST p99 {:.1} ms",
+                    run + 1,
+                    closed.rate(),
+                    e2e as f64 / 1000.0,
+                    http as f64 / 1000.0
+                ));
+                runs.push((closed.rate(), e2e, http));
+                ids.extend(closed.ids);
+                ids.extend(open.ids);
+            }
+            Ok((runs, ids))
+        })
+        .await?;
+        figures.telemetry_off = runs;
+        all_ids.extend(ids);
     }
     let mut drains = Vec::new();
     for run in 0..options.runs {
@@ -648,12 +685,29 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             f.open.iter().find(|r| r.offered == first.offered).and_then(|r| r.lag_p99).unwrap_or(f64::NAN) * 1000.0;
         let _ = writeln!(
             s,
-            "| the floor under the outbox lag at {:.0}/s: its two durable commits, each alone at that rate (open loop) |              the sender's transaction, start → commit (`pgbench --rate`, same statements, same database): p50 {:.1} ms,              p99 {commit:.1} ms; then a durable send → `Accepted` (`artemis perf producer --rate`, 200-byte messages,              same broker): p50 {:.1} ms, p99 {accept:.1} ms | the outbox lag's p99 above: {lag:.1} ms | {:.2} × their              sum | the lag's p99 cannot be below either; in sequence ≈ their sum, {:.1} ms |",
+            "| the floor under the outbox lag at {:.0}/s: its two durable commits, each alone at that rate (open loop) | the sender's transaction, start → commit (`pgbench --rate`, same statements, same database): p50 {:.1} ms, p99 {commit:.1} ms; then a durable send → `Accepted` (`artemis perf producer --rate`, 200-byte messages, same broker): p50 {:.1} ms, p99 {accept:.1} ms | the outbox lag's p99 above: {lag:.1} ms | {:.2} × their sum | the lag's p99 cannot be below either; in sequence ≈ their sum, {:.1} ms |",
             first.offered,
             of(|r| r.commit.0),
             of(|r| r.accept.0),
             lag / (commit + accept).max(1e-9),
             commit + accept
+        );
+    }
+    if let (Some(on), false) = (f.open.first(), f.telemetry_off.is_empty()) {
+        let off = |g: fn(&(f64, u64, u64)) -> f64| median(&f.telemetry_off.iter().map(g).collect::<Vec<_>>());
+        let (closed_off, e2e_off, http_off) = (off(|r| r.0), off(|r| r.1 as f64), off(|r| r.2 as f64));
+        let _ = writeln!(
+            s,
+            "| telemetry's cost: the services exporting every span and log record to apphost's OTLP receiver (as `up` \
+             runs them; the runs above) | closed loop {closed:.0} req/s; {:.0}/s offered: end to end p99 {}, `POST` p99 \
+             {} | the same services started by hand without OTLP: {closed_off:.0} req/s; p99 {} and {} | {:.2} × the \
+             throughput | — |",
+            on.offered,
+            ms(on.end_to_end.value_at_quantile(0.99)),
+            ms(on.http.value_at_quantile(0.99)),
+            ms(e2e_off as u64),
+            ms(http_off as u64),
+            closed / closed_off.max(1e-9)
         );
     }
     if let Some(d) = &f.drain {

@@ -74,42 +74,80 @@ pub async fn seed(
     rate: f64,
     duration: Duration,
 ) -> Result<Sustained, String> {
-    let name = instance.name.clone();
-    let pid = ctx
-        .supervisor
-        .snapshot()
-        .into_iter()
-        .find(|s| s.name == name)
-        .and_then(|s| s.id?.strip_prefix("pid ")?.parse::<u32>().ok())
-        .ok_or("the sender runs as no process this benchmark can start again by hand")?;
-    let binary = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("the sender's binary: {e}"))?;
-    ctx.act(&name, Action::Stop).await?;
-    let mut by_hand = tokio::process::Command::new(&binary);
-    by_hand.envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).envs(SEED);
-    by_hand.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    by_hand.process_group(0).kill_on_drop(true);
-    let mut child = by_hand.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?;
-    let result = async {
-        let ready = Instant::now() + Duration::from_secs(60);
-        while !client.get(format!("{sender}/health/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
-            if Instant::now() > ready {
-                return Err("the sender started by hand was not ready within 60 s".to_owned());
+    let seed = |env: &mut Vec<(String, String)>| env.extend(SEED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    by_hand(ctx, client, &[instance], seed, async || run(ctx, client, sender, rate, duration).await).await
+}
+
+/// Runs `body` while `instances` run by hand, as a user could start them:
+/// each is stopped in the stack and started again from the binary it ran,
+/// with its variables as `change` leaves them; after `body`, each is
+/// stopped and the stack's own started again, healthy before this returns.
+pub async fn by_hand<T>(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    instances: &[&crate::plan::Instance],
+    change: impl Fn(&mut Vec<(String, String)>),
+    body: impl AsyncFnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let mut children = Vec::new();
+    let started = async {
+        for instance in instances {
+            let name = instance.name.clone();
+            let pid = ctx
+                .supervisor
+                .snapshot()
+                .into_iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.id?.strip_prefix("pid ")?.parse::<u32>().ok())
+                .ok_or_else(|| format!("`{name}` runs as no process this benchmark can start again by hand"))?;
+            let binary =
+                std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("the binary of `{name}`: {e}"))?;
+            let url = ctx.url(&name)?;
+            ctx.act(&name, Action::Stop).await?;
+            let mut env = instance.env.clone();
+            change(&mut env);
+            // As the process runtime does: apphost's environment, then the instance's; what
+            // `change` took away goes from both.
+            let mut command = tokio::process::Command::new(&binary);
+            for (gone, _) in instance.env.iter().filter(|(k, _)| !env.iter().any(|(e, _)| e == k)) {
+                command.env_remove(gone);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            command.envs(env);
+            command
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            command.process_group(0).kill_on_drop(true);
+            children.push(command.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?);
+            let ready = Instant::now() + Duration::from_secs(60);
+            while !client.get(format!("{url}/health/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+                if Instant::now() > ready {
+                    return Err(format!("`{name}` started by hand was not ready within 60 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        run(ctx, client, sender, rate, duration).await
+        Ok(())
     }
     .await;
-    // Whatever it left in its outbox, the stack's own sender relays.
-    if let Some(pid) = child.id() {
-        // SAFETY: a group this benchmark made for the child it started, which it still holds.
-        unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+    let result = match started {
+        Ok(()) => body().await,
+        Err(e) => Err(e),
+    };
+    // Whatever they left (a sender's outbox), the stack's own take on.
+    for mut child in children {
+        if let Some(pid) = child.id() {
+            // SAFETY: a group this benchmark made for the child it started, which it still holds.
+            unsafe { libc::kill(-(pid as i32), libc::SIGTERM) };
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        let _ = child.kill().await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let _ = child.kill().await;
-    ctx.act(&name, Action::Start).await?;
+    for instance in instances {
+        ctx.act(&instance.name, Action::Start).await?;
+    }
     if !ctx.wait_all_healthy(Duration::from_secs(120)).await {
-        return Err(format!("`{name}` was not healthy again within 120 s of the seed's run"));
+        return Err("the stack was not healthy again within 120 s of a run by hand".to_owned());
     }
     result
 }
