@@ -413,7 +413,8 @@ async fn settle(delivery: Delivery, deadline: Instant) -> Fate {
 }
 
 fn publish_span(row: &OutboxRow, address: &str) -> Span {
-    if row.traceparent.is_none() {
+    // Not traced, or its trace not sampled: no span (the message carries the row's traceparent).
+    if !row.traceparent.as_deref().is_some_and(service_defaults::telemetry::sampled) {
         return Span::none();
     }
     let span = tracing::info_span!(

@@ -155,13 +155,19 @@ impl Consumer {
         match received {
             Ok(delivery) => match decode(delivery.message()) {
                 Ok(event) => {
-                    let span = tracing::info_span!(
+                    let traced = event.traceparent.as_deref().is_some_and(service_defaults::telemetry::sampled);
+                    let span = if !traced {
+                        // Its trace is not sampled (or there is none): no span to pay for.
+                        Span::none()
+                    } else {
+                        tracing::info_span!(
                         "receiver process",
                         otel.kind = "consumer",
                         messaging.system = "activemq",
                         messaging.destination.name = %self.settings.address,
                         messaging.message.id = %event.message_id,
-                    );
+                        )
+                    };
                     service_defaults::telemetry::continue_from(&span, event.traceparent.as_deref());
                     if let Some(sent_at) = event.sent_at {
                         self.metrics.delivery.observe(seconds_since(sent_at));
@@ -210,8 +216,9 @@ impl Consumer {
         // One span a message, each a child of its own processing span: the batch's transaction, in each trace.
         let commits: Vec<Span> = batch
             .iter()
-            .map(|p| {
-                tracing::info_span!(parent: &p._span, "receiver commit", otel.kind = "internal", db.system.name = "postgresql", messaging.batch.message_count = batch.len())
+            .map(|p| match p._span.is_none() {
+                true => Span::none(),
+                false => tracing::info_span!(parent: &p._span, "receiver commit", otel.kind = "internal", db.system.name = "postgresql", messaging.batch.message_count = batch.len()),
             })
             .collect();
         let outcome = self.store_with_retry(&events, cancel).await;
@@ -271,10 +278,14 @@ impl Consumer {
         for pending in batch {
             // `remove`: a message id twice in one batch counts once as new.
             if stored.new.remove(&pending.event.message_id) {
+                // Entered, not just named as the parent: an OTLP record takes its trace from the current context.
+                let _in = pending._span.enter();
+                tracing::debug!(message_id = %pending.event.message_id, "message stored");
                 self.metrics.processed.inc();
                 self.metrics.end_to_end.observe(seconds_since(pending.event.created_at));
             } else {
                 self.metrics.duplicates.inc();
+                let _in = pending._span.enter();
                 tracing::debug!(message_id = %pending.event.message_id, "duplicate delivery absorbed");
             }
         }

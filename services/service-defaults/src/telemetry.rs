@@ -21,7 +21,10 @@ use opentelemetry_sdk::{
     logs::{SdkLoggerProvider, log_processor_with_async_runtime::BatchLogProcessor},
     propagation::TraceContextPropagator,
     runtime,
-    trace::{SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
+    trace::{
+        Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+        span_processor_with_async_runtime::BatchSpanProcessor,
+    },
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
@@ -97,10 +100,68 @@ fn providers(service_name: &str) -> Result<(SdkTracerProvider, SdkLoggerProvider
     // `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` win over the default name.
     let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
     let processor = BatchSpanProcessor::builder(spans, runtime::Tokio).build();
-    let traces = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.clone()).build();
+    let mut traces = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.clone());
+    // `OTEL_TRACES_SAMPLER` (and `_ARG`), when set, are the SDK's to read; else at most
+    // ROOTS_PER_SECOND new traces a second, each continued wherever it goes.
+    if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+        traces = traces.with_sampler(Sampler::ParentBased(Box::new(RateLimited::new(roots_per_second()))));
+    }
+    let traces = traces.build();
     let processor = BatchLogProcessor::builder(records, runtime::Tokio).build();
     let logs = SdkLoggerProvider::builder().with_log_processor(processor).with_resource(resource).build();
     Ok((traces, logs))
+}
+
+/// New traces a second a service starts unless `OTEL_TRACES_SAMPLER` says
+/// otherwise (`APPHOST_TRACES_PER_SECOND` changes it): every request of a
+/// developer's is traced, a load's cost stays bounded.
+pub const ROOTS_PER_SECOND: f64 = 100.0;
+
+fn roots_per_second() -> f64 {
+    std::env::var("APPHOST_TRACES_PER_SECOND").ok().and_then(|v| v.parse().ok()).unwrap_or(ROOTS_PER_SECOND)
+}
+
+/// Samples a new trace while a token is free: a bucket of `per_second`
+/// tokens a second, holding up to twice that (bursts pass). Under
+/// `Sampler::ParentBased` it decides only for roots; a span with a parent
+/// (a caller's `traceparent`, an outbox row's) follows the parent.
+#[derive(Debug, Clone)]
+pub struct RateLimited {
+    per_second: f64,
+    bucket: std::sync::Arc<std::sync::Mutex<(f64, std::time::Instant)>>,
+}
+
+impl RateLimited {
+    pub fn new(per_second: f64) -> Self {
+        let bucket = (per_second * 2.0, std::time::Instant::now());
+        Self { per_second, bucket: std::sync::Arc::new(std::sync::Mutex::new(bucket)) }
+    }
+
+    fn take(&self) -> bool {
+        let mut bucket = self.bucket.lock().expect("sampler bucket");
+        let now = std::time::Instant::now();
+        let (tokens, then) = *bucket;
+        let tokens = (tokens + now.duration_since(then).as_secs_f64() * self.per_second).min(self.per_second * 2.0);
+        let taken = tokens >= 1.0;
+        *bucket = (if taken { tokens - 1.0 } else { tokens }, now);
+        taken
+    }
+}
+
+impl ShouldSample for RateLimited {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        _trace_id: opentelemetry::trace::TraceId,
+        _name: &str,
+        _kind: &opentelemetry::trace::SpanKind,
+        _attributes: &[opentelemetry::KeyValue],
+        _links: &[opentelemetry::trace::Link],
+    ) -> SamplingResult {
+        let decision = if self.take() { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop };
+        let trace_state = parent.map(|p| p.span().span_context().trace_state().clone()).unwrap_or_default();
+        SamplingResult { decision, attributes: Vec::new(), trace_state }
+    }
 }
 
 /// The W3C `traceparent` of a span, when tracing is on and the span is sampled.
@@ -124,7 +185,35 @@ pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Whether a `traceparent` says its trace is sampled (flags bit 0): what is
+/// not is not worth a span of its own further down the way.
+pub fn sampled(traceparent: &str) -> bool {
+    traceparent.rsplit('-').next().and_then(|f| u8::from_str_radix(f, 16).ok()).is_some_and(|f| f & 1 == 1)
+}
+
 /// The trace id of a `traceparent` (`00-<trace id>-<span id>-<flags>`).
 pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(1).filter(|id| id.len() == 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_says_whether_it_is_sampled() {
+        assert!(sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+        assert!(!sampled("garbage"));
+    }
+
+    #[test]
+    fn the_sampler_takes_a_burst_then_its_rate() {
+        let sampler = RateLimited::new(100.0);
+        let taken = (0..1000).filter(|_| sampler.take()).count();
+        assert!((200..=201).contains(&taken), "a burst of twice the rate: {taken}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let again = (0..1000).filter(|_| sampler.take()).count();
+        assert!((9..=12).contains(&again), "about 100/s: {again} in 100 ms");
+    }
 }

@@ -102,6 +102,7 @@ pub async fn create(
         }
         tx.commit().await.map_err(ApiError::from_commit)?;
         state.wakeup.notify();
+        tracing::debug!(id = %item.id, "item stored with its outbox row");
         Ok(created(item.id, payload, false))
     }
     .instrument(insert)
