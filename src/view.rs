@@ -170,6 +170,25 @@ pub struct RemoteStack {
     /// The source the dashboard last asked lines of.
     wanted: Mutex<Option<String>>,
     fetched: AtomicU64,
+    telemetry: Mutex<RemoteTelemetry>,
+}
+
+/// What the traces and structured-logs screens last read, fetched only while
+/// one of them is shown (asked for within the last 2 s), once a second.
+#[derive(Default)]
+struct RemoteTelemetry {
+    asked: Option<std::time::Instant>,
+    traces: Vec<dashboard::telemetry::TraceSummary>,
+    records: Vec<dashboard::telemetry::LogRecord>,
+    stats: Option<dashboard::telemetry::Stats>,
+    /// The trace asked for, and what was fetched of it.
+    trace: Option<(String, Option<dashboard::telemetry::Trace>)>,
+}
+
+impl RemoteTelemetry {
+    fn ask(&mut self) {
+        self.asked = Some(std::time::Instant::now());
+    }
 }
 
 impl RemoteStack {
@@ -179,12 +198,22 @@ impl RemoteStack {
         stop: tokio_util::sync::CancellationToken,
         gone: tokio_util::sync::CancellationToken,
     ) -> Arc<Self> {
-        let this =
-            Arc::new(Self { client, cache: Mutex::default(), wanted: Mutex::default(), fetched: AtomicU64::new(0) });
+        let this = Arc::new(Self {
+            client,
+            cache: Mutex::default(),
+            wanted: Mutex::default(),
+            fetched: AtomicU64::new(0),
+            telemetry: Mutex::default(),
+        });
         let poller = this.clone();
         tokio::spawn(async move {
             let mut failures = 0;
+            let mut round = 0u64;
             loop {
+                round += 1;
+                if round.is_multiple_of(5) {
+                    poller.fetch_telemetry().await;
+                }
                 let wanted = poller.wanted.lock().expect("view lock").clone();
                 let (have_source, version) = {
                     let cache = poller.cache.lock().expect("view lock");
@@ -224,7 +253,81 @@ impl RemoteStack {
     }
 }
 
+impl RemoteStack {
+    async fn fetch_telemetry(&self) {
+        let (recent, trace) = {
+            let t = self.telemetry.lock().expect("view lock");
+            (t.asked.is_some_and(|a| a.elapsed() < Duration::from_secs(2)), t.trace.as_ref().map(|(id, _)| id.clone()))
+        };
+        if !recent {
+            return;
+        }
+        async fn fetch<T: serde::de::DeserializeOwned>(client: &crate::control::Client, path: &str) -> Option<T> {
+            let response = client.get(path).await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            response.json().await.ok()
+        }
+        let limit = dashboard::app::TRACES_SHOWN.max(dashboard::app::RECORDS_SHOWN);
+        let traces = fetch(&self.client, &format!("/v1/traces?limit={limit}")).await.unwrap_or_default();
+        let records = fetch(&self.client, &format!("/v1/records?limit={limit}")).await.unwrap_or_default();
+        let stats = fetch(&self.client, "/v1/telemetry").await;
+        let one = match &trace {
+            Some(id) => fetch(&self.client, &format!("/v1/traces/{id}")).await,
+            None => None,
+        };
+        let mut t = self.telemetry.lock().expect("view lock");
+        let changed = t.traces != traces
+            || t.records != records
+            || t.stats != stats
+            || t.trace.as_ref().map(|(_, x)| x) != trace.as_ref().map(|_| &one);
+        (t.traces, t.records, t.stats) = (traces, records, stats);
+        if let Some(id) = trace
+            && t.trace.as_ref().is_some_and(|(wanted, _)| *wanted == id)
+        {
+            t.trace = Some((id, one));
+        }
+        if changed {
+            self.fetched.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl dashboard::Stack for RemoteStack {
+    fn traces(
+        &self,
+        filter: &dashboard::telemetry::TraceFilter,
+        limit: usize,
+    ) -> Vec<dashboard::telemetry::TraceSummary> {
+        let mut t = self.telemetry.lock().expect("view lock");
+        t.ask();
+        t.traces.iter().filter(|x| filter.matches(x)).take(limit).cloned().collect()
+    }
+
+    fn trace(&self, id: &str) -> Option<dashboard::telemetry::Trace> {
+        let mut t = self.telemetry.lock().expect("view lock");
+        t.ask();
+        match &t.trace {
+            Some((wanted, found)) if wanted == id => found.clone(),
+            _ => {
+                t.trace = Some((id.to_owned(), None));
+                None
+            }
+        }
+    }
+
+    fn records(&self, filter: &dashboard::telemetry::LogFilter, limit: usize) -> Vec<dashboard::telemetry::LogRecord> {
+        let mut t = self.telemetry.lock().expect("view lock");
+        t.ask();
+        let mine: Vec<_> = t.records.iter().filter(|r| filter.matches(r)).cloned().collect();
+        mine[mine.len().saturating_sub(limit)..].to_vec()
+    }
+
+    fn telemetry(&self) -> Option<dashboard::telemetry::Stats> {
+        self.telemetry.lock().expect("view lock").stats.clone()
+    }
+
     fn resources(&self) -> Vec<dashboard::Resource> {
         self.cache.lock().expect("view lock").1.resources.clone()
     }

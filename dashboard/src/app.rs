@@ -13,8 +13,65 @@ use ratatui::{
 
 use crate::{
     panes,
+    telemetry::{LogFilter, LogRecord, Stats, Trace, TraceFilter, TraceSummary},
     view::{Action, Event, LogLine, Outbox, Resource, Stack},
 };
+
+/// Traces the traces screen reads; structured records the records screen reads.
+pub const TRACES_SHOWN: usize = 500;
+pub const RECORDS_SHOWN: usize = 2_000;
+
+/// What fills the screen: the stack's panes, or one of the telemetry views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Screen {
+    #[default]
+    Stack,
+    Traces,
+    Records,
+}
+
+/// The traces screen: the list, its filter, and the trace opened from it.
+#[derive(Debug, Default)]
+pub struct TracesView {
+    pub list: Vec<TraceSummary>,
+    pub selected: usize,
+    pub filter: TraceFilter,
+    /// The text filter is being typed (after `/`).
+    pub editing: bool,
+    /// The trace opened with Enter (or from a record or a log line).
+    pub open: Option<Trace>,
+    pub open_id: Option<String>,
+    /// The first waterfall row shown.
+    pub scroll: usize,
+}
+
+/// The structured-logs screen.
+#[derive(Debug, Default)]
+pub struct RecordsView {
+    pub list: Vec<LogRecord>,
+    /// Index into `list`; following the newest when `None`.
+    pub selected: Option<usize>,
+    pub filter: LogFilter,
+    pub editing: bool,
+}
+
+/// Minimum durations `d` steps through on the traces screen.
+const MIN_DURATIONS: [u64; 5] = [0, 10_000_000, 50_000_000, 100_000_000, 1_000_000_000];
+
+/// A trace id (32 lowercase hex digits) in `text`, if one is there.
+pub fn trace_id_in(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let mut run = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        run = if is_hex(*b) { run + 1 } else { 0 };
+        let ends = bytes.get(i + 1).is_none_or(|n| !is_hex(*n));
+        if run == 32 && ends {
+            return Some(&text[i + 1 - 32..=i]);
+        }
+    }
+    None
+}
 
 /// Lines the logs pane reads back for scrolling and search.
 pub const SCROLLBACK: usize = 5_000;
@@ -256,6 +313,11 @@ pub struct App {
     pub areas: Cell<Areas>,
     /// Attached to a stack that runs on its own: quitting leaves it running.
     pub attached: bool,
+    pub screen: Screen,
+    pub traces: TracesView,
+    pub records: RecordsView,
+    /// The OTLP receiver's counts, when it runs.
+    pub telemetry: Option<Stats>,
 }
 
 impl App {
@@ -275,6 +337,10 @@ impl App {
             seen: None,
             areas: Cell::default(),
             attached: false,
+            screen: Screen::Stack,
+            traces: TracesView::default(),
+            records: RecordsView::default(),
+            telemetry: None,
         }
     }
 
@@ -290,7 +356,189 @@ impl App {
         self.events = self.stack.events(EVENTS_KEPT);
         self.outbox = self.stack.outbox();
         self.reload_logs();
+        self.reload_telemetry();
         true
+    }
+
+    /// Reads what the shown telemetry screen needs (nothing on the stack's screen: idle stays cheap).
+    fn reload_telemetry(&mut self) {
+        match self.screen {
+            Screen::Stack => return,
+            Screen::Traces => {
+                self.traces.list = self.stack.traces(&self.traces.filter, TRACES_SHOWN);
+                self.traces.selected = self.traces.selected.min(self.traces.list.len().saturating_sub(1));
+                if let Some(id) = &self.traces.open_id {
+                    self.traces.open = self.stack.trace(id);
+                }
+            }
+            Screen::Records => {
+                self.records.list = self.stack.records(&self.records.filter, RECORDS_SHOWN);
+                if let Some(s) = self.records.selected {
+                    self.records.selected = Some(s.min(self.records.list.len().saturating_sub(1)));
+                }
+            }
+        }
+        self.telemetry = self.stack.telemetry();
+    }
+
+    /// Shows `screen`, read afresh.
+    pub fn show_screen(&mut self, screen: Screen) {
+        self.screen = screen;
+        self.reload_telemetry();
+    }
+
+    /// Opens the trace `id` as a waterfall.
+    pub fn open_trace(&mut self, id: &str) {
+        self.traces.open_id = Some(id.to_owned());
+        self.traces.scroll = 0;
+        self.show_screen(Screen::Traces);
+        if self.traces.open.is_none() {
+            // It may arrive yet (a remote stack fetches it): kept open, said meanwhile.
+            self.notice = Some(format!("trace {id} is not in the store (not yet sent, sampled out or pushed out)"));
+        }
+    }
+
+    /// Cycles `current` through the resources' names and back to none.
+    fn next_resource(&self, current: &Option<String>) -> Option<String> {
+        let names: Vec<&String> = self.resources.iter().map(|r| &r.name).collect();
+        match current.as_ref().and_then(|c| names.iter().position(|n| *n == c)) {
+            None => names.first().map(|n| (*n).clone()),
+            Some(i) => names.get(i + 1).map(|n| (*n).clone()),
+        }
+    }
+
+    fn on_traces_key(&mut self, key: KeyEvent) -> Option<Effect> {
+        let t = &mut self.traces;
+        if t.editing {
+            match key.code {
+                KeyCode::Enter | KeyCode::Esc => t.editing = false,
+                KeyCode::Backspace => {
+                    if let Some(text) = t.filter.text.as_mut() {
+                        text.pop();
+                    }
+                }
+                KeyCode::Char(c) => t.filter.text.get_or_insert_default().push(c),
+                _ => {}
+            }
+            if t.filter.text.as_ref().is_some_and(String::is_empty) && !t.editing {
+                t.filter.text = None;
+            }
+            self.reload_telemetry();
+            return None;
+        }
+        let open = t.open_id.is_some();
+        match key.code {
+            KeyCode::Esc | KeyCode::Backspace if open => {
+                t.open = None;
+                t.open_id = None;
+            }
+            KeyCode::Esc => self.screen = Screen::Stack,
+            KeyCode::Up | KeyCode::Char('k') if open => t.scroll = t.scroll.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') if open => t.scroll += 1,
+            KeyCode::Up | KeyCode::Char('k') => t.selected = t.selected.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => {
+                t.selected = (t.selected + 1).min(t.list.len().saturating_sub(1));
+            }
+            KeyCode::Enter if !open => {
+                if let Some(id) = t.list.get(t.selected).map(|s| s.trace_id.clone()) {
+                    self.open_trace(&id);
+                }
+            }
+            KeyCode::Char('o') if open => {
+                self.records.filter = LogFilter { trace_id: t.open_id.clone(), ..LogFilter::default() };
+                self.records.selected = None;
+                self.show_screen(Screen::Records);
+            }
+            KeyCode::Char('e') => t.filter.errors = !t.filter.errors,
+            KeyCode::Char('d') => {
+                let i = MIN_DURATIONS.iter().position(|d| *d == t.filter.min_duration_nanos).unwrap_or(0);
+                t.filter.min_duration_nanos = MIN_DURATIONS[(i + 1) % MIN_DURATIONS.len()];
+            }
+            KeyCode::Char('r') => self.traces.filter.resource = self.next_resource(&self.traces.filter.resource),
+            KeyCode::Char('/') => t.editing = true,
+            _ => return self.on_common_key(key),
+        }
+        self.reload_telemetry();
+        None
+    }
+
+    fn on_records_key(&mut self, key: KeyEvent) -> Option<Effect> {
+        let r = &mut self.records;
+        if r.editing {
+            match key.code {
+                KeyCode::Enter | KeyCode::Esc => r.editing = false,
+                KeyCode::Backspace => {
+                    if let Some(text) = r.filter.text.as_mut() {
+                        text.pop();
+                    }
+                }
+                KeyCode::Char(c) => r.filter.text.get_or_insert_default().push(c),
+                _ => {}
+            }
+            self.reload_telemetry();
+            return None;
+        }
+        let last = r.list.len().saturating_sub(1);
+        match key.code {
+            KeyCode::Esc if r.filter != LogFilter::default() => r.filter = LogFilter::default(),
+            KeyCode::Esc => self.screen = Screen::Stack,
+            KeyCode::Up | KeyCode::Char('k') => r.selected = Some(r.selected.unwrap_or(last).saturating_sub(1)),
+            KeyCode::Down | KeyCode::Char('j') => {
+                r.selected = r.selected.map(|s| s + 1).filter(|s| *s <= last);
+            }
+            KeyCode::End | KeyCode::Char('G') => r.selected = None,
+            KeyCode::Enter => {
+                let id = r.list.get(r.selected.unwrap_or(last)).and_then(|x| x.trace_id.clone());
+                match id {
+                    Some(id) => self.open_trace(&id),
+                    None => self.notice = Some("this record names no trace".into()),
+                }
+                return None;
+            }
+            KeyCode::Char('l') => {
+                r.filter.level = match r.filter.level {
+                    None => Some(crate::telemetry::Level::Info),
+                    Some(crate::telemetry::Level::Info) => Some(crate::telemetry::Level::Warn),
+                    Some(crate::telemetry::Level::Warn) => Some(crate::telemetry::Level::Error),
+                    _ => None,
+                }
+            }
+            KeyCode::Char('r') => self.records.filter.resource = self.next_resource(&self.records.filter.resource),
+            KeyCode::Char('/') => r.editing = true,
+            _ => return self.on_common_key(key),
+        }
+        self.reload_telemetry();
+        None
+    }
+
+    /// Keys that mean the same on every screen.
+    fn on_common_key(&mut self, key: KeyEvent) -> Option<Effect> {
+        match key.code {
+            KeyCode::Char('q') => self.dialog = Some(Dialog::Quit),
+            KeyCode::Char('?') | KeyCode::F(1) => self.dialog = Some(Dialog::Help),
+            KeyCode::Char('t') => {
+                self.show_screen(if self.screen == Screen::Traces { Screen::Stack } else { Screen::Traces })
+            }
+            KeyCode::Char('o') => {
+                self.show_screen(if self.screen == Screen::Records { Screen::Stack } else { Screen::Records })
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// `T` in the logs: the trace named in the line at the bottom (or the current match).
+    fn trace_of_line(&mut self) {
+        let position =
+            self.logs.search.current.and_then(|c| self.logs.search.matches.get(c).copied()).or(self.logs.bottom());
+        let id = position
+            .and_then(|p| self.logs.lines.get(self.logs.shown[p]))
+            .and_then(|l| trace_id_in(&l.text))
+            .map(str::to_owned);
+        match id {
+            Some(id) => self.open_trace(&id),
+            None => self.notice = Some("no trace id in this line (o: structured logs carry theirs)".into()),
+        }
     }
 
     fn reload_logs(&mut self) {
@@ -324,7 +572,15 @@ impl App {
             self.on_search_key(key);
             return None;
         }
+        match self.screen {
+            Screen::Traces => return self.on_traces_key(key),
+            Screen::Records => return self.on_records_key(key),
+            Screen::Stack => {}
+        }
         match key.code {
+            KeyCode::Char('t') => self.show_screen(Screen::Traces),
+            KeyCode::Char('o') => self.show_screen(Screen::Records),
+            KeyCode::Char('T') => self.trace_of_line(),
             KeyCode::Char('q') => self.dialog = Some(Dialog::Quit),
             KeyCode::Char('?') | KeyCode::F(1) => self.dialog = Some(Dialog::Help),
             KeyCode::Tab => self.focus = self.focus.next(false),
@@ -530,6 +786,21 @@ impl App {
     }
 
     pub fn draw(&self, frame: &mut Frame) {
+        if self.screen != Screen::Stack {
+            let [body, status] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(frame.area());
+            self.areas.set(Areas { status, ..Areas::default() });
+            match self.screen {
+                Screen::Traces => panes::traces::draw(self, frame, body),
+                _ => panes::records::draw(self, frame, body),
+            }
+            panes::help::status_line(self, frame, status);
+            if let Some(Dialog::Help) = &self.dialog {
+                panes::help::draw(frame);
+            } else if let Some(dialog) = &self.dialog {
+                panes::help::confirm(self, dialog, frame);
+            }
+            return;
+        }
         let areas = self.layout(frame.area());
         self.areas.set(areas);
         if !areas.resources.is_empty() {

@@ -26,8 +26,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("n  N", "older / newer match"),
     ("l", "level filter: all, ≥info, ≥warn, ≥error"),
     ("w", "wrap long log lines (again: cut at the edge)"),
-    ("Esc", "clear the search"),
+    ("Esc", "clear the search; back from traces and records"),
     ("z", "zoom the focused pane"),
+    ("t  o  T", "traces / structured logs / the trace named in a line"),
     ("mouse", "click selects, wheel scrolls"),
     ("?", "this help"),
     ("q  Ctrl-C", "quit: stops the stack (detaches when attached)"),
@@ -47,6 +48,47 @@ pub fn status_line(app: &App, f: &mut Frame, area: Rect) {
         key("f"),
         Span::raw(" follow "),
     ];
+    match app.screen {
+        crate::app::Screen::Traces if app.traces.open.is_some() => {
+            spans = vec![
+                key("Esc"),
+                Span::raw(" back "),
+                key("↑↓"),
+                Span::raw(" scroll "),
+                key("o"),
+                Span::raw(" its logs "),
+            ];
+        }
+        crate::app::Screen::Traces => {
+            spans = vec![
+                key("Enter"),
+                Span::raw(" open "),
+                key("e"),
+                Span::raw(" errors "),
+                key("d"),
+                Span::raw(" ≥duration "),
+                key("r"),
+                Span::raw(" resource "),
+                key("/"),
+                Span::raw(" filter "),
+                key("Esc"),
+                Span::raw(" back "),
+            ];
+        }
+        crate::app::Screen::Records => {
+            spans = vec![
+                key("Enter"),
+                Span::raw(" trace "),
+                key("l"),
+                Span::raw(" level "),
+                key("r"),
+                Span::raw(" resource "),
+                key("Esc"),
+                Span::raw(" back "),
+            ];
+        }
+        crate::app::Screen::Stack => spans.extend([key("t"), Span::raw(" traces ")]),
+    }
     if let Some(notice) = &app.notice {
         spans = vec![Span::styled(notice.clone(), Style::new().fg(Color::Yellow)), dim("  (? help)")];
     }

@@ -5,7 +5,9 @@ pub mod events;
 pub mod help;
 pub mod logs;
 pub mod outbox;
+pub mod records;
 pub mod resources;
+pub mod traces;
 
 use ratatui::{
     layout::{Constraint, Flex, Layout, Rect},

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
+use dashboard::telemetry::{Level, LogFilter, LogRecord, Span, SpanKind, Stats, Trace, TraceFilter, TraceSummary};
 use dashboard::{
     Action, Endpoint, Event, Health, LogLine, Outbox, Phase, Resource, Series, SeriesKind, Stack, Stream, app::App,
 };
@@ -24,6 +25,9 @@ pub struct Fixed {
     pub logs: Vec<LogLine>,
     pub dropped: u64,
     pub outbox: Option<Outbox>,
+    pub spans: Vec<Span>,
+    pub records: Vec<LogRecord>,
+    pub telemetry: Option<Stats>,
     /// Commands the dashboard sent.
     pub sent: Mutex<Vec<(String, Action)>>,
 }
@@ -52,6 +56,138 @@ impl Stack for Fixed {
     fn act(&self, resource: &str, action: Action) -> BoxFuture<'static, Result<String, String>> {
         self.sent.lock().unwrap().push((resource.to_owned(), action));
         Box::pin(async { Ok("done".to_owned()) })
+    }
+    fn traces(&self, filter: &TraceFilter, limit: usize) -> Vec<TraceSummary> {
+        let mut ids: Vec<&str> = self.spans.iter().map(|s| s.trace_id.as_str()).collect();
+        ids.dedup();
+        let mut out: Vec<TraceSummary> = ids
+            .iter()
+            .filter_map(|id| {
+                let spans: Vec<Span> = self.spans.iter().filter(|s| s.trace_id == *id).cloned().collect();
+                TraceSummary::of(&spans)
+            })
+            .filter(|t| filter.matches(t))
+            .collect();
+        out.sort_by_key(|t| std::cmp::Reverse(t.start_unix_nano));
+        out.truncate(limit);
+        out
+    }
+    fn trace(&self, id: &str) -> Option<Trace> {
+        let spans: Vec<Span> = self.spans.iter().filter(|s| s.trace_id == id).cloned().collect();
+        let logs = self.records.iter().filter(|r| r.trace_id.as_deref() == Some(id)).cloned().collect();
+        (!spans.is_empty()).then_some(Trace { spans, logs })
+    }
+    fn records(&self, filter: &LogFilter, limit: usize) -> Vec<LogRecord> {
+        let mine: Vec<LogRecord> = self.records.iter().filter(|r| filter.matches(r)).cloned().collect();
+        mine[mine.len().saturating_sub(limit)..].to_vec()
+    }
+    fn telemetry(&self) -> Option<Stats> {
+        self.telemetry.clone()
+    }
+}
+
+pub const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+fn nanos_at(seconds: i64, ms: f64) -> u64 {
+    (at(seconds).timestamp_nanos_opt().unwrap() as f64 + ms * 1e6) as u64
+}
+
+/// A span of `trace` at `second`, from `ms.0` to `ms.1` into it.
+fn span(
+    trace: &str,
+    (id, parent): (&str, Option<&str>),
+    (resource, name): (&str, &str),
+    kind: SpanKind,
+    ms: (f64, f64),
+    second: i64,
+) -> Span {
+    Span {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_id: parent.map(Into::into),
+        name: name.into(),
+        resource: resource.into(),
+        kind,
+        start_unix_nano: nanos_at(second, ms.0),
+        end_unix_nano: nanos_at(second, ms.1),
+        error: None,
+        attributes: vec![],
+    }
+}
+
+/// One POST's five spans (with its waits in the outbox and the broker), then
+/// older traces: health of the stack as the receiver keeps it.
+pub fn demo_spans() -> Vec<Span> {
+    let mut spans = vec![
+        span(
+            TRACE,
+            ("a1", Some("00f067aa0ba902b7")),
+            ("sender", "POST /api/EntityItems"),
+            SpanKind::Server,
+            (0.0, 3.4),
+            -5,
+        ),
+        span(TRACE, ("a2", Some("a1")), ("sender", "outbox insert"), SpanKind::Internal, (0.2, 3.2), -5),
+        span(TRACE, ("a3", Some("a2")), ("sender", "outbox publish"), SpanKind::Producer, (3.9, 9.1), -5),
+        span(TRACE, ("a4", Some("a3")), ("receiver", "receiver process"), SpanKind::Consumer, (13.6, 18.2), -5),
+        span(TRACE, ("a5", Some("a4")), ("receiver", "receiver commit"), SpanKind::Internal, (14.9, 18.0), -5),
+    ];
+    for i in 0..12 {
+        let id = format!("{:032x}", 0xabc0 + i);
+        let second = -10 - i as i64;
+        let mut root =
+            span(&id, ("b1", None), ("sender", "POST /api/EntityItems"), SpanKind::Server, (0.0, 2.0), second);
+        if i == 3 {
+            root.error = Some("503 at capacity".into());
+        }
+        spans.push(root);
+        spans.push(span(&id, ("b2", Some("b1")), ("sender", "outbox publish"), SpanKind::Producer, (4.0, 6.0), second));
+        spans.push(span(
+            &id,
+            ("b3", Some("b2")),
+            ("receiver", "receiver process"),
+            SpanKind::Consumer,
+            (8.0, 8.0 + i as f64),
+            second,
+        ));
+    }
+    spans
+}
+
+pub fn demo_records() -> Vec<LogRecord> {
+    let record =
+        |seq: u64, resource: &str, level: Level, body: &str, attrs: &[(&str, &str)], trace: Option<&str>| LogRecord {
+            seq,
+            at_unix_nano: nanos_at(seq as i64 - 60, 0.0),
+            resource: resource.into(),
+            level,
+            body: body.into(),
+            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            trace_id: trace.map(Into::into),
+            span_id: None,
+        };
+    vec![
+        record(1, "sender", Level::Info, "sender listening", &[("port", "41005"), ("relays", "4")], None),
+        record(2, "receiver", Level::Info, "receiver attached to the broker", &[("address", "entity-items")], None),
+        record(3, "sender", Level::Warn, "broker unreachable; retrying", &[("retry_in", "1s")], None),
+        record(4, "sender", Level::Debug, "item stored with its outbox row", &[("id", "0193a5")], Some(TRACE)),
+        record(5, "receiver", Level::Debug, "message stored", &[("message_id", "0193a5")], Some(TRACE)),
+    ]
+}
+
+pub fn demo_stats() -> Stats {
+    Stats {
+        endpoint: "http://127.0.0.1:41007".into(),
+        spans_received: 1200,
+        spans_sampled_out: 140,
+        spans_evicted: 0,
+        logs_received: 5,
+        traces: 13,
+        spans: 41,
+        logs: 5,
+        bytes: 81_920,
+        budget_bytes: 16 * 1024 * 1024,
+        ..Stats::default()
     }
 }
 

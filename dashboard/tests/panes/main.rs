@@ -226,3 +226,62 @@ fn resizes_redraw_at_any_size() {
         screen(&app, w, h);
     }
 }
+
+fn telemetry_stack() -> Fixed {
+    Fixed {
+        resources: demo(),
+        logs: demo_logs(),
+        spans: demo_spans(),
+        records: demo_records(),
+        telemetry: Some(demo_stats()),
+        ..Fixed::default()
+    }
+}
+
+#[test]
+fn the_traces_pane_lists_and_filters_and_opens_a_waterfall() {
+    let (mut app, _) = app(telemetry_stack());
+    app.on_key(key(KeyCode::Char('t')));
+    insta::assert_snapshot!("traces_80x24", screen(&app, 80, 24).backend());
+    insta::assert_snapshot!("traces_120x40", screen(&app, 120, 40).backend());
+    app.on_key(key(KeyCode::Char('e')));
+    assert_eq!(app.traces.list.len(), 1, "only the trace with an error");
+    app.on_key(key(KeyCode::Char('e')));
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.traces.open_id.as_deref(), Some(TRACE), "the newest trace opens");
+    let text = format!("{}", screen(&app, 80, 24).backend());
+    assert!(text.contains("waiting in the outbox") && text.contains("in the broker"), "{text}");
+    insta::assert_snapshot!("trace_waterfall_80x24", screen(&app, 80, 24).backend());
+    insta::assert_snapshot!("trace_waterfall_120x40", screen(&app, 120, 40).backend());
+    app.on_key(key(KeyCode::Esc));
+    assert!(app.traces.open.is_none());
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.screen, dashboard::app::Screen::Stack);
+}
+
+#[test]
+fn structured_logs_filter_by_level_and_open_their_trace() {
+    let (mut app, _) = app(telemetry_stack());
+    app.on_key(key(KeyCode::Char('o')));
+    insta::assert_snapshot!("records_80x24", screen(&app, 80, 24).backend());
+    insta::assert_snapshot!("records_120x40", screen(&app, 120, 40).backend());
+    app.on_key(key(KeyCode::Char('l')));
+    app.on_key(key(KeyCode::Char('l')));
+    assert_eq!(app.records.list.len(), 1, "≥warn: the one warning");
+    app.on_key(key(KeyCode::Char('l')));
+    app.on_key(key(KeyCode::Char('l')));
+    // The newest record names the POST's trace: Enter opens it.
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.screen, dashboard::app::Screen::Traces);
+    assert_eq!(app.traces.open.as_ref().map(|t| t.spans.len()), Some(5));
+}
+
+#[test]
+fn a_trace_id_in_a_log_line_opens_its_trace() {
+    let mut stack = telemetry_stack();
+    stack.logs.push(line(99, "apphost", Stream::System, &format!("scenario: item 0193a5 lost (trace {TRACE})")));
+    let (mut app, _) = app(stack);
+    app.on_key(key(KeyCode::Char('T')));
+    assert_eq!(app.traces.open_id.as_deref(), Some(TRACE));
+    assert_eq!(dashboard::app::trace_id_in("no id here 1234"), None);
+}
