@@ -368,6 +368,11 @@ pub async fn start(
 }
 
 impl RunningApp {
+    /// The OTLP receiver's store, when one runs.
+    pub fn telemetry(&self) -> Option<Arc<crate::otlp::Store>> {
+        self.otlp.as_ref().map(|r| r.store.clone())
+    }
+
     /// Stops everything in reverse dependency order within `deadline`
     /// (`force` resolving first kills everything at once), removes what is
     /// not persistent, ends the app's tasks and waits for them, and removes

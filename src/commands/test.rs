@@ -137,7 +137,7 @@ pub async fn test(
     };
     startups.push(began_startup.elapsed());
     if ready {
-        let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings);
+        let ctx = crate::scenario::Ctx::new(app.supervisor.clone(), roles, settings).with_telemetry(app.telemetry());
         let runtime =
             app.instances.iter().find(|i| i.resource.kind.spec().is_broker()).map_or("process", |i| i.runtime.as_str());
         for pick in &scenarios {

@@ -208,6 +208,17 @@ impl Store {
         out
     }
 
+    /// The trace with a span whose attribute `key` is `value` (`entity.id` of
+    /// an item: the sender's `outbox insert` span carries it), if one is kept.
+    pub fn trace_with(&self, key: &str, value: &str) -> Option<String> {
+        let inner = self.inner.lock().expect("telemetry store");
+        inner
+            .traces
+            .iter()
+            .find(|(_, e)| e.spans.iter().any(|s| s.attribute(key) == Some(value)))
+            .map(|(id, _)| id.clone())
+    }
+
     pub fn stats(&self) -> Stats {
         let inner = self.inner.lock().expect("telemetry store");
         let mut stats = inner.stats.clone();

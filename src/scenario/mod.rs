@@ -121,6 +121,8 @@ pub struct Ctx {
     pub settings: Settings,
     client: reqwest::Client,
     receiver_db: Option<sqlx::PgPool>,
+    /// apphost's OTLP store: where a lost item's trace is looked up.
+    telemetry: Option<Arc<crate::otlp::Store>>,
 }
 
 impl Ctx {
@@ -131,7 +133,28 @@ impl Ctx {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&roles.receiver_db_url)
             .ok();
-        Self { supervisor, roles, settings, client, receiver_db }
+        Self { supervisor, roles, settings, client, receiver_db, telemetry: None }
+    }
+
+    /// Looks lost and doubled items' traces up in `store`.
+    pub fn with_telemetry(mut self, store: Option<Arc<crate::otlp::Store>>) -> Self {
+        self.telemetry = store;
+        self
+    }
+
+    /// `id (trace T)` for each of `ids`, the trace looked up by the item's id
+    /// in apphost's OTLP store: what a report names a lost or doubled item by.
+    pub(super) fn traced(&self, ids: &[String]) -> String {
+        let named: Vec<String> = ids
+            .iter()
+            .take(5)
+            .map(|id| match self.telemetry.as_ref().and_then(|s| s.trace_with("entity.id", id)) {
+                Some(trace) => format!("{id} (trace {trace}: `apphost trace {trace}`)"),
+                None => format!("{id} (its trace was not kept)"),
+            })
+            .collect();
+        let more = if ids.len() > 5 { format!(" and {} more", ids.len() - 5) } else { String::new() };
+        format!("{}{more}", named.join(", "))
     }
 
     pub(crate) fn url(&self, resource: &str) -> Result<String, String> {

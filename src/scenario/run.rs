@@ -311,15 +311,22 @@ impl Ctx {
         report.lost = missing;
         report.duplicate_effects = self.duplicate_effects(acknowledged).await?;
         if report.lost > 0 {
+            let stored = demo::stored(&self.client, &self.url(&self.roles.receiver)?).await.unwrap_or_default();
+            let lost: Vec<String> = acknowledged.iter().filter(|id| !stored.contains(*id)).cloned().collect();
             return Err(format!(
-                "{} acknowledged items never reached the receiver within {:?}",
-                report.lost, self.settings.settle
+                "{} acknowledged items never reached the receiver within {:?}: {}",
+                report.lost,
+                self.settings.settle,
+                self.traced(&lost)
             ));
         }
         if report.duplicate_effects > 0 {
+            let pool = self.receiver_db.as_ref().ok_or("the receiver's database URL is not valid")?;
+            let twice = demo::applied_twice(pool, acknowledged, 5).await?;
             return Err(format!(
-                "acknowledged items were applied {} more time(s) than once: messages took effect twice",
-                report.duplicate_effects
+                "acknowledged items were applied {} more time(s) than once: messages took effect twice: {}",
+                report.duplicate_effects,
+                self.traced(&twice)
             ));
         }
         Ok(())

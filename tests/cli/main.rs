@@ -392,6 +392,8 @@ async fn a_receiver_that_accepts_before_its_commit_fails_the_crash_scenario() {
     assert!(stdout.contains("scenario receiver-crash-before-commit: FAILED"), "{stdout}");
     assert!(stdout.contains("transaction(s) not yet committed"), "{stdout}");
     assert!(stdout.contains("acknowledged items never reached the receiver"), "{stdout}");
+    // Each lost item is named with the trace its request started (found in apphost's OTLP store).
+    assert!(stdout.contains("(trace ") && stdout.contains("`apphost trace "), "{stdout}");
     assert!(!stdout.contains(", lost 0,"), "{stdout}");
     assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
 }
