@@ -152,3 +152,106 @@ impl Receiver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::trace_service_client::TraceServiceClient,
+        common::v1::{AnyValue, KeyValue, any_value::Value},
+        resource::v1::Resource,
+        trace::v1::{ResourceSpans, ScopeSpans, Span},
+    };
+
+    use super::*;
+
+    /// `traces` traces of five spans each (a POST's shape), ids unique per `batch`.
+    fn request(batch: u64, traces: u64) -> ExportTraceServiceRequest {
+        let spans = (0..traces)
+            .flat_map(|t| {
+                let trace_id = ((batch << 32) | (t + 1)).to_be_bytes().repeat(2);
+                (1..=5u64).map(move |s| Span {
+                    trace_id: trace_id.clone(),
+                    span_id: (((batch << 32) | (t << 4)) + s).to_be_bytes().to_vec(),
+                    parent_span_id: if s == 1 {
+                        vec![]
+                    } else {
+                        (((batch << 32) | (t << 4)) + s - 1).to_be_bytes().to_vec()
+                    },
+                    name: "outbox publish".into(),
+                    start_time_unix_nano: 1_000 * s,
+                    end_time_unix_nano: 1_000 * s + 500,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let service = KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue { value: Some(Value::StringValue("sender".into())) }),
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![service], ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_stays_bounded_under_a_flood_of_10k_spans_a_second_and_counts_what_it_let_go() {
+        let stop = CancellationToken::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let budget = 1024 * 1024;
+        let options = Options { keep: false, forward: None, budget: Some(budget) };
+        let receiver = Receiver::start(tmp.path(), options, stop.clone(), Arc::new(|_: &str| {})).await.unwrap();
+        let http = reqwest::Client::new();
+        let url = format!("{}/v1/traces", receiver.endpoint());
+        let mut grpc = TraceServiceClient::connect(receiver.endpoint().to_owned()).await.unwrap();
+        // 10,000 spans a second for 3 s: a batch of 200 five-span traces every 100 ms,
+        // over HTTP/protobuf and gRPC in turn.
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        for batch in 0..30 {
+            tick.tick().await;
+            let request = request(batch, 200);
+            if batch % 2 == 0 {
+                let r = http.post(&url).header("content-type", "application/x-protobuf").body(request.encode_to_vec());
+                assert!(r.send().await.unwrap().status().is_success());
+            } else {
+                grpc.export(request).await.unwrap();
+            }
+        }
+        let s = receiver.stats();
+        assert_eq!(s.spans_received, 30_000);
+        assert!(s.bytes <= budget, "{} bytes held, budget {budget}", s.bytes);
+        assert!(s.spans_sampled_out > 20_000, "most of 6,000 traces in 3 s are sampled out: {s:?}");
+        assert!(s.spans_evicted > 0, "a 1 MiB store fills and lets the oldest go: {s:?}");
+        assert_eq!(
+            s.spans as u64 + s.spans_sampled_out + s.spans_evicted,
+            s.spans_received,
+            "every span accounted for"
+        );
+        let kept = receiver.store.traces(&Default::default(), usize::MAX);
+        assert!(kept.iter().all(|t| t.spans == 5), "kept traces are whole");
+
+        // What is not an export request is refused and counted; gzip is taken.
+        let refused =
+            http.post(&url).header("content-type", "application/x-protobuf").body("not protobuf").send().await;
+        assert_eq!(refused.unwrap().status(), 400);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &request(99, 1).encode_to_vec()).unwrap();
+        let zipped = http
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip")
+            .body(gz.finish().unwrap())
+            .send()
+            .await;
+        assert!(zipped.unwrap().status().is_success());
+        let s = receiver.stats();
+        assert_eq!((s.rejected_requests, s.spans_received), (1, 30_005));
+        stop.cancel();
+    }
+}

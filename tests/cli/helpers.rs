@@ -143,10 +143,15 @@ impl Stack {
 
     /// `apphost up` with extra environment for apphost (and what it passes on).
     pub async fn up_with(runtime: &str, env: &[(&str, &str)]) -> Self {
-        let state = StateDir::new();
+        Self::up_in(StateDir::new(), runtime, env, &[]).await
+    }
+
+    /// `apphost up` with its state in `state`, extra environment and arguments.
+    pub async fn up_in(state: StateDir, runtime: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let child = apphost(&state)
             .envs(env.iter().copied())
             .args(["up", "--headless", "--no-build", "--runtime", runtime, "--teardown", "60s"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
