@@ -58,6 +58,23 @@ pub struct RecordsView {
 /// Minimum durations `d` steps through on the traces screen.
 const MIN_DURATIONS: [u64; 5] = [0, 10_000_000, 50_000_000, 100_000_000, 1_000_000_000];
 
+/// A key while a filter's text is typed: Enter or Esc ends it (an empty text is no filter).
+fn edit_text(text: &mut Option<String>, editing: &mut bool, code: KeyCode) {
+    match code {
+        KeyCode::Enter | KeyCode::Esc => *editing = false,
+        KeyCode::Backspace => {
+            if let Some(t) = text.as_mut() {
+                t.pop();
+            }
+        }
+        KeyCode::Char(c) => text.get_or_insert_default().push(c),
+        _ => {}
+    }
+    if !*editing && text.as_ref().is_some_and(String::is_empty) {
+        *text = None;
+    }
+}
+
 /// A trace id (32 lowercase hex digits) in `text`, if one is there.
 pub fn trace_id_in(text: &str) -> Option<&str> {
     let bytes = text.as_bytes();
@@ -113,27 +130,8 @@ pub enum Dialog {
     Quit,
 }
 
-/// Levels, for filtering structured lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-}
+/// Levels, for filtering lines: the same as the structured records'.
+pub use crate::telemetry::Level;
 
 /// The level of a line written by tracing (text or JSON), PostgreSQL or
 /// Artemis (JBoss logging); `None` when it has none (a continuation line).
@@ -410,19 +408,7 @@ impl App {
     fn on_traces_key(&mut self, key: KeyEvent) -> Option<Effect> {
         let t = &mut self.traces;
         if t.editing {
-            match key.code {
-                KeyCode::Enter | KeyCode::Esc => t.editing = false,
-                KeyCode::Backspace => {
-                    if let Some(text) = t.filter.text.as_mut() {
-                        text.pop();
-                    }
-                }
-                KeyCode::Char(c) => t.filter.text.get_or_insert_default().push(c),
-                _ => {}
-            }
-            if t.filter.text.as_ref().is_some_and(String::is_empty) && !t.editing {
-                t.filter.text = None;
-            }
+            edit_text(&mut t.filter.text, &mut t.editing, key.code);
             self.reload_telemetry();
             return None;
         }
@@ -465,16 +451,7 @@ impl App {
     fn on_records_key(&mut self, key: KeyEvent) -> Option<Effect> {
         let r = &mut self.records;
         if r.editing {
-            match key.code {
-                KeyCode::Enter | KeyCode::Esc => r.editing = false,
-                KeyCode::Backspace => {
-                    if let Some(text) = r.filter.text.as_mut() {
-                        text.pop();
-                    }
-                }
-                KeyCode::Char(c) => r.filter.text.get_or_insert_default().push(c),
-                _ => {}
-            }
+            edit_text(&mut r.filter.text, &mut r.editing, key.code);
             self.reload_telemetry();
             return None;
         }
@@ -497,9 +474,9 @@ impl App {
             }
             KeyCode::Char('l') => {
                 r.filter.level = match r.filter.level {
-                    None => Some(crate::telemetry::Level::Info),
-                    Some(crate::telemetry::Level::Info) => Some(crate::telemetry::Level::Warn),
-                    Some(crate::telemetry::Level::Warn) => Some(crate::telemetry::Level::Error),
+                    None => Some(Level::Info),
+                    Some(Level::Info) => Some(Level::Warn),
+                    Some(Level::Warn) => Some(Level::Error),
                     _ => None,
                 }
             }

@@ -243,7 +243,8 @@ pub struct LogFilter {
     pub attributes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
-    /// Only records whose body contains this (case-insensitive).
+    /// Only records whose body, or one of whose attributes as `key=value`,
+    /// contains this (case-insensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
 }
@@ -257,7 +258,11 @@ impl LogFilter {
                 Some((k, v)) => r.attributes.iter().any(|(ak, av)| ak == k && av == v),
                 None => r.attributes.iter().any(|(ak, _)| ak == want),
             })
-            && self.text.as_ref().is_none_or(|t| r.body.to_lowercase().contains(&t.to_lowercase()))
+            && self.text.as_ref().is_none_or(|t| {
+                let t = t.to_lowercase();
+                r.body.to_lowercase().contains(&t)
+                    || r.attributes.iter().any(|(k, v)| format!("{k}={v}").to_lowercase().contains(&t))
+            })
     }
 }
 

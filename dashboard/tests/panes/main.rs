@@ -270,6 +270,13 @@ fn structured_logs_filter_by_level_and_open_their_trace() {
     assert_eq!(app.records.list.len(), 1, "≥warn: the one warning");
     app.on_key(key(KeyCode::Char('l')));
     app.on_key(key(KeyCode::Char('l')));
+    // `/` filters by text, in the body or an attribute's `key=value`.
+    app.on_key(key(KeyCode::Char('/')));
+    typed(&mut app, "relays=4");
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.records.list.len(), 1, "the record with relays=4: {:?}", app.records.list);
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(app.records.list.len(), 5, "Esc clears the filter");
     // The newest record names the POST's trace: Enter opens it.
     app.on_key(key(KeyCode::Enter));
     assert_eq!(app.screen, dashboard::app::Screen::Traces);
