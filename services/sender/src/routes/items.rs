@@ -66,7 +66,9 @@ pub async fn create(
     // so the relay's publish continues the trace from here.
     let insert =
         tracing::info_span!("outbox insert", otel.kind = "internal", db.system.name = "postgresql", entity.id = %id);
-    async move {
+    let wakeup = state.wakeup.clone();
+    // The span ends at the commit, before the relay is woken: a trace shows the wait in between.
+    let (response, stored) = async move {
         let mut tx = state.pool.begin().await?;
         let item: Item = sqlx::query_as(
             "INSERT INTO entity_items (id, name, value) VALUES ($1, $2, $3)
@@ -93,7 +95,7 @@ pub async fn create(
             // The key answered before (or just now, in a request this one waited for).
             tx.rollback().await?;
             return match idempotency::earlier(&state.pool, key, hash).await? {
-                Some(Earlier::Replay { item, response }) => Ok(created(item, response, true)),
+                Some(Earlier::Replay { item, response }) => Ok((created(item, response, true), false)),
                 Some(Earlier::Mismatch(problem)) => Err(problem.into()),
                 None => Err(Problem::new(StatusCode::CONFLICT, "the Idempotency-Key expired meanwhile")
                     .detail("send the request again")
@@ -101,12 +103,15 @@ pub async fn create(
             };
         }
         tx.commit().await.map_err(ApiError::from_commit)?;
-        state.wakeup.notify();
         tracing::debug!(id = %item.id, "item stored with its outbox row");
-        Ok(created(item.id, payload, false))
+        Ok::<_, ApiError>((created(item.id, payload, false), true))
     }
     .instrument(insert)
-    .await
+    .await?;
+    if stored {
+        wakeup.notify();
+    }
+    Ok(response)
 }
 
 /// 201 with the item's location and its JSON (`replayed`: the first answer to a key, again).
