@@ -70,23 +70,30 @@ impl LogsService for Grpc {
 }
 
 async fn http_traces(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode::<ExportTraceServiceRequest>(&headers, body) {
-        Ok((request, raw, json)) => {
-            receiver.take_traces(request, raw);
-            answer(&ExportTraceServiceResponse::default(), json)
-        }
-        Err(refusal) => {
-            receiver.store.note_rejected_request();
-            refusal.into_response()
-        }
-    }
+    http_export(&receiver, &headers, body, Receiver::take_traces, ExportTraceServiceResponse::default())
 }
 
 async fn http_logs(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode::<ExportLogsServiceRequest>(&headers, body) {
+    http_export(&receiver, &headers, body, Receiver::take_logs, ExportLogsServiceResponse::default())
+}
+
+/// One HTTP export: decoded and taken by `take`, answered with `response`
+/// in the request's encoding; refused (and counted) when it does not decode.
+fn http_export<Q, A>(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Bytes,
+    take: fn(&Receiver, Q, Option<Bytes>),
+    response: A,
+) -> Response
+where
+    Q: Message + Default + serde::de::DeserializeOwned,
+    A: Message + serde::Serialize,
+{
+    match decode::<Q>(headers, body) {
         Ok((request, raw, json)) => {
-            receiver.take_logs(request, raw);
-            answer(&ExportLogsServiceResponse::default(), json)
+            take(receiver, request, raw);
+            answer(&response, json)
         }
         Err(refusal) => {
             receiver.store.note_rejected_request();
