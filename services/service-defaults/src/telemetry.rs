@@ -72,8 +72,13 @@ pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
         Ok(endpoint) if !endpoint.is_empty() => Some(providers(service_name)?),
         _ => None,
     };
-    let otel =
-        provider.as_ref().map(|(p, _)| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
+    // The libraries' own spans (the AMQP client's per-frame `on_incoming`, `on_control`…) are not
+    // exported whatever RUST_LOG enables: three spans a disposition cost more than the message.
+    let otel = provider.as_ref().map(|(p, _)| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())).with_filter(EnvFilter::new(
+            "trace,fe2o3_amqp=off,fe2o3_amqp_types=off,serde_amqp=off,sqlx=off,hyper=off,hyper_util=off,h2=off,tonic=off,reqwest=off,tower=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off",
+        ))
+    });
     // What the exporters themselves log (HTTP/2, gRPC, the SDK) never becomes a
     // record to export: that would feed itself.
     let records = provider.as_ref().map(|(_, logs)| {
