@@ -7,6 +7,7 @@
 //! - [`kinds`]: what each kind of resource is (postgres, artemis, container,
 //!   executable, project), asked by everything below;
 //! - [`plan`]: runtimes, ports, passwords and the injected environment;
+//!   [`ports`] holds the picked ports while their instances do not listen;
 //! - [`build`]: `cargo build` of the `project` resources;
 //! - [`runtime`]: docker containers or local processes behind one trait;
 //! - [`supervisor`]: one job per instance, start order, health, restarts;
@@ -32,6 +33,7 @@ pub mod loopback;
 pub mod monitor;
 pub mod otlp;
 pub mod plan;
+pub mod ports;
 pub mod publish;
 pub mod root;
 pub mod runtime;

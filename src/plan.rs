@@ -2,12 +2,13 @@
 //! host ports, its password, and the environment injected into it
 //! (`docs/contracts.md`, "Environment contract").
 
-use std::{collections::BTreeMap, net::TcpListener, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use contracts::Endpoint;
 
 use crate::{
     kinds::{EnvContext, Placement},
+    ports::PortHolds,
     topology::{Resource, Topology},
 };
 
@@ -51,9 +52,21 @@ pub struct Instance {
     pub password: Option<String>,
     /// The full environment injected into the instance, beyond the inherited one.
     pub env: Vec<(String, String)>,
+    /// The plan's ports, held by apphost while their instances do not listen.
+    pub holds: Arc<PortHolds>,
 }
 
 impl Instance {
+    /// Lets go of its ports: for its runtime, right before it starts listening.
+    pub fn release_ports(&self) {
+        self.holds.release(self.ports.values().map(|b| b.host));
+    }
+
+    /// Holds its ports again once it stopped, until its next start.
+    pub fn hold_ports(&self) {
+        self.holds.hold(self.ports.values().map(|b| b.host));
+    }
+
     pub fn port(&self, name: &str) -> Option<u16> {
         self.ports.get(name).map(|b| b.host)
     }
@@ -83,32 +96,6 @@ pub enum PlanError {
     Secrets(std::io::Error),
 }
 
-/// Loopback ports picked for one plan. Each stays bound until the plan is
-/// done, so two picks cannot return the same port (binding port 0 again
-/// after letting go of the last one may well hand it out twice).
-#[derive(Default)]
-struct Ports {
-    held: Vec<TcpListener>,
-}
-
-impl Ports {
-    fn hold(&mut self, listener: std::io::Result<TcpListener>) -> Option<u16> {
-        let listener = listener.ok()?;
-        let port = listener.local_addr().ok()?.port();
-        self.held.push(listener);
-        Some(port)
-    }
-
-    fn free(&mut self) -> u16 {
-        self.hold(TcpListener::bind("127.0.0.1:0")).unwrap_or(0)
-    }
-
-    /// Takes `port` if nothing (not even this plan) has it.
-    fn take(&mut self, port: u16) -> bool {
-        self.hold(TcpListener::bind(("127.0.0.1", port))).is_some()
-    }
-}
-
 /// The plan for every instance of `t`. `docker` says whether resources that
 /// may run on either runtime run in containers; `password` yields a resource's
 /// generated password; `telemetry` is apphost's own `OTEL_*` to pass on.
@@ -120,7 +107,9 @@ pub fn plan(
     telemetry: &[(String, String)],
 ) -> Result<Vec<Instance>, PlanError> {
     let mut instances = Vec::new();
-    let mut picked = Ports::default();
+    // Held from here on, so that nothing else is handed them while the
+    // services build (`ports`).
+    let holds = Arc::new(PortHolds::default());
     for r in &t.resources {
         let runtime = match r.kind.spec().placement() {
             Placement::Process => RuntimeKind::Process,
@@ -138,11 +127,11 @@ pub fn plan(
             let mut ports = BTreeMap::new();
             for p in &r.ports {
                 let host = match p.host.filter(|h| *h != 0) {
-                    Some(h) if picked.take(h) => h,
+                    Some(h) if holds.take(h) => h,
                     Some(h) => {
                         return Err(PlanError::PortInUse { resource: r.name.clone(), name: p.name.clone(), port: h });
                     }
-                    None => picked.free(),
+                    None => holds.pick().unwrap_or(0),
                 };
                 ports.insert(p.name.clone(), Binding { host, target: p.target });
             }
@@ -156,6 +145,7 @@ pub fn plan(
                 address: crate::loopback::ADDRESS.to_owned(),
                 password: password.clone(),
                 env: Vec::new(),
+                holds: holds.clone(),
             });
         }
     }
@@ -269,7 +259,7 @@ resources:
 
     #[test]
     fn a_taken_fixed_port_is_reported_with_the_resource() {
-        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let t = topology::parse_str(
             Path::new("apphost.yaml"),
@@ -278,6 +268,20 @@ resources:
         .unwrap();
         let err = plan(&t, Err(String::new()), "s", |_| Ok(String::new()), &[]).unwrap_err();
         assert!(matches!(err, PlanError::PortInUse { port: p, .. } if p == port), "{err}");
+    }
+
+    #[test]
+    fn the_plans_ports_are_held_until_their_instance_starts() {
+        let t = demo(testkit::free_port());
+        let instances = plan(&t, Err(String::new()), "s", |_| Ok(String::new()), &[]).unwrap();
+        let api = instances.iter().find(|i| i.name == "api").unwrap();
+        let port = api.port("http").unwrap();
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "a planned port was free to take");
+        api.release_ports();
+        let listening = std::net::TcpListener::bind(("127.0.0.1", port)).expect("released for its instance");
+        drop(listening);
+        api.hold_ports();
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "held again while it is down");
     }
 
     #[test]

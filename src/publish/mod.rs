@@ -69,6 +69,7 @@ pub fn stack(t: &Topology, password: &dyn Fn(&str) -> Option<String>) -> Result<
             address: r.name.clone(),
             password: if r.kind.spec().has_password() { password(&r.name) } else { None },
             env: Vec::new(),
+            holds: Default::default(),
         })
         .collect();
     let snapshot = instances.clone();

@@ -682,6 +682,7 @@ impl DockerRuntime {
     /// Starts container `id` (if it is not running) and follows it.
     async fn attach(&self, instance: &Instance, id: String, out: Output) -> Result<Arc<dyn Running>, StartError> {
         let name = self.container_name(&instance.name);
+        instance.release_ports();
         self.docker
             .start_container(&id, None)
             .await

@@ -134,6 +134,7 @@ impl ProcessRuntime {
             });
         }
         let program = command.as_std().get_program().to_string_lossy().into_owned();
+        instance.release_ports();
         let mut child = command.spawn().map_err(|e| {
             StartError::new(format!("cannot start `{program}`: {e}")).help(
                 if e.kind() == std::io::ErrorKind::NotFound {

@@ -106,12 +106,14 @@ impl Job {
                     return;
                 }
                 Err(_) => {
+                    self.instance.hold_ports();
                     self.set(State::Stopped);
                     want_running = false;
                     continue;
                 }
             };
             let Some(running) = running else {
+                self.instance.hold_ports();
                 want_running = false;
                 continue;
             };
@@ -141,6 +143,8 @@ impl Job {
             ));
 
             let ended = self.supervise(&running, health_rx).await;
+            // Until its next start nothing else may take its ports.
+            self.instance.hold_ports();
             probe.abort();
             troubles.abort();
             self.shared.running.lock().expect("running lock").remove(&name);
