@@ -247,6 +247,10 @@ pub enum Command {
         /// Use the project binaries already built.
         #[arg(long)]
         no_build: bool,
+        /// Run only these parts (comma-separated) and print their figures
+        /// instead of writing the report: for trying a change.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<crate::bench::Part>,
     },
     /// Break things on purpose to see that nothing is lost (each action is an event).
     Chaos {
@@ -522,7 +526,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             let settings = crate::scenario::Settings { outage, rate, settle };
             commands::test::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
         }
-        Command::Bench { at, out, quick, runtime, debug, no_build } => {
+        Command::Bench { at, out, quick, runtime, debug, no_build, only } => {
             let options = UpOptions {
                 runtime: runtime.map(RuntimeArg::choice),
                 release: !debug,
@@ -534,7 +538,8 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             };
             let command =
                 std::iter::once("apphost".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-            let bench = crate::bench::Options::new(quick, out, command, if debug { "debug" } else { "release" });
+            let mut bench = crate::bench::Options::new(quick, out, command, if debug { "debug" } else { "release" });
+            bench.only = only;
             let settings = crate::scenario::Settings {
                 outage: Duration::from_secs(10),
                 rate: 20,

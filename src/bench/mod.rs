@@ -47,6 +47,30 @@ pub struct Options {
     pub command: String,
     /// `release` or `debug`: how the services were built.
     pub profile: &'static str,
+    /// Only these parts (all when empty). A partial run writes no report:
+    /// its figures are in its notes, for trying a change quickly.
+    pub only: Vec<Part>,
+}
+
+/// A part of the benchmark, for `apphost bench --only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// `pgbench`, the write path's reference.
+    Pgbench,
+    /// The closed loop: `POST` max throughput.
+    Closed,
+    /// The open loops at fixed offered rates, with each stage of a message's time.
+    Open,
+    /// The floor under the outbox lag: its two commits alone.
+    Floor,
+    /// The services with OTLP on versus off.
+    Telemetry,
+    /// The relay's drain of a backlog after a broker outage, against `artemis perf producer`.
+    Drain,
+    /// One broker alone to active, the start-up's reference.
+    Startup,
+    /// Five minutes at 0.6 × `pgbench`, ours and the seed's settings.
+    Sustained,
 }
 
 impl Options {
@@ -64,6 +88,7 @@ impl Options {
                 sustained: Duration::from_secs(5),
                 command,
                 profile,
+                only: Vec::new(),
             }
         } else {
             Self {
@@ -77,8 +102,13 @@ impl Options {
                 sustained: Duration::from_secs(300),
                 command,
                 profile,
+                only: Vec::new(),
             }
         }
+    }
+
+    fn wants(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
     }
 }
 
@@ -165,6 +195,15 @@ pub async fn bench(
     let began = Instant::now();
     let mut report = Report { scenario: "bench".into(), ..Default::default() };
     match measure(ctx, instances, sender_db_url, options, labels, &mut report).await {
+        Ok(figures) if !options.only.is_empty() => {
+            report.acknowledged = figures.acknowledged;
+            report.delivered = figures.delivered;
+            report.lost = figures.acknowledged - figures.delivered;
+            if report.lost > 0 {
+                report.failure = Some(format!("{} acknowledged items never reached the receiver", report.lost));
+            }
+            report.notes.push(format!("a partial run (--only): {} not written", options.out.display()));
+        }
         Ok(figures) => {
             report.acknowledged = figures.acknowledged;
             report.delivered = figures.delivered;
@@ -204,13 +243,14 @@ async fn measure(
     let broker = instances.iter().find(|i| i.resource.kind.spec().is_broker());
     figures.settings = settings(ctx, broker);
     figures.broker_setup = broker_setup(ctx);
-    for run in 0..options.runs {
+    let pgbench_runs = if options.wants(Part::Pgbench) || options.wants(Part::Sustained) { options.runs } else { 0 };
+    for run in 0..pgbench_runs {
         let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
         report.notes.push(format!("pgbench run {}: {tps:.0} tps", run + 1));
         figures.pgbench.push(tps);
     }
     let reference = median(&figures.pgbench);
-    for run in 0..options.runs {
+    for run in 0..if options.wants(Part::Closed) { options.runs } else { 0 } {
         let before = cpu(ctx).await;
         let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
         figures.closed_cpu = cpu_since(ctx, &before, result.seconds).await;
@@ -219,8 +259,10 @@ async fn measure(
         all_ids.extend(result.ids);
         await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
     }
-    let mut offered_rates = options.rates.clone();
-    offered_rates.extend(options.fractions.iter().map(|f| (reference * f).max(1.0).round()));
+    let mut offered_rates = if options.wants(Part::Open) { options.rates.clone() } else { Vec::new() };
+    if options.wants(Part::Open) && !figures.pgbench.is_empty() {
+        offered_rates.extend(options.fractions.iter().map(|f| (reference * f).max(1.0).round()));
+    }
     offered_rates.sort_by(f64::total_cmp);
     offered_rates.dedup();
     for offered in offered_rates {
@@ -235,7 +277,7 @@ async fn measure(
             let metrics = ctx.scrape(&ctx.roles.sender).await;
             let receiver_metrics = ctx.scrape(&ctx.roles.receiver).await;
             let lag = |q| metrics.quantile_since(&metrics_before, contracts::metrics::OUTBOX_LAG_SECONDS.series, q);
-            let stages = STAGES
+            let stages: Vec<(&'static str, Option<f64>, Option<f64>)> = STAGES
                 .iter()
                 .map(|(label, metric, at_receiver)| {
                     let (now, then) =
@@ -249,10 +291,18 @@ async fn measure(
                 .collect();
             let end_to_end = end_to_end(ctx, &result.ids).await?;
             report.notes.push(format!(
-                "open loop {offered:.0}/s run {}: HTTP p99 {:.1} ms, end to end p99 {:.1} ms",
+                "open loop {offered:.0}/s run {}: HTTP p99 {:.1} ms, end to end p99 {:.1} ms, outbox lag p50 {} p99 {}; {}; CPU {}",
                 run + 1,
                 result.latency.value_at_quantile(0.99) as f64 / 1000.0,
-                end_to_end.value_at_quantile(0.99) as f64 / 1000.0
+                end_to_end.value_at_quantile(0.99) as f64 / 1000.0,
+                seconds_as_ms(lag(0.5)),
+                seconds_as_ms(lag(0.99)),
+                stages
+                    .iter()
+                    .map(|(label, _, p99)| format!("{label} p99 {}", seconds_as_ms(*p99)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cpu.iter().map(|(name, percent)| format!("{name} {percent:.0} %")).collect::<Vec<_>>().join(", ")
             ));
             runs.push(OpenLoop {
                 offered,
@@ -267,7 +317,7 @@ async fn measure(
             });
             all_ids.extend(result.ids);
         }
-        if figures.floor.is_empty() {
+        if figures.floor.is_empty() && options.wants(Part::Floor) {
             for run in 0..options.runs {
                 let commit = pgbench::commit_latency(sender_db_url, offered, options.seconds, scratch.path()).await?;
                 let accept = drain::accept_latency(ctx, offered, options.seconds, scratch.path()).await?;
@@ -286,7 +336,7 @@ async fn measure(
     }
     // Telemetry's cost: the same closed loop, and the open loop at the lowest rate, with
     // the services started by hand without OTLP (the runs above had it on, as `up` runs them).
-    if let Some(offered) = figures.open.first().map(|r| r.offered) {
+    if let Some(offered) = figures.open.first().map(|r| r.offered).filter(|_| options.wants(Part::Telemetry)) {
         let services: Vec<&crate::plan::Instance> = instances
             .iter()
             .filter(|i| i.resource.name == ctx.roles.sender || i.resource.name == ctx.roles.receiver)
@@ -319,7 +369,7 @@ async fn measure(
         all_ids.extend(ids);
     }
     let mut drains = Vec::new();
-    for run in 0..options.runs {
+    for run in 0..if options.wants(Part::Drain) { options.runs } else { 0 } {
         let d = drain::drain(ctx, &client, &sender, options.backlog, options.connections, scratch.path()).await?;
         report.notes.push(format!(
             "drain run {}: broker accepting after {:.1} s, relay sending {:.2} s later, {:.0} msg/s (artemis perf: {:.0} msg/s)",
@@ -334,7 +384,7 @@ async fn measure(
         all_ids.extend(d.ids.iter().copied());
         drains.push(d);
     }
-    for _ in 0..options.runs {
+    for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
         let took = match broker {
             Some(b) if b.runtime == crate::plan::RuntimeKind::Docker => {
                 let image = b.resource.image().unwrap_or_default();
@@ -351,29 +401,31 @@ async fn measure(
     }
     drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     figures.drain = (!drains.is_empty()).then(|| drains.swap_remove(drains.len() / 2));
-    let rate = (reference * 0.6).max(1.0).round();
-    let ours = sustained::run(ctx, &client, &sender, rate, options.sustained).await?;
-    report.notes.push(format!(
-        "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
-        options.sustained.as_secs(),
-        ours.end_to_end,
-        ours.pending_max
-    ));
-    await_delivery(ctx, &ours.ids, Duration::from_secs(300)).await?;
-    all_ids.extend(ours.ids.iter().copied());
-    let sender_instance = instances
-        .iter()
-        .find(|i| i.resource.name == ctx.roles.sender)
-        .ok_or("no sender instance to run with the seed's settings")?;
-    let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.sustained).await?;
-    report.notes.push(format!(
-        "sustained {rate:.0}/s with the seed's relay settings: {:.0}/s end to end, outbox pending at most {:.0}",
-        seed.end_to_end, seed.pending_max
-    ));
-    // What the seed's relay left behind, the stack's own sender relays now.
-    await_delivery(ctx, &seed.ids, Duration::from_secs(600)).await?;
-    all_ids.extend(seed.ids.iter().copied());
-    figures.sustained = Some((ours, seed));
+    if options.wants(Part::Sustained) {
+        let rate = (reference * 0.6).max(1.0).round();
+        let ours = sustained::run(ctx, &client, &sender, rate, options.sustained).await?;
+        report.notes.push(format!(
+            "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
+            options.sustained.as_secs(),
+            ours.end_to_end,
+            ours.pending_max
+        ));
+        await_delivery(ctx, &ours.ids, Duration::from_secs(300)).await?;
+        all_ids.extend(ours.ids.iter().copied());
+        let sender_instance = instances
+            .iter()
+            .find(|i| i.resource.name == ctx.roles.sender)
+            .ok_or("no sender instance to run with the seed's settings")?;
+        let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.sustained).await?;
+        report.notes.push(format!(
+            "sustained {rate:.0}/s with the seed's relay settings: {:.0}/s end to end, outbox pending at most {:.0}",
+            seed.end_to_end, seed.pending_max
+        ));
+        // What the seed's relay left behind, the stack's own sender relays now.
+        await_delivery(ctx, &seed.ids, Duration::from_secs(600)).await?;
+        all_ids.extend(seed.ids.iter().copied());
+        figures.sustained = Some((ours, seed));
+    }
     figures.acknowledged = all_ids.len();
     figures.delivered = all_ids.len() - undelivered(ctx, &all_ids).await?.len();
     Ok(figures)
