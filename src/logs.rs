@@ -12,7 +12,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     fs,
-    io::{BufRead, BufReader, BufWriter, Write},
+    io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{
@@ -77,6 +77,33 @@ struct Journal {
     lines: u64,
     bytes: u64,
     previous_lines: u64,
+    /// Where every [`MARK_EVERY`]th line of each file begins, so that a
+    /// read starts near the lines it wants instead of parsing the whole
+    /// file: the dashboard asks for what came since its last frame, ten
+    /// times a second, and under a flood that is past what memory holds.
+    marks: Vec<Mark>,
+    previous_marks: Vec<Mark>,
+}
+
+/// A line of a journal file: its index in the file, its number, its offset.
+#[derive(Clone, Copy)]
+struct Mark {
+    line: u64,
+    seq: u64,
+    offset: u64,
+}
+
+const MARK_EVERY: u64 = 256;
+
+/// The offset to read a file from for its lines numbered `seq` or later
+/// that are among its last `last` lines: the latest mark before the first
+/// such line (its line or an earlier one is numbered at most `seq`, or
+/// stands before the last `last`).
+fn start_of(marks: &[Mark], lines: u64, seq: u64, last: u64) -> u64 {
+    let first_wanted = lines.saturating_sub(last);
+    let by_seq = marks.partition_point(|m| m.seq <= seq);
+    let by_count = marks.partition_point(|m| m.line <= first_wanted);
+    by_seq.max(by_count).checked_sub(1).map_or(0, |i| marks[i].offset)
 }
 
 impl LogStore {
@@ -212,6 +239,8 @@ impl Inner {
                     lines: 0,
                     bytes: 0,
                     previous_lines: 0,
+                    marks: Vec::new(),
+                    previous_marks: Vec::new(),
                 }),
                 ..Ring::default()
             },
@@ -262,8 +291,20 @@ impl Inner {
             return from_memory(ring);
         }
         let mut wanted = VecDeque::with_capacity(n.min(4096));
-        for path in [&journal.previous, &journal.current] {
-            let Ok(file) = fs::File::open(path) else { continue };
+        let current_last = n as u64;
+        let previous_last = current_last.saturating_sub(journal.lines);
+        let files = [
+            (&journal.previous, start_of(&journal.previous_marks, journal.previous_lines, seq, previous_last)),
+            (&journal.current, start_of(&journal.marks, journal.lines, seq, current_last)),
+        ];
+        for (path, start) in files {
+            if path == &journal.previous && previous_last == 0 {
+                continue; // the current file holds the last `n` lines
+            }
+            let Ok(mut file) = fs::File::open(path) else { continue };
+            if file.seek(SeekFrom::Start(start)).is_err() {
+                continue;
+            }
             for text in BufReader::new(file).lines() {
                 let Ok(text) = text else { break };
                 let Ok(line) = serde_json::from_str::<LogLine>(&text) else { continue };
@@ -289,7 +330,11 @@ impl Journal {
             fs::rename(&self.current, &self.previous)?;
             self.file = BufWriter::with_capacity(64 * 1024, create(&self.current)?);
             self.previous_lines = self.lines;
+            self.previous_marks = std::mem::take(&mut self.marks);
             (self.lines, self.bytes) = (0, 0);
+        }
+        if self.lines.is_multiple_of(MARK_EVERY) {
+            self.marks.push(Mark { line: self.lines, seq: line.seq, offset: self.bytes });
         }
         self.file.write_all(&text)?;
         self.lines += 1;
@@ -345,6 +390,46 @@ mod tests {
         store.push(&a, Stream::Stdout, "3");
         assert_eq!(texts(store.tail(None, 2)), ["2", "3"]);
         assert_eq!(texts(store.since(None, 1)), ["2", "3"]);
+    }
+
+    /// Reads that start at a mark give what a read of the whole journal
+    /// gives: every `since` and `tail` of a resource whose lines interleave
+    /// with another's, across a rotation, against the lines as pushed.
+    #[test]
+    fn a_read_from_a_mark_gives_what_the_whole_journal_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 2500;
+        let store = LogStore::journaled_with(capacity, &dir.path().join("logs"), 16, 200 * 1024).unwrap();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut pushed = Vec::new(); // (seq, text) of `a`
+        for i in 0..3000u64 {
+            let seq = store.next_seq();
+            store.push(&a, Stream::Stdout, format!("a {i}"));
+            pushed.push((seq, format!("a {i}")));
+            if i % 3 == 0 {
+                store.push(&b, Stream::Stdout, format!("b {i}"));
+            }
+        }
+        // Counts that end right at a mark, and one line either side of it.
+        let mut counts = vec![1, 100, 1000, 2500];
+        {
+            let rings = store.inner.rings.lock().unwrap();
+            let journal = rings["a"].journal.as_ref().unwrap();
+            assert!(journal.previous_lines > 0 && journal.marks.len() > 2, "a rotation, and marks to start from");
+            for m in &journal.marks {
+                let n = (journal.lines - m.line) as usize;
+                counts.extend([n - 1, n, n + 1]);
+            }
+        }
+        let kept = &pushed[pushed.len() - capacity..];
+        for seq in [0, 1, 700, 2999, 3001, 3500, 3990, 3999] {
+            for &n in &counts {
+                let want: Vec<&String> = kept.iter().filter(|(s, _)| *s >= seq).map(|(_, t)| t).collect();
+                let want = &want[want.len().saturating_sub(n)..];
+                let got = texts(store.inner.read(store.inner.rings.lock().unwrap().get_mut("a").unwrap(), seq, n));
+                assert_eq!(got.iter().collect::<Vec<_>>(), want, "seq {seq}, last {n}");
+            }
+        }
     }
 
     /// Memory holds 3 lines, the journal 8 in segments of about 4: what
