@@ -293,14 +293,12 @@ impl Inner {
         let mut wanted = VecDeque::with_capacity(n.min(4096));
         let current_last = n as u64;
         let previous_last = current_last.saturating_sub(journal.lines);
-        let files = [
-            (&journal.previous, start_of(&journal.previous_marks, journal.previous_lines, seq, previous_last)),
-            (&journal.current, start_of(&journal.marks, journal.lines, seq, current_last)),
-        ];
-        for (path, start) in files {
-            if path == &journal.previous && previous_last == 0 {
-                continue; // the current file holds the last `n` lines
-            }
+        // The previous file only when the current one holds fewer than the last `n` lines.
+        let previous = (previous_last > 0).then(|| {
+            (&journal.previous, start_of(&journal.previous_marks, journal.previous_lines, seq, previous_last))
+        });
+        let current = (&journal.current, start_of(&journal.marks, journal.lines, seq, current_last));
+        for (path, start) in previous.into_iter().chain([current]) {
             let Ok(mut file) = fs::File::open(path) else { continue };
             if file.seek(SeekFrom::Start(start)).is_err() {
                 continue;

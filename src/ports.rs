@@ -46,12 +46,11 @@ impl PortHolds {
     /// is held too unless a connection that just closed still lingers on it
     /// (a `TIME_WAIT`), which only an `SO_REUSEADDR` bind, a listener, may pass.
     pub fn take(&self, port: u16) -> bool {
-        if self.held.lock().expect("port holds lock").contains_key(&port) {
-            return false;
-        }
+        let mut held = self.held.lock().expect("port holds lock");
+        let std::collections::hash_map::Entry::Vacant(slot) = held.entry(port) else { return false };
         match unshared(port) {
             Ok(socket) => {
-                self.held.lock().expect("port holds lock").insert(port, socket);
+                slot.insert(socket);
                 true
             }
             Err(_) => TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),
@@ -79,7 +78,8 @@ impl PortHolds {
         }
     }
 
-    pub fn is_held(&self, port: u16) -> bool {
+    #[cfg(test)]
+    fn is_held(&self, port: u16) -> bool {
         self.held.lock().expect("port holds lock").contains_key(&port)
     }
 }

@@ -195,15 +195,6 @@ pub async fn bench(
     let began = Instant::now();
     let mut report = Report { scenario: "bench".into(), ..Default::default() };
     match measure(ctx, instances, sender_db_url, options, labels, &mut report).await {
-        Ok(figures) if !options.only.is_empty() => {
-            report.acknowledged = figures.acknowledged;
-            report.delivered = figures.delivered;
-            report.lost = figures.acknowledged - figures.delivered;
-            if report.lost > 0 {
-                report.failure = Some(format!("{} acknowledged items never reached the receiver", report.lost));
-            }
-            report.notes.push(format!("a partial run (--only): {} not written", options.out.display()));
-        }
         Ok(figures) => {
             report.acknowledged = figures.acknowledged;
             report.delivered = figures.delivered;
@@ -211,13 +202,17 @@ pub async fn bench(
             if report.lost > 0 {
                 report.failure = Some(format!("{} acknowledged items never reached the receiver", report.lost));
             }
-            let charts = write_charts(&figures, &options.out);
-            let startups: Vec<f64> = startups.iter().map(Duration::as_secs_f64).collect();
-            let text = markdown(&figures, &startups, options, &charts);
-            if let Err(e) = write_section(&options.out, &text) {
-                report.failure = Some(format!("cannot write {}: {e}", options.out.display()));
+            if !options.only.is_empty() {
+                report.notes.push(format!("a partial run (--only): {} not written", options.out.display()));
             } else {
-                report.notes.push(format!("figures written to {}", options.out.display()));
+                let charts = write_charts(&figures, &options.out);
+                let startups: Vec<f64> = startups.iter().map(Duration::as_secs_f64).collect();
+                let text = markdown(&figures, &startups, options, &charts);
+                if let Err(e) = write_section(&options.out, &text) {
+                    report.failure = Some(format!("cannot write {}: {e}", options.out.display()));
+                } else {
+                    report.notes.push(format!("figures written to {}", options.out.display()));
+                }
             }
         }
         Err(e) => report.failure = Some(e),
