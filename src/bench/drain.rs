@@ -110,15 +110,15 @@ async fn measure(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    // CPU from the first message on, sampled beside the drain (a sample takes the engine a while).
+    // CPU from the first message on, sampled beside the drain.
     let cpu_at_first = async {
         let _ = sent.wait_for(|s| *s).await;
-        (super::cpu(ctx).await, Instant::now())
+        super::cpu_sample(ctx).await
     };
-    let (accepting, draining, (cpu_before, sampled)) = tokio::join!(accepting, draining, cpu_at_first);
+    let (accepting, draining, cpu_before) = tokio::join!(accepting, draining, cpu_at_first);
     let accepting = accepting.ok_or("the broker did not accept AMQP connections within 300 s")?;
     let (first, done) = draining.ok_or("the backlog did not drain within 300 s")?;
-    let cpu = super::cpu_since(ctx, &cpu_before, sampled.elapsed().as_secs_f64()).await;
+    let cpu = super::cpu_between(&cpu_before, &super::cpu_sample(ctx).await);
     // Wait for the outbox gauge too: published counts only committed deletes.
     while ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await > 0.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
