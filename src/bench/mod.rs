@@ -381,14 +381,15 @@ async fn measure(
         report.notes.push(format!(
             "drain run {}: broker accepting after {:.1} s, relay sending {:.2} s later, {:.0} msg/s over {:.1} s \
              (artemis perf on the broker restarted: {restarted:.0} msg/s); on the broker warmed: relay after a \
-             pause {:.0} msg/s, artemis perf {:.0} msg/s",
+             pause {:.0} msg/s, artemis perf {:.0} msg/s; CPU during the first drain {}",
             run + 1,
             d.broker_accepting.as_secs_f64(),
             d.relay_sending.as_secs_f64(),
             d.rate,
             d.seconds,
             warm.rate,
-            refs.warmed
+            refs.warmed,
+            d.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", ")
         ));
         figures.drains.push([
             d.rate,
@@ -498,8 +499,9 @@ async fn cpu_since(ctx: &Ctx, before: &BTreeMap<String, f64>, seconds: f64) -> B
         .collect()
 }
 
-/// CPU seconds used so far by each component, and when: a sample of the
-/// Docker Engine (one-shot stats) takes up to a second here, so its middle.
+/// CPU seconds used so far by each component, and when: the middle of the
+/// sample (a container's cgroup is read at once when the engine runs here;
+/// the engine's one-shot stats, read otherwise, take up to a second).
 struct CpuSample {
     used: BTreeMap<String, f64>,
     at: Instant,
@@ -512,12 +514,10 @@ async fn cpu_sample(ctx: &Ctx) -> CpuSample {
 }
 
 /// Percent of one core each used between two samples, over the time between
-/// their middles. Timed from the end of the first to the start of the second,
-/// a drain of 2 s once read the broker at 276 % of one core on a 2-core
-/// machine; between the middles it read 83 %, where the container's cgroup
-/// counter, read at the drain's first and last message, gave 115–121 %: for a
-/// window of a few seconds these figures are rough, since the engine does not
-/// say when in its second it read the counter.
+/// their middles. (Through the engine's stats, a drain of 2 s once read the
+/// broker at 276 % of one core on a 2-core machine timed between the samples,
+/// and 83 % between their middles; its cgroup counter, read at the drain's
+/// first and last message, gave 115–121 %.)
 fn cpu_between(before: &CpuSample, after: &CpuSample) -> BTreeMap<String, f64> {
     let seconds = after.at.saturating_duration_since(before.at).as_secs_f64().max(1e-3);
     after

@@ -922,10 +922,15 @@ impl Running for Container {
         format!("container {}", &self.id[..self.id.len().min(12)])
     }
 
-    /// One sample from the engine's stats (one-shot: no waiting for a second
-    /// sample); memory as `docker stats` counts it, page cache left out.
+    /// The container's cgroup counters when the engine runs on this machine
+    /// (read at once), else one sample from the engine's stats (one-shot, yet
+    /// up to a second here); memory as `docker stats` counts it, page cache
+    /// left out.
     fn usage(&self) -> BoxFuture<'_, Option<Usage>> {
         async move {
+            if let Some(usage) = cgroup_usage(std::path::Path::new("/sys/fs/cgroup"), &self.id) {
+                return Some(usage);
+            }
             let options = StatsOptionsBuilder::new().stream(false).one_shot(true).build();
             let stats = self.docker.stats(&self.id, Some(options)).next().await?.ok()?;
             let cpu = stats.cpu_stats?.cpu_usage?.total_usage? as f64 / 1e9;
@@ -941,9 +946,75 @@ impl Running for Container {
     }
 }
 
+/// A container's CPU and memory from its cgroup under `root`, as the engine's
+/// stats compute them, where the engine put it: cgroup v2 or v1, the
+/// `cgroupfs` or the `systemd` driver. `None` when none is there (a remote
+/// engine, another layout). A container id is 64 hex digits, so a folder of
+/// that name is that container's.
+fn cgroup_usage(root: &std::path::Path, id: &str) -> Option<Usage> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).ok();
+    let field = |text: &str, name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+    };
+    for group in [format!("docker/{id}"), format!("system.slice/docker-{id}.scope")] {
+        // v2: one tree.
+        let v2 = root.join(&group);
+        if let (Some(cpu), Some(current), Some(stat)) =
+            (read(v2.join("cpu.stat")), read(v2.join("memory.current")), read(v2.join("memory.stat")))
+        {
+            let cpu = field(&cpu, "usage_usec")? as f64 / 1e6;
+            let memory = current.trim().parse::<u64>().ok()?.saturating_sub(field(&stat, "inactive_file").unwrap_or(0));
+            return Some(Usage { cpu_seconds: cpu, memory_bytes: memory });
+        }
+        // v1: a tree per controller.
+        let (cpu, memory) = (root.join("cpuacct").join(&group), root.join("memory").join(&group));
+        if let (Some(cpu), Some(usage), Some(stat)) = (
+            read(cpu.join("cpuacct.usage")),
+            read(memory.join("memory.usage_in_bytes")),
+            read(memory.join("memory.stat")),
+        ) {
+            let cpu = cpu.trim().parse::<u64>().ok()? as f64 / 1e9;
+            let memory =
+                usage.trim().parse::<u64>().ok()?.saturating_sub(field(&stat, "total_inactive_file").unwrap_or(0));
+            return Some(Usage { cpu_seconds: cpu, memory_bytes: memory });
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_usage_is_read_from_its_cgroup_in_each_layout() {
+        let id = "ab".repeat(32);
+        let v2 = tempfile::tempdir().unwrap();
+        let group = v2.path().join(format!("system.slice/docker-{id}.scope"));
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join("cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n").unwrap();
+        std::fs::write(group.join("memory.current"), "1000000\n").unwrap();
+        std::fs::write(group.join("memory.stat"), "anon 600000\ninactive_file 300000\n").unwrap();
+        let usage = cgroup_usage(v2.path(), &id).unwrap();
+        assert_eq!((usage.cpu_seconds, usage.memory_bytes), (2.5, 700_000));
+
+        let v1 = tempfile::tempdir().unwrap();
+        let (cpu, memory) =
+            (v1.path().join(format!("cpuacct/docker/{id}")), v1.path().join(format!("memory/docker/{id}")));
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::create_dir_all(&memory).unwrap();
+        std::fs::write(cpu.join("cpuacct.usage"), "1500000000\n").unwrap();
+        std::fs::write(memory.join("memory.usage_in_bytes"), "5000\n").unwrap();
+        std::fs::write(memory.join("memory.stat"), "inactive_file 9\ntotal_inactive_file 1000\n").unwrap();
+        let usage = cgroup_usage(v1.path(), &id).unwrap();
+        assert_eq!((usage.cpu_seconds, usage.memory_bytes), (1.5, 4000));
+
+        assert!(cgroup_usage(v1.path(), &"cd".repeat(32)).is_none(), "another container: not there");
+        assert!(cgroup_usage(v1.path(), "../../etc").is_none(), "not an id");
+    }
 
     #[test]
     fn a_hint_is_given_only_where_it_fits_the_error() {
