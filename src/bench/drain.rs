@@ -11,8 +11,10 @@
 //! broker still rose after 20 s and 36,000 messages since its start (4,900,
 //! 7,100, 9,800, 12,500, then 14,000–24,000 messages a second), so a
 //! reference on a warmed broker measures another broker than the relay found.
-//! That one is reported beside it: 10 s after a 3 s warm-up. Neither has a consumer: the receiver is stopped through the
-//! drain and through the references (it takes the backlog in between).
+//! A warm pair is measured beside it: perf 10 s after a 3 s warm-up, then the
+//! relay after a pause of that broker. Neither has a consumer: the receiver
+//! is stopped through the drains and the references (it takes each backlog
+//! in between).
 
 use std::{
     path::Path,
@@ -82,15 +84,7 @@ async fn measure(
     ctx.act(&broker, back).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(300);
-    let accepting = async {
-        while !crate::supervisor::health::opens("apphost-bench-probe", url.clone(), Duration::from_secs(1)).await {
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Some(started.elapsed())
-    };
+    let accepting = async { accepts(&url, deadline).await.then(|| started.elapsed()) };
     let (sending, mut sent) = tokio::sync::watch::channel(false);
     let draining = async {
         let mut first = None;
@@ -156,12 +150,8 @@ pub async fn references(ctx: &Ctx, backlog: usize, scratch: &Path) -> Result<Ref
         ctx.act(&broker, Action::Stop).await?;
         ctx.act(&broker, Action::Start).await?;
         let url = url::Url::parse(&ctx.roles.broker_url).map_err(|e| format!("the broker's URL: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while !crate::supervisor::health::opens("apphost-bench-probe", url.clone(), Duration::from_secs(1)).await {
-            if Instant::now() > deadline {
-                return Err("the broker did not accept AMQP connections within 300 s".to_owned());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if !accepts(&url, Instant::now() + Duration::from_secs(300)).await {
+            return Err("the broker did not accept AMQP connections within 300 s".to_owned());
         }
         let count = ["--message-count".to_owned(), backlog.to_string()];
         let restarted = whole_rate(&perf(ctx, &count, Duration::ZERO, false, scratch).await?);
@@ -171,6 +161,18 @@ pub async fn references(ctx: &Ctx, backlog: usize, scratch: &Path) -> Result<Ref
     .await;
     ctx.act(&receiver, Action::Start).await?;
     measured
+}
+
+/// Waits until the broker at `url` completes an AMQP open, every 20 ms;
+/// false at `deadline`.
+async fn accepts(url: &url::Url, deadline: Instant) -> bool {
+    while !crate::supervisor::health::opens("apphost-bench-probe", url.clone(), Duration::from_secs(1)).await {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// Durable messages a second `artemis perf producer` sends over AMQP to the

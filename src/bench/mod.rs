@@ -112,6 +112,19 @@ impl Options {
     }
 }
 
+/// One drain run's figures (rates in messages a second, times in seconds).
+struct DrainRun {
+    /// The relay after a stop, and `artemis perf producer` on the broker
+    /// restarted (NaN: too short to time).
+    relay: f64,
+    restarted: f64,
+    /// `artemis perf producer` on the warmed broker, and the relay after a pause of it.
+    warmed: f64,
+    relay_warm: f64,
+    accepting: f64,
+    sending: f64,
+}
+
 /// What the report says of one offered rate.
 struct OpenLoop {
     offered: f64,
@@ -149,9 +162,7 @@ struct Figures {
     open: Vec<OpenLoop>,
     /// The median run by drain rate.
     drain: Option<drain::Drain>,
-    /// Each run's relay rate, restarted and warmed references (NaN: too short to time), broker accepting, relay
-    /// sending, and the relay's rate after a pause of the warmed broker.
-    drains: Vec<[f64; 6]>,
+    drains: Vec<DrainRun>,
     /// Seconds one broker alone took to be active, per run.
     broker_alone: Vec<f64>,
     /// How that broker was started, for the report.
@@ -391,14 +402,14 @@ async fn measure(
             refs.warmed,
             d.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", ")
         ));
-        figures.drains.push([
-            d.rate,
+        figures.drains.push(DrainRun {
+            relay: d.rate,
             restarted,
-            refs.warmed,
-            d.broker_accepting.as_secs_f64(),
-            d.relay_sending.as_secs_f64(),
-            warm.rate,
-        ]);
+            warmed: refs.warmed,
+            relay_warm: warm.rate,
+            accepting: d.broker_accepting.as_secs_f64(),
+            sending: d.relay_sending.as_secs_f64(),
+        });
         drains.push(d);
     }
     for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
@@ -492,10 +503,14 @@ async fn cpu(ctx: &Ctx) -> BTreeMap<String, f64> {
 
 /// Percent of one core each used since `before`, over `seconds`.
 async fn cpu_since(ctx: &Ctx, before: &BTreeMap<String, f64>, seconds: f64) -> BTreeMap<String, f64> {
-    cpu(ctx)
-        .await
-        .into_iter()
-        .filter_map(|(name, now)| Some((name.clone(), (now - before.get(&name)?).max(0.0) / seconds * 100.0)))
+    percent(before, &cpu(ctx).await, seconds)
+}
+
+/// Percent of one core each component used from `before` to `after`, `seconds` apart.
+fn percent(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, seconds: f64) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(name, now)| Some((name.clone(), (now - before.get(name)?).max(0.0) / seconds * 100.0)))
         .collect()
 }
 
@@ -519,12 +534,7 @@ async fn cpu_sample(ctx: &Ctx) -> CpuSample {
 /// and 83 % between their middles; its cgroup counter, read at the drain's
 /// first and last message, gave 115–121 %.)
 fn cpu_between(before: &CpuSample, after: &CpuSample) -> BTreeMap<String, f64> {
-    let seconds = after.at.saturating_duration_since(before.at).as_secs_f64().max(1e-3);
-    after
-        .used
-        .iter()
-        .filter_map(|(name, now)| Some((name.clone(), (now - before.used.get(name)?).max(0.0) / seconds * 100.0)))
-        .collect()
+    percent(&before.used, &after.used, after.at.saturating_duration_since(before.at).as_secs_f64().max(1e-3))
 }
 
 fn own_cpu_seconds() -> f64 {
@@ -808,18 +818,19 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         );
     }
     if let Some(d) = &f.drain {
-        let median_of = |i: usize| median(&f.drains.iter().map(|r| r[i]).filter(|v| !v.is_nan()).collect::<Vec<_>>());
+        let median_of =
+            |at: fn(&DrainRun) -> f64| median(&f.drains.iter().map(at).filter(|v| !v.is_nan()).collect::<Vec<_>>());
         // A reference too short to time (a quick run's) has no figure.
-        let rate = |i: usize| match median_of(i) {
+        let rate = |at: fn(&DrainRun) -> f64| match median_of(at) {
             r if r > 0.0 => format!("{r:.0} msg/s"),
             _ => "— (too short to time)".to_owned(),
         };
         // Each run's ratio to its own references, taken minutes apart on a noisy machine: the median of those.
-        let ratio = |ours: usize, theirs: usize| {
-            let ratios: Vec<f64> = f.drains.iter().map(|r| r[ours] / r[theirs]).filter(|v| v.is_finite()).collect();
+        let ratio = |ours: fn(&DrainRun) -> f64, theirs: fn(&DrainRun) -> f64| {
+            let ratios: Vec<f64> = f.drains.iter().map(|r| ours(r) / theirs(r)).filter(|v| v.is_finite()).collect();
             if ratios.is_empty() { "—".to_owned() } else { format!("{:.2}", median(&ratios)) }
         };
-        let (accepting, sending) = (median_of(3), median_of(4));
+        let (accepting, sending) = (median_of(|r| r.accepting), median_of(|r| r.sending));
         let _ = writeln!(
             s,
             "| relay drain of a {} backlog after a broker outage (no consumer: the receiver stopped) | {:.0} msg/s | \
@@ -827,18 +838,18 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
              stopped and started as for the relay, sending from when it accepts connections, no consumer: \
              {} | {} | ≥ 0.9 |",
             d.backlog,
-            median_of(0),
-            rate(1),
-            ratio(0, 1)
+            median_of(|r| r.relay),
+            rate(|r| r.restarted),
+            ratio(|r| r.relay, |r| r.restarted)
         );
         let _ = writeln!(
             s,
             "| the same drain on a warm broker: it ran perf's 13 s, then was paused (frozen) while the backlog was \
              written | {:.0} msg/s | `artemis perf producer` as above, on the same broker before the pause, 10 s \
              after a 3 s warm-up: {:.0} msg/s | {} | — |",
-            median_of(5),
-            median_of(2),
-            ratio(5, 2)
+            median_of(|r| r.relay_warm),
+            median_of(|r| r.warmed),
+            ratio(|r| r.relay_warm, |r| r.warmed)
         );
         let _ = writeln!(
             s,

@@ -989,26 +989,34 @@ fn cgroup_usage(root: &std::path::Path, id: &str) -> Option<Usage> {
 mod tests {
     use super::*;
 
+    /// A cgroup tree with these files (path under the root, contents).
+    fn cgroups(files: &[(String, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        root
+    }
+
     #[test]
     fn a_containers_usage_is_read_from_its_cgroup_in_each_layout() {
         let id = "ab".repeat(32);
-        let v2 = tempfile::tempdir().unwrap();
-        let group = v2.path().join(format!("system.slice/docker-{id}.scope"));
-        std::fs::create_dir_all(&group).unwrap();
-        std::fs::write(group.join("cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n").unwrap();
-        std::fs::write(group.join("memory.current"), "1000000\n").unwrap();
-        std::fs::write(group.join("memory.stat"), "anon 600000\ninactive_file 300000\n").unwrap();
+        let group = format!("system.slice/docker-{id}.scope");
+        let v2 = cgroups(&[
+            (format!("{group}/cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\n"),
+            (format!("{group}/memory.current"), "1000000\n"),
+            (format!("{group}/memory.stat"), "anon 600000\ninactive_file 300000\n"),
+        ]);
         let usage = cgroup_usage(v2.path(), &id).unwrap();
         assert_eq!((usage.cpu_seconds, usage.memory_bytes), (2.5, 700_000));
 
-        let v1 = tempfile::tempdir().unwrap();
-        let (cpu, memory) =
-            (v1.path().join(format!("cpuacct/docker/{id}")), v1.path().join(format!("memory/docker/{id}")));
-        std::fs::create_dir_all(&cpu).unwrap();
-        std::fs::create_dir_all(&memory).unwrap();
-        std::fs::write(cpu.join("cpuacct.usage"), "1500000000\n").unwrap();
-        std::fs::write(memory.join("memory.usage_in_bytes"), "5000\n").unwrap();
-        std::fs::write(memory.join("memory.stat"), "inactive_file 9\ntotal_inactive_file 1000\n").unwrap();
+        let v1 = cgroups(&[
+            (format!("cpuacct/docker/{id}/cpuacct.usage"), "1500000000\n"),
+            (format!("memory/docker/{id}/memory.usage_in_bytes"), "5000\n"),
+            (format!("memory/docker/{id}/memory.stat"), "inactive_file 9\ntotal_inactive_file 1000\n"),
+        ]);
         let usage = cgroup_usage(v1.path(), &id).unwrap();
         assert_eq!((usage.cpu_seconds, usage.memory_bytes), (1.5, 4000));
 
