@@ -103,6 +103,10 @@ pub enum Command {
     Down {
         #[command(flatten)]
         at: FileArg,
+        /// Also remove what `down` keeps: persistent resources' data and the
+        /// kept set-ups (as `docker compose down --volumes`).
+        #[arg(short = 'v', long)]
+        volumes: bool,
     },
     /// Show resources, their state, health and endpoints.
     Ps {
@@ -478,7 +482,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             };
             commands::up::up(&file, options).await
         }
-        Command::Down { at } => commands::down::down(&file_of(global, at.file)).await,
+        Command::Down { at, volumes } => commands::down::down(&file_of(global, at.file), volumes).await,
         Command::Ps { at, json } => remote::ps(&file_of(global, at.file), json).await,
         Command::Logs { file, resource, structured: true, level, attributes, trace_id, json, tail, .. } => {
             let filter = dashboard::telemetry::LogFilter { resource, level, attributes, trace_id, text: None };

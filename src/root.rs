@@ -96,6 +96,25 @@ pub async fn reap_leftovers(topology: &Topology, state: &StateDir) -> Vec<String
     removed
 }
 
+/// What `down --volumes` removes besides: this app's data and kept set-ups,
+/// owned here. Persistent resources' containers (which `down` stops) and their
+/// data volumes, the set-up volumes and images (docker runtime), and the
+/// state's `data` folder (process runtime). Returns what it removed.
+pub async fn remove_kept(topology: &Topology, state: &StateDir) -> Vec<String> {
+    let mut removed = Vec::new();
+    if let Ok(engine) = docker::connect().await {
+        let runtime = DockerRuntime::reaper(engine, &topology.name, &docker::owner_of(&state.root));
+        removed.extend(runtime.reap(true).await.into_iter().map(|c| format!("container {c}")));
+        removed.extend(runtime.remove_setups().await);
+    }
+    // `ensure` checked the folder is ours; removal does not follow links.
+    let data = state.root.join("data");
+    if data.is_dir() && std::fs::remove_dir_all(&data).is_ok() {
+        removed.push(format!("folder {}", data.display()));
+    }
+    removed
+}
+
 /// Refuses to start when another apphost (another state folder, another
 /// host on a shared engine) runs an app of the same name: its containers and
 /// network have the names this one would take, and are never touched.

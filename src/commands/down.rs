@@ -7,7 +7,7 @@ use miette::{IntoDiagnostic, miette};
 
 use crate::{
     control::Client,
-    root::reap_leftovers,
+    root::{reap_leftovers, remove_kept},
     statedir::{Session, StateDir, process_running},
     topology,
 };
@@ -15,46 +15,59 @@ use crate::{
 /// How long a running session may take to go down before `down` gives up on it.
 const WAIT: Duration = Duration::from_secs(120);
 
-pub async fn down(file: &Path) -> miette::Result<ExitCode> {
+pub async fn down(file: &Path, volumes: bool) -> miette::Result<ExitCode> {
     let topology = topology::load(file)?;
     let state = StateDir::for_topology(file);
     // Records in a folder others could write are not acted on.
     if state.root.exists() {
         state.ensure().into_diagnostic()?;
     }
-    let Some(session) = Session::load_live(&state) else {
-        // No apphost may start here while the leftovers go.
-        let lock = if state.root.exists() {
-            state.lock_within(Duration::from_secs(30))
-        } else {
-            Err(std::io::ErrorKind::NotFound.into())
-        };
-        let _lock = match lock {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => {
-                return Err(miette!(
-                    help = "wait until it has started, then `apphost down` again",
-                    "an apphost is starting `{}` here ({} is locked)",
-                    topology.name,
-                    state.lock_file().display()
-                ));
-            }
-            // A folder that cannot hold a lock (read-only) has nothing apphost started.
-            Err(_) => None,
-        };
-        Session::remove(&state);
-        let removed = reap_leftovers(&topology, &state).await;
-        let _ = std::fs::remove_dir_all(state.root.join("run"));
-        if removed.is_empty() {
-            println!("nothing of `{}` is running", topology.name);
-        } else {
-            for r in removed {
-                println!("removed {r}");
-            }
+    let mut stopped = false;
+    if let Some(session) = Session::load_live(&state) {
+        stop(&state, &session).await?;
+        println!("`{}` is down", session.app);
+        if !volumes {
+            return Ok(ExitCode::SUCCESS);
         }
-        return Ok(ExitCode::SUCCESS);
+        stopped = true;
+    }
+    // No apphost may start here while the leftovers go.
+    let lock = if state.root.exists() {
+        state.lock_within(Duration::from_secs(30))
+    } else {
+        Err(std::io::ErrorKind::NotFound.into())
     };
-    Client::new(&session)
+    let _lock = match lock {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            return Err(miette!(
+                help = "wait until it has started, then `apphost down` again",
+                "an apphost is starting `{}` here ({} is locked)",
+                topology.name,
+                state.lock_file().display()
+            ));
+        }
+        // A folder that cannot hold a lock (read-only) has nothing apphost started.
+        Err(_) => None,
+    };
+    Session::remove(&state);
+    let mut removed = reap_leftovers(&topology, &state).await;
+    let _ = std::fs::remove_dir_all(state.root.join("run"));
+    if volumes {
+        removed.extend(remove_kept(&topology, &state).await);
+    }
+    if removed.is_empty() && !stopped {
+        println!("nothing of `{}` is running", topology.name);
+    }
+    for r in removed {
+        println!("removed {r}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the running `session` to go down and waits until it has.
+async fn stop(state: &StateDir, session: &Session) -> miette::Result<()> {
+    Client::new(session)
         .down()
         .await
         .map_err(|e| miette!("the running apphost (pid {}) did not answer: {e}", session.pid))?;
@@ -77,6 +90,5 @@ pub async fn down(file: &Path) -> miette::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("`{}` is down", session.app);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -439,6 +439,7 @@ impl DockerRuntime {
             let Some(id) = c.id else { continue };
             let name = c.names.and_then(|n| n.first().cloned()).unwrap_or_else(|| id.clone());
             let persistent = c.labels.as_ref().and_then(|l| l.get(LABEL_PERSISTENT)).is_some_and(|v| v == "true");
+            let name = name.trim_start_matches('/').to_owned();
             if persistent && !include_persistent {
                 let _ = self.docker.stop_container(&id, Some(StopContainerOptionsBuilder::new().t(10).build())).await;
             } else {
@@ -446,8 +447,14 @@ impl DockerRuntime {
                     .docker
                     .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
                     .await;
+                // Its data volume, named after it (see `start`): ours, as the container was.
+                let data = format!("{name}-data");
+                if persistent && self.docker.remove_volume(&data, None::<RemoveVolumeOptions>).await.is_ok() {
+                    touched.push(format!("{name} and its volume {data}"));
+                    continue;
+                }
             }
-            touched.push(name.trim_start_matches('/').to_owned());
+            touched.push(name);
         }
         let network = self.docker.inspect_network(&self.app, None).await.ok();
         if network.is_some_and(|n| {
@@ -457,6 +464,37 @@ impl DockerRuntime {
             let _ = self.docker.remove_network(&self.app).await;
         }
         touched
+    }
+
+    /// This app's kept set-ups owned here, volumes and images labelled
+    /// `apphost.setup` (`down --volumes`). Returns what went, as
+    /// `volume <name>` or `image <name>`.
+    pub async fn remove_setups(&self) -> Vec<String> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_APP}={}", self.app), LABEL_SETUP.into(), format!("{LABEL_OWNER}={}", self.owner)],
+        )]);
+        let mut removed = Vec::new();
+        let volumes = self.docker.list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&filters).build())).await;
+        for v in volumes.ok().and_then(|l| l.volumes).unwrap_or_default() {
+            // The filter asked for the owner; checked again, as everywhere.
+            if foreign_to(Some(&v.labels), &self.owner).is_none()
+                && self.docker.remove_volume(&v.name, None::<RemoveVolumeOptions>).await.is_ok()
+            {
+                removed.push(format!("volume {}", v.name));
+            }
+        }
+        let images = self.docker.list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build())).await;
+        for i in images.unwrap_or_default() {
+            if foreign_to(Some(&i.labels), &self.owner).is_some() {
+                continue;
+            }
+            let options = RemoveImageOptionsBuilder::new().force(true).build();
+            if self.docker.remove_image(&i.id, Some(options), None).await.is_ok() {
+                removed.push(format!("image {}", i.repo_tags.first().unwrap_or(&i.id)));
+            }
+        }
+        removed
     }
 }
 

@@ -40,9 +40,10 @@ pub async fn apphost_killed(file: &Path, runtime: &str, app: &str) -> Report {
     let copy = format!("{app}-killed");
     if let Err(e) = drive(file, runtime, &state, &copy, &mut report).await {
         report.failure = Some(e);
-        // Whatever happened, leave nothing.
-        let _ = apphost(file, &state, &copy).arg("down").status().await;
     }
+    // Whatever happened, leave nothing: also the set-ups its `up` kept, which
+    // no later run can reuse (they belong to a state folder that goes now).
+    let _ = apphost(file, &state, &copy).args(["down", "--volumes"]).status().await;
     let _ = std::fs::remove_dir_all(&state);
     report.seconds = started.elapsed().as_secs_f64();
     report

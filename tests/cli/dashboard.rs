@@ -108,7 +108,7 @@ impl Drop for Tmux {
             let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
             return;
         }
-        crate::helpers::down_now(&self.state, &self.topology);
+        crate::helpers::down_now(&self.state, &self.topology, &[]);
         let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
     }
 }

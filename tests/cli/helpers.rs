@@ -27,8 +27,9 @@ pub fn apphost(state: &Path) -> tokio::process::Command {
 }
 
 /// A test's own apphost state folder under the temp dir. When the test ends,
-/// passing or not, a session still recorded there is taken down (so no
-/// container or process outlives the test) and the folder goes.
+/// passing or not, `apphost down --volumes` runs for the demo topology and
+/// each topology file the test wrote there (so no container, process or kept
+/// set-up outlives the test) and the folder goes.
 pub struct StateDir(PathBuf);
 
 impl StateDir {
@@ -52,21 +53,26 @@ impl AsRef<Path> for StateDir {
 
 impl Drop for StateDir {
     fn drop(&mut self) {
-        if self.0.join("session.json").exists() {
-            down_now(&self.0, &workspace().join("apphost.yaml"));
+        if self.0.exists() {
+            let written = std::fs::read_dir(&self.0).into_iter().flatten().flatten().map(|e| e.path());
+            let topologies = written.filter(|p| p.extension().is_some_and(|e| e == "yaml"));
+            for topology in std::iter::once(workspace().join("apphost.yaml")).chain(topologies) {
+                down_now(&self.0, &topology, &["--volumes"]);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// `apphost down` for the app of `topology` whose state is in `state`,
-/// waited for (from a `Drop`, where nothing async runs).
-pub fn down_now(state: &Path, topology: &Path) {
+/// `apphost down` (with `args`) for the app of `topology` whose state is in
+/// `state`, waited for (from a `Drop`, where nothing async runs).
+pub fn down_now(state: &Path, topology: &Path, args: &[&str]) {
     let _ = std::process::Command::new(env!("CARGO_BIN_EXE_apphost"))
         .env("APPHOST_STATE_DIR", state)
         .arg("-f")
         .arg(topology)
         .arg("down")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();

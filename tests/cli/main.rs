@@ -614,13 +614,19 @@ async fn the_brokers_setup_is_kept_across_ups_and_its_data_is_not() {
 /// A database's `initdb` is done once, in a container of its own, and kept
 /// as an image; each `up` starts a new container of it: set up, and empty.
 /// The image's configuration does not hold the password it was made with.
+/// `down --volumes` removes the set-up and a persistent resource's data, and
+/// nothing another apphost owns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_databases_setup_is_kept_as_an_image_and_its_data_is_not() {
     let _cleanup = RemoveSetups("pgsetup-stack");
     let state = helpers::StateDir::new();
     std::fs::create_dir_all(&state).unwrap();
     let file = state.join("pgsetup.yaml");
-    std::fs::write(&file, "name: pgsetup-stack\nresources:\n  db: { kind: postgres, database: kept }\n").unwrap();
+    std::fs::write(
+        &file,
+        "name: pgsetup-stack\nresources:\n  db: { kind: postgres, database: kept }\n  keep: { kind: postgres, persistent: true }\n",
+    )
+    .unwrap();
     let up = || up_on_docker(&state, &file);
     let down = || down_of(&state, &file);
     let password = || {
@@ -662,8 +668,40 @@ async fn a_databases_setup_is_kept_as_an_image_and_its_data_is_not() {
     assert_eq!(psql("SELECT count(*) FROM pg_tables WHERE tablename = 'left_behind'").await, "0", "data is not kept");
     assert_eq!(psql("SELECT current_user || ' ' || current_database()").await, "apphost kept");
     down().await;
-    assert!(helpers::docker_leftovers_of("pgsetup-stack").await.is_empty(), "only the set-up is left");
     assert_eq!(setup_images("pgsetup-stack").len(), 1, "one set-up image");
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker").args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    assert!(docker(&["volume", "inspect", "pgsetup-stack-keep-data"]).0, "down keeps the persistent data");
+
+    // `down --volumes` removes them, and nothing of another owner's.
+    let foreign = ["--label", "apphost.app=pgsetup-stack", "--label", "apphost.setup=true"];
+    let owner = ["--label", "apphost.owner=elsewhere:/srv/other"];
+    assert!(docker(&[&["volume", "create"][..], &foreign, &owner, &["pgsetup-stack-other-setup"]].concat()).0);
+    let built = std::process::Command::new("docker")
+        .args([&["build", "-q", "-t", "apphost-setup/pgsetup-stack-other:x"][..], &foreign, &owner, &["-"]].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"FROM postgres:15\n")?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(built.success(), "a foreign set-up image");
+    let out = apphost(&state).args(["down", "--volumes", "-f"]).arg(&file).output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("removed image apphost-setup/pgsetup-stack-db:"), "{said}");
+    assert!(said.contains("removed container pgsetup-stack-keep and its volume pgsetup-stack-keep-data"), "{said}");
+    assert!(helpers::docker_leftovers_of("pgsetup-stack").await.is_empty(), "nothing of the stack is left");
+    assert!(!docker(&["volume", "inspect", "pgsetup-stack-keep-data"]).0, "the persistent data is gone");
+    assert_eq!(setup_images("pgsetup-stack").len(), 1, "only the other owner's set-up image is left");
+    assert!(docker(&["image", "inspect", "apphost-setup/pgsetup-stack-other:x"]).0, "the other owner's image stays");
+    assert!(docker(&["volume", "inspect", "pgsetup-stack-other-setup"]).0, "the other owner's volume stays");
 }
 
 /// `apphost up -d` of `file` on the docker runtime; the state's log after.
