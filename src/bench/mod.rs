@@ -41,8 +41,11 @@ pub struct Options {
     pub fractions: Vec<f64>,
     /// Items written with the broker stopped, for the drain.
     pub backlog: usize,
-    /// How long the sustained runs last (ours, then the seed's settings).
+    /// How long the sustained run with the stack's settings lasts ...
     pub sustained: Duration,
+    /// ... and the one with the seed's: its relay falls behind at a steady
+    /// rate, which a minute shows as well as five (and leaves a fifth of the backlog).
+    pub seed: Duration,
     /// The command line that produced the report, for its readers.
     pub command: String,
     /// `release` or `debug`: how the services were built.
@@ -50,6 +53,8 @@ pub struct Options {
     /// Only these parts (all when empty). A partial run writes no report:
     /// its figures are in its notes, for trying a change quickly.
     pub only: Vec<Part>,
+    /// When the invocation began, for how long the whole took.
+    pub began: Instant,
 }
 
 /// A part of the benchmark, for `apphost bench --only`.
@@ -69,7 +74,7 @@ pub enum Part {
     Drain,
     /// One broker alone to active, the start-up's reference.
     Startup,
-    /// Five minutes at 0.6 × `pgbench`, ours and the seed's settings.
+    /// Five minutes at 0.6 × `pgbench` (ours), then one with the seed's settings.
     Sustained,
 }
 
@@ -86,9 +91,11 @@ impl Options {
                 fractions: vec![0.05],
                 backlog: 1000,
                 sustained: Duration::from_secs(5),
+                seed: Duration::from_secs(5),
                 command,
                 profile,
                 only: Vec::new(),
+                began: Instant::now(),
             }
         } else {
             Self {
@@ -100,9 +107,11 @@ impl Options {
                 fractions: vec![0.25],
                 backlog: 16_000,
                 sustained: Duration::from_secs(300),
+                seed: Duration::from_secs(60),
                 command,
                 profile,
                 only: Vec::new(),
+                began: Instant::now(),
             }
         }
     }
@@ -251,12 +260,14 @@ async fn measure(
     let broker = instances.iter().find(|i| i.resource.kind.spec().is_broker());
     figures.settings = settings(ctx, broker);
     figures.broker_setup = broker_setup(ctx);
+    let mut lap = Lap(Instant::now());
     let pgbench_runs = if options.wants(Part::Pgbench) || options.wants(Part::Sustained) { options.runs } else { 0 };
     for run in 0..pgbench_runs {
         let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
         report.notes.push(format!("pgbench run {}: {tps:.0} tps", run + 1));
         figures.pgbench.push(tps);
     }
+    lap.note(report, "pgbench");
     let reference = median(&figures.pgbench);
     for run in 0..if options.wants(Part::Closed) { options.runs } else { 0 } {
         let before = cpu(ctx).await;
@@ -267,6 +278,7 @@ async fn measure(
         all_ids.extend(result.ids);
         await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
     }
+    lap.note(report, "the closed loop");
     let mut offered_rates = if options.wants(Part::Open) { options.rates.clone() } else { Vec::new() };
     if options.wants(Part::Open) && !figures.pgbench.is_empty() {
         offered_rates.extend(options.fractions.iter().map(|f| (reference * f).max(1.0).round()));
@@ -342,6 +354,7 @@ async fn measure(
         runs.sort_by_key(|r| r.end_to_end.value_at_quantile(0.99));
         figures.open.push(runs.swap_remove(runs.len() / 2));
     }
+    lap.note(report, "the open loops and the floor");
     // Telemetry's cost: the same closed loop, and the open loop at the lowest rate, with
     // the services started by hand without OTLP (the runs above had it on, as `up` runs them).
     if let Some(offered) = figures.open.first().map(|r| r.offered).filter(|_| options.wants(Part::Telemetry)) {
@@ -376,6 +389,7 @@ async fn measure(
         figures.telemetry_off = runs;
         all_ids.extend(ids);
     }
+    lap.note(report, "telemetry's cost");
     let mut drains = Vec::new();
     for run in 0..if options.wants(Part::Drain) { options.runs } else { 0 } {
         let d =
@@ -412,6 +426,7 @@ async fn measure(
         });
         drains.push(d);
     }
+    lap.note(report, "the drains");
     for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
         let took = match broker {
             Some(b) if b.runtime == crate::plan::RuntimeKind::Docker => {
@@ -427,6 +442,7 @@ async fn measure(
         };
         figures.broker_alone.push(took.as_secs_f64());
     }
+    lap.note(report, "the broker alone");
     drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     figures.drain = (!drains.is_empty()).then(|| drains.swap_remove(drains.len() / 2));
     if options.wants(Part::Sustained) {
@@ -444,19 +460,35 @@ async fn measure(
             .iter()
             .find(|i| i.resource.name == ctx.roles.sender)
             .ok_or("no sender instance to run with the seed's settings")?;
-        let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.sustained).await?;
+        let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.seed).await?;
         report.notes.push(format!(
-            "sustained {rate:.0}/s with the seed's relay settings: {:.0}/s end to end, outbox pending at most {:.0}",
-            seed.end_to_end, seed.pending_max
+            "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
+            options.seed.as_secs(),
+            seed.end_to_end,
+            seed.pending_max
         ));
         // What the seed's relay left behind, the stack's own sender relays now.
         await_delivery(ctx, &seed.ids, Duration::from_secs(600)).await?;
         all_ids.extend(seed.ids.iter().copied());
         figures.sustained = Some((ours, seed));
+        lap.note(report, "the sustained runs");
     }
     figures.acknowledged = all_ids.len();
     figures.delivered = all_ids.len() - undelivered(ctx, &all_ids).await?.len();
     Ok(figures)
+}
+
+/// How long each part took, in the report's notes (parts not run take no time).
+struct Lap(Instant);
+
+impl Lap {
+    fn note(&mut self, report: &mut Report, part: &str) {
+        let took = self.0.elapsed();
+        if took >= Duration::from_secs(1) {
+            report.notes.push(format!("{part} took {:.0} s", took.as_secs_f64()));
+        }
+        self.0 = Instant::now();
+    }
 }
 
 /// The sender's and receiver's first start lines (they log their tuning
@@ -740,7 +772,14 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     for line in &f.settings {
         let _ = writeln!(s, "- **Settings:** {line}");
     }
-    let _ = writeln!(s, "- **Written:** {}\n", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    let took = o.began.elapsed().as_secs();
+    let _ = writeln!(
+        s,
+        "- **Written:** {}, {} min {} s after `apphost bench` began (its build, the stack's starts and every part)\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        took / 60,
+        took % 60
+    );
     let _ = writeln!(s, "| measured | figure | reference in the same run | ratio | goal |");
     let _ = writeln!(s, "|---|---|---|---|---|");
     let _ = writeln!(
@@ -872,9 +911,10 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         let settings: Vec<String> = sustained::SEED.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
         let _ = writeln!(
             s,
-            "| the same with the seed's relay settings ({}) | {:.0} items/s; outbox pending at most {:.0}, {:.0} when \
-             the load ended | the stack's settings: {:.0} items/s | speed-up {:.2} | — |",
+            "| the same offered rate with the seed's relay settings ({}) for {} s | {:.0} items/s; outbox pending at most \
+             {:.0}, {:.0} when the load ended | the stack's settings: {:.0} items/s | speed-up {:.2} | — |",
             settings.join(" "),
+            o.seed.as_secs(),
             seed.end_to_end,
             seed.pending_max,
             seed.pending_end,
