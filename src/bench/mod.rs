@@ -41,11 +41,9 @@ pub struct Options {
     pub fractions: Vec<f64>,
     /// Items written with the broker stopped, for the drain.
     pub backlog: usize,
-    /// How long the sustained run with the stack's settings lasts ...
+    /// How long the sustained runs last (ours, then the seed's settings:
+    /// the same length, as the seed's relay slows as its backlog grows).
     pub sustained: Duration,
-    /// ... and the one with the seed's: its relay falls behind at a steady
-    /// rate, which a minute shows as well as five (and leaves a fifth of the backlog).
-    pub seed: Duration,
     /// The command line that produced the report, for its readers.
     pub command: String,
     /// `release` or `debug`: how the services were built.
@@ -74,7 +72,7 @@ pub enum Part {
     Drain,
     /// One broker alone to active, the start-up's reference.
     Startup,
-    /// Five minutes at 0.6 × `pgbench` (ours), then one with the seed's settings.
+    /// Five minutes at 0.6 × `pgbench`, ours and the seed's settings.
     Sustained,
 }
 
@@ -91,7 +89,6 @@ impl Options {
                 fractions: vec![0.05],
                 backlog: 1000,
                 sustained: Duration::from_secs(5),
-                seed: Duration::from_secs(5),
                 command,
                 profile,
                 only: Vec::new(),
@@ -107,7 +104,6 @@ impl Options {
                 fractions: vec![0.25],
                 backlog: 16_000,
                 sustained: Duration::from_secs(300),
-                seed: Duration::from_secs(60),
                 command,
                 profile,
                 only: Vec::new(),
@@ -460,10 +456,10 @@ async fn measure(
             .iter()
             .find(|i| i.resource.name == ctx.roles.sender)
             .ok_or("no sender instance to run with the seed's settings")?;
-        let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.seed).await?;
+        let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.sustained).await?;
         report.notes.push(format!(
             "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
-            options.seed.as_secs(),
+            options.sustained.as_secs(),
             seed.end_to_end,
             seed.pending_max
         ));
@@ -914,7 +910,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             "| the same offered rate with the seed's relay settings ({}) for {} s | {:.0} items/s; outbox pending at most \
              {:.0}, {:.0} when the load ended | the stack's settings: {:.0} items/s | speed-up {:.2} | — |",
             settings.join(" "),
-            o.seed.as_secs(),
+            o.sustained.as_secs(),
             seed.end_to_end,
             seed.pending_max,
             seed.pending_end,
