@@ -402,7 +402,7 @@ async fn measure(
         report.notes.push(format!(
             "drain run {}: broker accepting after {:.1} s, relay sending {:.2} s later, {:.0} msg/s over {:.1} s \
              (artemis perf on the broker restarted: {restarted:.0} msg/s); on the broker warmed: relay after a \
-             pause {:.0} msg/s, artemis perf {:.0} msg/s; CPU during the first drain {}",
+             pause {:.0} msg/s, artemis perf {:.0} msg/s; CPU during the first drain {}; during the warm one {}",
             run + 1,
             d.broker_accepting.as_secs_f64(),
             d.relay_sending.as_secs_f64(),
@@ -410,7 +410,8 @@ async fn measure(
             d.seconds,
             warm.rate,
             refs.warmed,
-            d.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", ")
+            d.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", "),
+            warm.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", ")
         ));
         figures.drains.push(DrainRun {
             relay: d.rate,
