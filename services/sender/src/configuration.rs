@@ -51,6 +51,7 @@ impl Settings {
             .max(1),
             retry_base: duration_var(env, "OUTBOX_RETRY_BASE", defaults.retry_base)?,
             retry_max: duration_var(env, "OUTBOX_RETRY_MAX", defaults.retry_max)?,
+            broker_dedup: parse_var(env, "OUTBOX_BROKER_DEDUP", "true or false", defaults.broker_dedup)?,
             ..defaults
         };
         let mut broker = BrokerSettings::new(

@@ -96,6 +96,7 @@ impl Application {
             batch_size = relay.batch_size,
             max_in_flight = relay.max_in_flight,
             poll_interval = ?relay.poll_interval,
+            broker_dedup = relay.broker_dedup,
             pool_size = settings.pool_size,
             max_in_flight_requests = settings.max_in_flight_requests,
             "sender listening"
