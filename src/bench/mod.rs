@@ -318,7 +318,7 @@ async fn measure(
                     .map(|(label, _, p99)| format!("{label} p99 {}", seconds_as_ms(*p99)))
                     .collect::<Vec<_>>()
                     .join(", "),
-                cpu.iter().map(|(name, percent)| format!("{name} {percent:.0} %")).collect::<Vec<_>>().join(", ")
+                cpu_text(&cpu)
             ));
             runs.push(OpenLoop {
                 offered,
@@ -410,8 +410,8 @@ async fn measure(
             d.seconds,
             warm.rate,
             refs.warmed,
-            d.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", "),
-            warm.cpu.iter().map(|(name, pct)| format!("{name} {pct:.0} %")).collect::<Vec<_>>().join(", ")
+            cpu_text(&d.cpu),
+            cpu_text(&warm.cpu)
         ));
         figures.drains.push(DrainRun {
             relay: d.rate,
@@ -718,6 +718,11 @@ fn machine() -> String {
         .find_map(|l| l.strip_prefix("MemTotal:")?.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     format!("{model}, {cores} cores, {:.1} GiB memory", mem_kib as f64 / 1024.0 / 1024.0)
+}
+
+/// "name N %, …" for a run's notes.
+fn cpu_text(cpu: &BTreeMap<String, f64>) -> String {
+    cpu.iter().map(|(name, percent)| format!("{name} {percent:.0} %")).collect::<Vec<_>>().join(", ")
 }
 
 fn cpu_row(label: &str, cpu: &BTreeMap<String, f64>, columns: &[String]) -> String {

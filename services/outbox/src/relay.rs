@@ -57,7 +57,7 @@ pub struct RelaySettings {
     /// the receiver absorbs them anyway, and the broker journals each such
     /// message in a transaction of its own with its id, which cost a warm
     /// broker's drain here 0.57 → 0.92 of `artemis perf producer`'s rate
-    /// (docs/benchmarks.md).
+    /// (`apphost bench --only drain`, 3 runs each).
     pub broker_dedup: bool,
 }
 
