@@ -19,9 +19,13 @@ use crate::topology::{Resource, Topology};
 /// own healthcheck (`--health-check`).
 pub const DEFAULT_BASE: &str = "gcr.io/distroless/cc-debian12:nonroot";
 
-/// The label each image carries with its app, as the containers apphost starts do.
-const LABEL_APP: &str = "apphost.app";
-const LABEL_RESOURCE: &str = "apphost.resource";
+/// The labels each image carries: the OCI ones, never apphost's own. A
+/// container inherits its image's labels, and `apphost.app` on a container
+/// compose or a cluster runs would make it look like one apphost started
+/// (`apphost down` on the same engine once removed a published stack's
+/// containers that way).
+const LABEL_TITLE: &str = "org.opencontainers.image.title";
+const LABEL_DESCRIPTION: &str = "org.opencontainers.image.description";
 
 /// One project's image: what goes into it and the name it gets.
 pub struct Recipe {
@@ -112,8 +116,11 @@ pub async fn build(
     let context =
         context(recipe).map_err(|e| miette!("cannot pack the build context of `{}`: {e}", recipe.resource))?;
     let labels = std::collections::HashMap::from([
-        (LABEL_APP.to_owned(), app.to_owned()),
-        (LABEL_RESOURCE.to_owned(), recipe.resource.clone()),
+        (LABEL_TITLE.to_owned(), recipe.resource.clone()),
+        (
+            LABEL_DESCRIPTION.to_owned(),
+            format!("`{}` of the app `{app}`, built by apphost build-images", recipe.resource),
+        ),
     ]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")

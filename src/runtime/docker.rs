@@ -61,8 +61,21 @@ pub fn owner_of(state: &std::path::Path) -> String {
     format!("{}:{}", host.trim(), path.display())
 }
 
-/// Whether `labels` say another apphost made it (none: an older apphost, taken as ours).
+/// Who made it, when that is not `owner`: another apphost's owner label, or
+/// a note that it has none. Only what carries `owner` is ever touched. A
+/// container without the label may still carry `apphost.app`, inherited from
+/// an image's labels (a published stack run by compose from an older
+/// `apphost build-images`), and is someone else's.
 fn foreign_to(labels: Option<&HashMap<String, String>>, owner: &str) -> Option<String> {
+    match labels.and_then(|l| l.get(LABEL_OWNER)) {
+        Some(o) if o == owner => None,
+        Some(o) => Some(o.clone()),
+        None => Some(format!("not made by an apphost: no {LABEL_OWNER} label")),
+    }
+}
+
+/// Another apphost's owner label on `labels`, when there is one and it is not `owner`.
+fn other_apphost(labels: Option<&HashMap<String, String>>, owner: &str) -> Option<String> {
     labels.and_then(|l| l.get(LABEL_OWNER)).filter(|o| *o != owner).cloned()
 }
 
@@ -78,7 +91,9 @@ pub async fn foreign_stack(docker: &Docker, app: &str, owner: &str) -> Option<(S
     let mut other = None;
     let mut what = Vec::new();
     for c in containers {
-        if let Some(o) = foreign_to(c.labels.as_ref(), owner) {
+        // One without an owner label is no apphost's stack (see `foreign_to`); it is
+        // never touched, and only refused by name when it holds the one `start` would take.
+        if let Some(o) = other_apphost(c.labels.as_ref(), owner) {
             what.push(format!(
                 "container {}",
                 c.names.and_then(|n| n.first().cloned()).unwrap_or_default().trim_start_matches('/')
@@ -90,7 +105,7 @@ pub async fn foreign_stack(docker: &Docker, app: &str, owner: &str) -> Option<(S
     for n in networks.into_iter().filter(|n| n.name.as_deref() == Some(app)) {
         let labels = n.labels.as_ref();
         let ours = labels.and_then(|l| l.get(LABEL_APP)).is_some_and(|a| a == app);
-        match foreign_to(labels, owner) {
+        match other_apphost(labels, owner) {
             Some(o) => {
                 what.push(format!("network {app}"));
                 other.get_or_insert(o);
@@ -569,8 +584,16 @@ impl Runtime for DockerRuntime {
             if let Ok(existing) = self.docker.inspect_container(&name, None).await {
                 let labels = existing.config.as_ref().and_then(|c| c.labels.as_ref());
                 if let Some(other) = foreign_to(labels, &self.owner) {
-                    return Err(StartError::new(format!("container `{name}` belongs to another apphost ({other})"))
-                        .help("stop that stack with `apphost down` in its folder, or give this app another `name:`"));
+                    let help = if other_apphost(labels, &self.owner).is_some() {
+                        "stop that stack with `apphost down` in its folder, or give this app another `name:`".to_owned()
+                    } else {
+                        format!(
+                            "remove it (`docker rm -f {name}`) if it is not needed, or give this app another `name:`"
+                        )
+                    };
+                    return Err(
+                        StartError::new(format!("container `{name}` is not this apphost's ({other})")).help(help)
+                    );
                 }
                 let session = labels.and_then(|l| l.get(LABEL_SESSION));
                 if session == Some(&self.session)

@@ -692,11 +692,18 @@ async fn a_databases_setup_is_kept_as_an_image_and_its_data_is_not() {
         })
         .unwrap();
     assert!(built.success(), "a foreign set-up image");
+    // A container with the app's label and no owner: what compose runs from an image
+    // that carries the label (an older `apphost build-images` put it on its images).
+    let stranger = RemoveContainer("pgsetup-stack-compose-db-1");
+    let inherited = ["--label", "apphost.app=pgsetup-stack", "--label", "apphost.resource=db"];
+    assert!(docker(&[&["create", "--name", stranger.0][..], &inherited, &["postgres:15"]].concat()).0);
     let out = apphost(&state).args(["down", "--volumes", "-f"]).arg(&file).output().await.unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("removed image apphost-setup/pgsetup-stack-db:"), "{said}");
     assert!(said.contains("removed container pgsetup-stack-keep and its volume pgsetup-stack-keep-data"), "{said}");
+    assert!(docker(&["container", "inspect", stranger.0]).0, "a container without this owner's label stays: {said}");
+    drop(stranger);
     assert!(helpers::docker_leftovers_of("pgsetup-stack").await.is_empty(), "nothing of the stack is left");
     assert!(!docker(&["volume", "inspect", "pgsetup-stack-keep-data"]).0, "the persistent data is gone");
     assert_eq!(setup_images("pgsetup-stack").len(), 1, "only the other owner's set-up image is left");
@@ -725,6 +732,15 @@ fn setup_images(app: &str) -> Vec<String> {
         .output()
         .unwrap();
     String::from_utf8_lossy(&listed.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+/// Removes the container named `.0` when dropped, the test passing or not.
+struct RemoveContainer(&'static str);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rm", "-f", self.0]).output();
+    }
 }
 
 /// Removes app `.0`'s volumes and set-up images when dropped, the test passing or not.

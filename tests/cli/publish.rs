@@ -119,6 +119,11 @@ async fn the_published_stack_runs_under_docker_compose_and_a_broker_outage_loses
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    // What each container is and said last, so a failure below has a cause.
+    let diagnosis = || {
+        let logs = compose(out.path(), &project, &["logs", "--no-color", "--tail", "40"]);
+        format!("{}\n{}", statuses(), String::from_utf8_lossy(&logs.stdout))
+    };
     let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap();
     let post = async |n: usize| -> String {
         let answer = client
@@ -126,7 +131,7 @@ async fn the_published_stack_runs_under_docker_compose_and_a_broker_outage_loses
             .json(&serde_json::json!({ "name": format!("compose {n}"), "value": n }))
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("POST {n}: {e}\n{}", diagnosis()));
         assert_eq!(answer.status(), 201);
         answer.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
     };
@@ -148,12 +153,14 @@ async fn the_published_stack_runs_under_docker_compose_and_a_broker_outage_loses
     };
     let since = std::time::Instant::now();
     while delivered().await < ids.len() {
-        assert!(
-            since.elapsed() < Duration::from_secs(120),
-            "{} of {} items reached the receiver after the broker came back",
-            delivered().await,
-            ids.len()
-        );
+        if since.elapsed() > Duration::from_secs(120) {
+            panic!(
+                "{} of {} items reached the receiver after the broker came back\n{}",
+                delivered().await,
+                ids.len(),
+                diagnosis()
+            );
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
@@ -251,6 +258,12 @@ async fn build_images_pushes_to_a_registry_and_publish_names_the_pushed_images()
         let line = stdout.lines().find(|l| l.starts_with(&format!("pushed {registry}/outbox-demo/{resource}:")));
         let remote = line.unwrap_or_else(|| panic!("no push of {resource}:\n{stdout}")).trim_start_matches("pushed ");
         let tag = remote.rsplit_once(':').unwrap().1;
+        // No apphost label: the containers compose or a cluster runs inherit the
+        // image's, and `apphost down` must never take them for its own.
+        let inspect = ["image", "inspect", "--format", "{{json .Config.Labels}}", remote];
+        let labels =
+            String::from_utf8_lossy(&Command::new("docker").args(inspect).output().unwrap().stdout).into_owned();
+        assert!(labels.contains("org.opencontainers.image.title") && !labels.contains("apphost.app"), "{labels}");
         let tags: serde_json::Value = client
             .get(format!("http://{registry}/v2/outbox-demo/{resource}/tags/list"))
             .send()
