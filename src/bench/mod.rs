@@ -211,6 +211,8 @@ pub async fn bench(
     labels: &HashMap<String, String>,
 ) -> Report {
     let began = Instant::now();
+    // Taken before the run writes its charts, which would make the tree look changed.
+    let checkout = commit();
     let mut report = Report { scenario: "bench".into(), ..Default::default() };
     match measure(ctx, instances, sender_db_url, options, labels, &mut report).await {
         Ok(figures) => {
@@ -225,7 +227,7 @@ pub async fn bench(
             } else {
                 let charts = write_charts(&figures, &options.out);
                 let startups: Vec<f64> = startups.iter().map(Duration::as_secs_f64).collect();
-                let text = markdown(&figures, &startups, options, &charts);
+                let text = markdown(&figures, &startups, options, &charts, checkout.as_deref());
                 if let Err(e) = write_section(&options.out, &text) {
                     report.failure = Some(format!("cannot write {}: {e}", options.out.display()));
                 } else {
@@ -746,7 +748,7 @@ fn ceiling(f: &Figures) -> Option<(f64, f64)> {
     Some((total, cores() as f64 / total.max(1e-9)))
 }
 
-fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, String)]) -> String {
+fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, String)], commit: Option<&str>) -> String {
     use std::fmt::Write;
     let reference = median(&f.pgbench);
     let closed = median(&f.closed);
@@ -760,7 +762,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         o.seconds.as_secs()
     );
     let _ = writeln!(s, "- **Reproduce:** `{}`", o.command);
-    if let Some(commit) = commit() {
+    if let Some(commit) = commit {
         let _ = writeln!(s, "- **Commit:** {commit}");
     }
     let _ = writeln!(s, "- **Machine:** {}", machine());
