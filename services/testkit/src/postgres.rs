@@ -118,6 +118,54 @@ impl Postgres {
             .expect("CREATE DATABASE");
         self.url(&name)
     }
+
+    /// Makes every commit that asks for synchronous commit wait for a
+    /// synchronous standby that never comes (`synchronous_standby_names =
+    /// 'nobody'`); returns once a probe's commit is seen waiting (`SyncRep`).
+    /// Such a commit is durable here and never answered, until its session
+    /// is ended or [`Postgres::release_synchronous_commits`]. A commit with
+    /// `synchronous_commit = off` or `local` does not wait.
+    pub async fn hold_synchronous_commits(&self) {
+        self.standby("SET synchronous_standby_names = 'nobody'").await;
+        let mut admin = PgConnection::connect(&self.url("postgres")).await.expect("connecting to postgres");
+        // The checkpointer decides whether commits wait, when the reload reaches
+        // it, some time after pg_reload_conf() returns: a probe's commit shows it
+        // (a row, not a temporary table: dropping that at exit is a second commit,
+        // which waits for the standby after the probe is terminated).
+        sqlx::query("CREATE TABLE IF NOT EXISTS sync_probe (n int)").execute(&mut admin).await.unwrap();
+        let url = self.url("postgres");
+        crate::eventually("commits to wait for the standby", Duration::from_secs(20), || async {
+            let mut probe = PgConnection::connect(&url).await.ok()?;
+            sqlx::query("SET synchronous_commit = on").execute(&mut probe).await.ok()?;
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut probe).await.ok()?;
+            let commit =
+                tokio::spawn(async move { sqlx::query("INSERT INTO sync_probe VALUES (1)").execute(&mut probe).await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut admin = PgConnection::connect(&url).await.ok()?;
+            let held: Option<bool> = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep')",
+            )
+            .bind(pid)
+            .fetch_one(&mut admin)
+            .await
+            .ok();
+            sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut admin).await.ok()?;
+            let _ = commit.await;
+            held?.then_some(())
+        })
+        .await;
+    }
+
+    /// Undoes [`Postgres::hold_synchronous_commits`]: waiting commits return.
+    pub async fn release_synchronous_commits(&self) {
+        self.standby("RESET synchronous_standby_names").await;
+    }
+
+    async fn standby(&self, change: &str) {
+        let mut admin = PgConnection::connect(&self.url("postgres")).await.expect("connecting to postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SYSTEM {change}"))).execute(&mut admin).await.unwrap();
+        sqlx::query("SELECT pg_reload_conf()").execute(&mut admin).await.unwrap();
+    }
 }
 
 impl Drop for Postgres {

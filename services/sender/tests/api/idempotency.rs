@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::Connection;
 use testkit::{Postgres, eventually};
 
 use crate::helpers::{TestApp, dead_broker};
@@ -84,33 +83,7 @@ async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_i
         .await
         .unwrap();
     let app = TestApp::spawn(&db, &dead_broker(), "q").await;
-    let standby = async |change: &str| {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER SYSTEM {change}"))).execute(&admin).await.unwrap();
-        sqlx::query("SELECT pg_reload_conf()").execute(&admin).await.unwrap();
-    };
-    standby("SET synchronous_standby_names = 'nobody'").await;
-    // The checkpointer decides whether commits wait, when the reload reaches
-    // it, some time after pg_reload_conf() returns: a probe's commit shows it
-    // (a row, not a temporary table: dropping that at exit is a second commit,
-    // which waits for the standby after the probe is terminated).
-    sqlx::query("CREATE TABLE probe (n int)").execute(&admin).await.unwrap();
-    eventually("commits to wait for the standby", Duration::from_secs(20), || async {
-        let mut probe = sqlx::PgConnection::connect(&admin_url).await.ok()?;
-        sqlx::query("SET synchronous_commit = on").execute(&mut probe).await.ok()?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut probe).await.ok()?;
-        let commit = tokio::spawn(async move { sqlx::query("INSERT INTO probe VALUES (1)").execute(&mut probe).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let held: Result<bool, _> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep')",
-        )
-        .bind(pid)
-        .fetch_one(&admin)
-        .await;
-        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&admin).await.unwrap();
-        let _ = commit.await;
-        held.ok()?.then_some(())
-    })
-    .await;
+    pg.hold_synchronous_commits().await;
     let body = r#"{"name":"maybe","value":3}"#;
     let post = tokio::spawn({
         let client = reqwest::Client::new();
@@ -138,7 +111,7 @@ async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_i
     let problem: Value = answer.json().await.unwrap();
     assert_eq!(problem["title"], "the outcome is unknown", "{problem}");
     assert!(!problem["detail"].as_str().unwrap().contains("nothing was written"), "{problem}");
-    standby("RESET synchronous_standby_names").await;
+    pg.release_synchronous_commits().await;
 
     assert_eq!(app.count("entity_items").await, 1, "the commit was durable after all");
     let retry = app.post_keyed("k-1", body).await;
