@@ -59,6 +59,15 @@ pub struct RelaySettings {
     /// broker's drain here 0.57 → 0.92 of `artemis perf producer`'s rate
     /// (`apphost bench --only drain`, 3 runs each).
     pub broker_dedup: bool,
+    /// Make the batch's commit (the deletes of Accepted rows) wait for the
+    /// WAL flush. Off by default: such a commit lost in a database crash
+    /// leaves rows the broker already has, which are sent again (a copy the
+    /// receiver absorbs, as after any unknown outcome); the writes the rows
+    /// came from stay as durable as ever. Each flush saved is one fewer per
+    /// batch on the database the `POST`s commit to: at 480 POST/s the
+    /// outbox lag's p99 (median of 3 runs) was 29.3 and 33.7 ms with it on,
+    /// 23.8 and 25.3 ms off (`apphost bench --only closed,open`, twice each).
+    pub durable_delete: bool,
 }
 
 impl Default for RelaySettings {
@@ -74,6 +83,7 @@ impl Default for RelaySettings {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(500),
             broker_dedup: false,
+            durable_delete: false,
         }
     }
 }
@@ -172,6 +182,9 @@ impl Relay {
         if rows.is_empty() {
             tx.rollback().await?;
             return Ok(BatchOutcome::default());
+        }
+        if !self.settings.durable_delete {
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         }
         let claimed = Utc::now();
         for row in &rows {

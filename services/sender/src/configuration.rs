@@ -52,6 +52,7 @@ impl Settings {
             retry_base: duration_var(env, "OUTBOX_RETRY_BASE", defaults.retry_base)?,
             retry_max: duration_var(env, "OUTBOX_RETRY_MAX", defaults.retry_max)?,
             broker_dedup: parse_var(env, "OUTBOX_BROKER_DEDUP", "true or false", defaults.broker_dedup)?,
+            durable_delete: parse_var(env, "OUTBOX_DURABLE_DELETE", "true or false", defaults.durable_delete)?,
             ..defaults
         };
         let mut broker = BrokerSettings::new(

@@ -97,6 +97,7 @@ impl Application {
             max_in_flight = relay.max_in_flight,
             poll_interval = ?relay.poll_interval,
             broker_dedup = relay.broker_dedup,
+            durable_delete = relay.durable_delete,
             pool_size = settings.pool_size,
             max_in_flight_requests = settings.max_in_flight_requests,
             "sender listening"

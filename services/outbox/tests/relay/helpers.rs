@@ -21,8 +21,12 @@ impl TestOutbox {
     }
 
     pub async fn with_queue(queue: String) -> Self {
-        let url = Postgres::shared().fresh_database().await;
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&url).await.unwrap();
+        Self::on(&Postgres::shared().fresh_database().await, queue).await
+    }
+
+    /// The outbox tables in the database at `url`.
+    pub async fn on(url: &str, queue: String) -> Self {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(url).await.unwrap();
         outbox::schema::migrate(&pool).await.unwrap();
         let metrics = Metrics::new();
         let outbox_metrics = OutboxMetrics::register(&metrics);

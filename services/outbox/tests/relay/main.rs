@@ -84,6 +84,39 @@ async fn a_resent_row_is_dropped_by_the_broker_only_with_broker_dedup() {
     }
 }
 
+/// A batch's commit (the deletes of what the broker accepted) waits for the
+/// WAL flush, or a synchronous standby, only with `durable_delete`: with
+/// every synchronous commit held for a standby that never comes, the relay
+/// still finishes a batch by default, and waits with the setting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_deletes_wait_for_the_wal_flush_only_with_durable_delete() {
+    let broker = Artemis::shared();
+    let pg = testkit::Postgres::start_private();
+    let url = pg.fresh_database().await;
+    // testkit's servers skip synchronous commit for speed; this database asks for it, as a real one does.
+    let name = url.rsplit('/').next().unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&pg.url("postgres")).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} SET synchronous_commit = on")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outbox = TestOutbox::on(&url, testkit::unique("q")).await;
+    outbox.enqueue(2).await;
+    pg.hold_synchronous_commits().await;
+    for durable_delete in [false, true] {
+        let mut relay = outbox.relay(broker, RelaySettings { batch_size: 1, durable_delete, ..fast() });
+        let batch = tokio::time::timeout(Duration::from_secs(3), relay.try_publish_batch()).await;
+        if durable_delete {
+            assert!(batch.is_err(), "with durable_delete the commit waits for the standby: {batch:?}");
+        } else {
+            let outcome = batch.expect("by default the commit does not wait").unwrap();
+            assert_eq!((outcome.claimed, outcome.accepted), (1, 1), "{outcome:?}");
+        }
+    }
+    pg.release_synchronous_commits().await;
+    assert_eq!(peer::drain(broker, &outbox.queue, 2).await.len(), 2, "both rows were sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_rows_three_relays_each_message_once() {
     const ROWS: usize = 10_000;
