@@ -167,7 +167,9 @@ impl Relay {
     /// Claims up to `batch_size` due rows, sends them all, and settles each by its outcome.
     pub async fn try_publish_batch(&mut self) -> Result<BatchOutcome, RelayError> {
         self.connect().await?;
-        let mut tx = self.pool.begin().await?;
+        // One round trip: the setting travels with the BEGIN (simple query protocol).
+        let begin = if self.settings.durable_delete { "BEGIN" } else { "BEGIN; SET LOCAL synchronous_commit = off" };
+        let mut tx = self.pool.begin_with(begin).await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT id, event_type, payload::text AS payload, created_at, traceparent, attempts
                FROM outbox
@@ -182,9 +184,6 @@ impl Relay {
         if rows.is_empty() {
             tx.rollback().await?;
             return Ok(BatchOutcome::default());
-        }
-        if !self.settings.durable_delete {
-            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         }
         let claimed = Utc::now();
         for row in &rows {
