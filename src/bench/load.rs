@@ -30,7 +30,7 @@ impl Run {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(super) fn histogram() -> Histogram<u64> {
     // 1 µs to 10 minutes, 3 significant figures.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }
