@@ -130,10 +130,11 @@ struct DrainRun {
     sending: f64,
 }
 
-/// The table's figures at one offered rate, each the median over its runs:
-/// outbox lag (seconds), end to end and `POST` answer (µs).
+/// The table's figures at one offered rate over its runs: each latency the
+/// median (outbox lag in seconds, end to end and `POST` answer in µs), the
+/// requests not sent on time or failed the sum.
 #[derive(Default)]
-struct OpenMedians {
+struct OpenFigures {
     lag_p50: Option<f64>,
     lag_p99: Option<f64>,
     e2e_p50: u64,
@@ -141,9 +142,11 @@ struct OpenMedians {
     e2e_max: u64,
     http_p50: u64,
     http_p99: u64,
+    not_sent: usize,
+    failed: usize,
 }
 
-impl OpenMedians {
+impl OpenFigures {
     fn of(runs: &[OpenLoop]) -> Self {
         let lag = |g: fn(&OpenLoop) -> Option<f64>| {
             let values: Vec<f64> = runs.iter().filter_map(g).collect();
@@ -159,6 +162,8 @@ impl OpenMedians {
             e2e_max: micros(&|r| r.end_to_end.max()),
             http_p50: micros(&|r| r.http.value_at_quantile(0.5)),
             http_p99: micros(&|r| r.http.value_at_quantile(0.99)),
+            not_sent: runs.iter().map(|r| r.not_sent).sum(),
+            failed: runs.iter().map(|r| r.failed).sum(),
         }
     }
 }
@@ -176,7 +181,7 @@ struct OpenLoop {
     not_sent: usize,
     failed: usize,
     /// Set on the run that stands for its rate: the table's figures over all its runs.
-    medians: OpenMedians,
+    figures: OpenFigures,
 }
 
 /// The stages of a message's time (`docs/contracts.md`): label, histogram,
@@ -367,7 +372,7 @@ async fn measure(
                 cpu,
                 not_sent: result.not_sent,
                 failed: result.failed,
-                medians: OpenMedians::default(),
+                figures: OpenFigures::default(),
             });
             all_ids.extend(result.ids);
         }
@@ -386,11 +391,10 @@ async fn measure(
         }
         // The run whose end-to-end p99 is the median of the runs stands for them in the
         // charts, the stages and CPU; each figure of the table is the median over the runs.
-        let medians = OpenMedians::of(&runs);
-        let (not_sent, failed) = runs.iter().fold((0, 0), |(n, f), r| (n + r.not_sent, f + r.failed));
+        let over_runs = OpenFigures::of(&runs);
         runs.sort_by_key(|r| r.end_to_end.value_at_quantile(0.99));
         let mut standing = runs.swap_remove(runs.len() / 2);
-        (standing.medians, standing.not_sent, standing.failed) = (medians, not_sent, failed);
+        standing.figures = over_runs;
         figures.open.push(standing);
     }
     lap.note(report, "the open loops and the floor");
@@ -850,30 +854,30 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             s,
             "| outbox lag (insert → broker Accepted), {:.0} POST/s offered (open loop) | p50 {}, p99 {} | — | — | p99 ≤ 20 ms |",
             r.offered,
-            seconds_as_ms(r.medians.lag_p50),
-            seconds_as_ms(r.medians.lag_p99)
+            seconds_as_ms(r.figures.lag_p50),
+            seconds_as_ms(r.figures.lag_p99)
         );
         let _ = writeln!(
             s,
             "| end to end (insert → receiver's transaction), {:.0} POST/s offered | p50 {}, p99 {}, max {} | — | — | p99 ≤ 50 ms |",
             r.offered,
-            ms(r.medians.e2e_p50),
-            ms(r.medians.e2e_p99),
-            ms(r.medians.e2e_max)
+            ms(r.figures.e2e_p50),
+            ms(r.figures.e2e_p99),
+            ms(r.figures.e2e_max)
         );
         let _ = writeln!(
             s,
             "| `POST` answer, {:.0} POST/s offered, from when it was due | p50 {}, p99 {} | — | — | — |",
             r.offered,
-            ms(r.medians.http_p50),
-            ms(r.medians.http_p99)
+            ms(r.figures.http_p50),
+            ms(r.figures.http_p99)
         );
     }
     if let Some(first) = f.floor.first() {
         let of = |g: fn(&Floor) -> f64| median(&f.floor.iter().map(g).collect::<Vec<_>>()) * 1000.0;
         let (commit, accept) = (of(|r| r.commit.1), of(|r| r.accept.1));
         let lag =
-            f.open.iter().find(|r| r.offered == first.offered).and_then(|r| r.medians.lag_p99).unwrap_or(f64::NAN)
+            f.open.iter().find(|r| r.offered == first.offered).and_then(|r| r.figures.lag_p99).unwrap_or(f64::NAN)
                 * 1000.0;
         let _ = writeln!(
             s,
@@ -895,8 +899,8 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
              {} | the same services started by hand without OTLP: {closed_off:.0} req/s; p99 {} and {} | {:.2} × the \
              throughput | — |",
             on.offered,
-            ms(on.medians.e2e_p99),
-            ms(on.medians.http_p99),
+            ms(on.figures.e2e_p99),
+            ms(on.figures.http_p99),
             ms(e2e_off as u64),
             ms(http_off as u64),
             closed / closed_off.max(1e-9)
@@ -992,7 +996,8 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     );
     let _ = writeln!(s, "Open-loop requests that could not be sent on time or failed, over all runs of a rate:");
     for r in &f.open {
-        let _ = writeln!(s, "- {:.0}/s: {} not sent on time, {} failed", r.offered, r.not_sent, r.failed);
+        let _ =
+            writeln!(s, "- {:.0}/s: {} not sent on time, {} failed", r.offered, r.figures.not_sent, r.figures.failed);
     }
     for (title, file) in charts {
         let _ = writeln!(s, "\n{title}:\n\n![{}]({file})", title.replace('`', ""));
@@ -1110,11 +1115,6 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("by hand\n\n") && text.ends_with(&format!("third\n{END}\n")), "{text}");
     }
-}
-
-#[cfg(test)]
-mod median_tests {
-    use super::*;
 
     fn run(lag_p99: f64, e2e_ms: u64) -> OpenLoop {
         let mut end_to_end = load::histogram();
@@ -1129,7 +1129,7 @@ mod median_tests {
             cpu: BTreeMap::new(),
             not_sent: 0,
             failed: 0,
-            medians: OpenMedians::default(),
+            figures: OpenFigures::default(),
         }
     }
 
@@ -1137,7 +1137,7 @@ mod median_tests {
     /// p99 need not have the median lag.
     #[test]
     fn each_open_loop_figure_is_the_median_over_the_runs() {
-        let medians = OpenMedians::of(&[run(0.030, 40), run(0.060, 50), run(0.035, 60)]);
+        let medians = OpenFigures::of(&[run(0.030, 40), run(0.060, 50), run(0.035, 60)]);
         assert_eq!(medians.lag_p99, Some(0.035));
         assert_eq!(medians.e2e_p99 / 1000, 50);
     }
