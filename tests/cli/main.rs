@@ -1110,6 +1110,7 @@ async fn a_broker_blocks_only_below_its_floor_of_free_disk_and_says_so() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert!(cmdline.contains("-Dbrokerconfig.minDiskFree=1073741824"), "the broker's JVM: {cmdline}");
     assert!(cmdline.contains("-Dbrokerconfig.journalBufferTimeout=100000"), "the broker's JVM: {cmdline}");
+    assert!(cmdline.contains("-XX:ParallelGCThreads=1 -XX:ConcGCThreads=1"), "the broker's JVM: {cmdline}");
     assert!(events.contains("disk full: Artemis blocks producers"), "no event for the blocked broker:\n{events}");
 }
 

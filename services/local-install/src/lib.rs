@@ -122,11 +122,26 @@ pub const ARTEMIS_MIN_DISK_FREE: u64 = 1 << 30;
 /// arrives while the previous sync runs.
 pub const ARTEMIS_JOURNAL_BUFFER_TIMEOUT_NS: u64 = 100_000;
 
+/// The broker's garbage collector (G1) works on one thread, in its pauses
+/// and beside them. By default it takes a thread per core, so each young
+/// pause (about 20 in a 3-minute bench part here, the longest 36–180 ms)
+/// held every core of a 2-core machine: a 1 ms sleep beside the broker and
+/// `artemis perf producer` (two JVMs) at 480 durable sends a second overslept
+/// by up to 51 ms, 8.6 ms with both idle; the services, their databases and
+/// the load generator stalled with the broker. On one thread
+/// a pause stalls only the broker. At 480 POST/s the outbox lag's p99
+/// (median of 3 runs) was 29.5 and 21.1 ms with it, 45.5 and 45.1 ms
+/// without (`apphost bench --only closed,open,floor`, twice each,
+/// alternating); the broker alone (`artemis perf producer --rate 480`)
+/// 9.4 and 9.4 ms against 15.8 and 19.1 ms.
+pub const ARTEMIS_GC_THREADS: u32 = 1;
+
 /// `JAVA_ARGS_APPEND` for such a broker: `bin/artemis` appends it to the JVM's
 /// arguments, and `brokerconfig.*` system properties override broker.xml.
 pub fn artemis_java_args() -> String {
     format!(
         "-Dbrokerconfig.minDiskFree={ARTEMIS_MIN_DISK_FREE} \
-         -Dbrokerconfig.journalBufferTimeout={ARTEMIS_JOURNAL_BUFFER_TIMEOUT_NS}"
+         -Dbrokerconfig.journalBufferTimeout={ARTEMIS_JOURNAL_BUFFER_TIMEOUT_NS} \
+         -XX:ParallelGCThreads={ARTEMIS_GC_THREADS} -XX:ConcGCThreads={ARTEMIS_GC_THREADS}"
     )
 }
