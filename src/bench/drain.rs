@@ -301,7 +301,8 @@ async fn perf(
     }
     // A run by count has no end of its own if an outcome never comes.
     let limit = total.max(Duration::from_secs(60)) + Duration::from_secs(120);
-    command.stdout(std::process::Stdio::piped()).kill_on_drop(true);
+    // Both captured, as `output()` did before the bound.
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let child = command.spawn().map_err(|e| format!("cannot run {}: {e}", artemis.display()))?;
     let finished = tokio::time::timeout(limit, child.wait_with_output()).await;
     let _ = delete_queue(ctx, &artemis, &args).await;
