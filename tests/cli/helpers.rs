@@ -11,6 +11,38 @@ use tokio::{io::AsyncReadExt, process::Child};
 /// One demo stack at a time: they share the app name and the machine's two cores.
 pub static ONE_STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The projects' images `apphost build-images` makes are tagged with their
+/// binaries' digest, so each build of changed code adds new ones; the tests
+/// that make them hold this while they use them, as two of them make the same.
+pub static PROJECT_IMAGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `outbox-demo/*` images in the engine, as `repository:tag`.
+pub fn project_images() -> std::collections::BTreeSet<String> {
+    let listed = std::process::Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "outbox-demo/*"])
+        .output()
+        .expect("docker");
+    String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Removes, when dropped, the project images that were not in the engine
+/// when it was made: those the test built, never one a user built before it.
+pub struct RemoveNewProjectImages(std::collections::BTreeSet<String>);
+
+impl RemoveNewProjectImages {
+    pub fn since_now() -> Self {
+        Self(project_images())
+    }
+}
+
+impl Drop for RemoveNewProjectImages {
+    fn drop(&mut self) {
+        for image in project_images().difference(&self.0) {
+            let _ = std::process::Command::new("docker").args(["rmi", image]).output();
+        }
+    }
+}
+
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -95,6 +95,8 @@ impl Drop for Project<'_> {
 async fn the_published_stack_runs_under_docker_compose_and_a_broker_outage_loses_nothing() {
     // The published sender and receiver take 8080 and 8081 on loopback, and the stack both cores.
     let _one = crate::helpers::ONE_STACK.lock().await;
+    let _images = crate::helpers::PROJECT_IMAGES.lock().await;
+    let _built = crate::helpers::RemoveNewProjectImages::since_now();
     let state = StateDir::new();
     let built = apphost(&state).args(["build-images", "--debug"]).output().await.unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
@@ -250,6 +252,8 @@ async fn build_images_pushes_to_a_registry_and_publish_names_the_pushed_images()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    let _images = crate::helpers::PROJECT_IMAGES.lock().await;
+    let _built = crate::helpers::RemoveNewProjectImages::since_now();
     let state = StateDir::new();
     let pushed = apphost(&state).args(["build-images", "--debug", "--push", &registry]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&pushed.stdout).into_owned();
