@@ -33,8 +33,8 @@ pub struct Options {
     /// How long each run lasts: 8 s (3,840 items at 480/s, the p99 the 39th
     /// slowest). It was 10 s; the 24 runs of this length were 4 minutes of a
     /// bench that took 13 min 56 s at c5184b0 with nothing to build, and a
-    /// build of the services after a change adds about 100 s to the 15
-    /// minutes it has.
+    /// build of the services (and apphost) after a change adds 141 s to the
+    /// 15 minutes it has.
     pub seconds: Duration,
     /// Connections of the closed-loop run and clients of `pgbench`.
     pub connections: usize,

@@ -48,7 +48,7 @@ pub fn spawn(file: &Path) -> std::io::Result<()> {
 /// same invocation (`bench` starts the stack several times). The kernel's
 /// link to the running image does not move; outside Linux, the path it was
 /// started from.
-pub fn running_binary() -> std::path::PathBuf {
+fn running_binary() -> std::path::PathBuf {
     let own = Path::new("/proc/self/exe");
     if own.exists() { own.to_path_buf() } else { std::env::current_exe().unwrap_or_else(|_| "apphost".into()) }
 }
