@@ -13,8 +13,7 @@ pub async fn up_detached(file: &Path, args: &[String], env: &[(String, String)])
     drop(lock);
     let log_path = state.log_file();
     let log = crate::statedir::private_log(&log_path, false).into_diagnostic()?;
-    let exe = std::env::current_exe().into_diagnostic()?;
-    let mut command = tokio::process::Command::new(exe);
+    let mut command = tokio::process::Command::from(super::this_apphost());
     command.arg("-f").arg(file).arg("up").arg("--headless").args(args).envs(env.iter().cloned());
     command
         .stdin(std::process::Stdio::null())

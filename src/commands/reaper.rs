@@ -22,10 +22,7 @@ use crate::{root::reap_leftovers, statedir::StateDir};
 /// Starts the reaper of the app in `file`; it lives until this process is gone.
 pub fn spawn(file: &Path) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
-    let mut command = std::process::Command::new(running_binary());
-    // As `ps` shows it: the path apphost was started from, not `/proc/self/exe`.
-    let started_as = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    command.arg0(started_as.trim_end_matches(" (deleted)"));
+    let mut command = super::this_apphost();
     command.arg("-f").arg(file).arg("reaper").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid(2) is async-signal-safe; a terminal's Ctrl-C or hang-up does not reach it.
     unsafe {
@@ -39,18 +36,6 @@ pub fn spawn(file: &Path) -> std::io::Result<()> {
     std::mem::forget(child.stdin.take());
     std::mem::forget(child);
     Ok(())
-}
-
-/// The binary this process runs, even once the file it was started from is
-/// gone: apphost's build of the demo's services builds apphost too (the same
-/// features, src/build.rs), and cargo replaces `target/*/apphost` while it
-/// runs, so its path names another file (or none) for the next start of the
-/// same invocation (`bench` starts the stack several times). The kernel's
-/// link to the running image does not move; outside Linux, the path it was
-/// started from.
-fn running_binary() -> std::path::PathBuf {
-    let own = Path::new("/proc/self/exe");
-    if own.exists() { own.to_path_buf() } else { std::env::current_exe().unwrap_or_else(|_| "apphost".into()) }
 }
 
 pub async fn run(file: &Path) -> miette::Result<ExitCode> {

@@ -20,8 +20,7 @@ use crate::{
 };
 
 fn apphost(file: &Path, state: &Path, app: &str) -> tokio::process::Command {
-    let exe = std::env::current_exe().unwrap_or_else(|_| "apphost".into());
-    let mut c = tokio::process::Command::new(exe);
+    let mut c = tokio::process::Command::from(crate::commands::this_apphost());
     c.env("APPHOST_STATE_DIR", state)
         .env("APPHOST_APP_NAME", app)
         .arg("-f")
