@@ -1,21 +1,28 @@
 //! The reference for the sender's write path: `pgbench` running the
-//! statements one `POST /api/EntityItems` runs, in one transaction, on the
+//! statement one `POST /api/EntityItems` runs, one transaction, on the
 //! sender's own database, on tables of the same shape (`LIKE … INCLUDING
 //! ALL`: columns, defaults, constraints, indexes) that no relay reads, so the
 //! reference measures the database and nothing else.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-/// The statements of one POST, as the sender sends them (see
-/// `services/sender/src/routes/items.rs` and `services/outbox/src/enqueue.rs`):
-/// the item, returned; its outbox row with the event as JSON. Ids are
-/// time-ordered like the UUIDv7 the sender makes.
-const SCRIPT: &str = r#"\set value random(1, 1000000)
-BEGIN;
-INSERT INTO bench_entity_items (id, name, value) VALUES (bench_uuid(), 'bench ' || :value, :value) RETURNING id, name, value, created_at;
-INSERT INTO bench_outbox (id, event_type, payload, traceparent) VALUES (bench_uuid(), 'EntityItemCreated', ('{"id":"' || gen_random_uuid() || '","name":"bench ' || :value || '","value":' || :value || ',"createdAt":"2026-12-01T00:00:00.000000Z"}')::jsonb, NULL);
-COMMIT;
-"#;
+/// The statement of one POST without an `Idempotency-Key` (the bench's), as
+/// the sender sends it (`sender::routes::items::INSERT_WITH_EVENT`): the
+/// item, returned, and its outbox row with the event the database builds
+/// from it, one implicit transaction. On the bench's tables, its parameters
+/// as `pgbench` variables; ids are time-ordered like the UUIDv7 the sender makes.
+fn script() -> String {
+    let statement = sender::routes::items::INSERT_WITH_EVENT
+        .replace("INSERT INTO entity_items", "INSERT INTO bench_entity_items")
+        .replace("INSERT INTO outbox", "INSERT INTO bench_outbox")
+        .replace("$1", "bench_uuid()")
+        .replace("$2", "('bench ' || :value)")
+        .replace("$3", ":value")
+        .replace("$4", "bench_uuid()")
+        .replace("$5", "'EntityItemCreated'")
+        .replace("$6", "NULL");
+    format!("\\set value random(1, 1000000)\n{statement};\n")
+}
 
 const SETUP: &str = "
 DROP TABLE IF EXISTS bench_entity_items, bench_outbox;
@@ -97,14 +104,14 @@ async fn run_with(
     scratch: &Path,
 ) -> Result<String, String> {
     let url = url::Url::parse(url).map_err(|e| format!("the sender's database URL: {e}"))?;
-    let script = scratch.join("pgbench-post.sql");
-    crate::statedir::write_private(&script, SCRIPT.as_bytes()).map_err(|e| format!("{}: {e}", script.display()))?;
+    let file = scratch.join("pgbench-post.sql");
+    crate::statedir::write_private(&file, script().as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
     let pgbench = local_install::pg_bin_dir().map_err(|e| e.to_string())?.join("pgbench");
     // Generated passwords are alphanumeric: nothing in them is percent-encoded.
     let password = url.password().unwrap_or_default().to_owned();
     let output = tokio::process::Command::new(&pgbench)
         .args(["--no-vacuum", "--protocol=prepared", "--file"])
-        .arg(&script)
+        .arg(&file)
         .args(["--client", &clients.to_string(), "--jobs", &clients.clamp(1, 2).to_string()])
         .args(["--time", &duration.as_secs().max(1).to_string()])
         .args(extra)
@@ -136,6 +143,21 @@ mod tests {
     fn a_logged_transaction_counts_from_its_start_not_from_when_it_was_due() {
         assert_eq!(super::transaction_micros("3 17 5210 0 1796352615 924000 1200"), Some(4010));
         assert_eq!(super::transaction_micros("3 18 skipped 0 1796352615 924000 1200"), None);
+    }
+
+    #[test]
+    fn the_script_is_the_senders_statement_on_the_bench_tables() {
+        let script = super::script();
+        assert!(!script.contains('$'), "every parameter is a pgbench variable: {script}");
+        // pgbench reads any `:name` outside a `::` cast as a variable; only `value` is set.
+        let bytes = script.as_bytes();
+        for (i, _) in script.match_indices(':') {
+            let cast = bytes.get(i + 1) == Some(&b':') || (i > 0 && bytes[i - 1] == b':');
+            let names = bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_');
+            assert!(cast || !names || script[i + 1..].starts_with("value"), "a stray variable at {i}: {script}");
+        }
+        assert!(!script.contains("INTO entity_items") && !script.contains("INTO outbox"), "{script}");
+        assert!(script.contains("INTO bench_entity_items") && script.contains("INTO bench_outbox"), "{script}");
     }
 
     #[test]

@@ -72,6 +72,27 @@ async fn concurrent_requests_with_one_key_never_both_write() {
 /// written"; the retry with the same key gets the item that was stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_item() {
+    let (pg, app) = commit_never_answered(Some("k-1")).await;
+    let body = r#"{"name":"maybe","value":3}"#;
+    let retry = app.post_keyed("k-1", body).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.count("entity_items").await, 1, "the retry did not store it twice");
+    drop(pg);
+}
+
+/// The same without a key: the item and its event go in one statement that
+/// commits by itself, and its commit left unanswered is unknown too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_statement_write_left_unanswered_says_its_outcome_is_unknown() {
+    let (_pg, app) = commit_never_answered(None).await;
+    assert_eq!(app.count("outbox").await, 1, "its event committed with it");
+}
+
+/// POSTs `{"name":"maybe","value":3}` (with `key`, if any) to a sender whose
+/// database holds the commit for a standby, ends the waiting session, and
+/// checks the answer says the outcome is unknown and the item was stored.
+async fn commit_never_answered(key: Option<&'static str>) -> (Postgres, TestApp) {
     let pg = Postgres::start_private();
     let db = pg.fresh_database().await;
     let admin_url = format!("{}/postgres", db.rsplit_once('/').unwrap().0);
@@ -89,13 +110,11 @@ async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_i
         let client = reqwest::Client::new();
         let url = format!("{}/api/EntityItems", app.base);
         async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("idempotency-key", "k-1")
-                .body(body)
-                .send()
-                .await
+            let mut request = client.post(url).header("content-type", "application/json");
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            request.body(body).send().await
         }
     });
     let waiting: i32 = eventually("the commit to wait for the standby", Duration::from_secs(20), || async {
@@ -112,10 +131,6 @@ async fn a_commit_with_an_unknown_outcome_says_so_and_the_keyed_retry_gets_the_i
     assert_eq!(problem["title"], "the outcome is unknown", "{problem}");
     assert!(!problem["detail"].as_str().unwrap().contains("nothing was written"), "{problem}");
     pg.release_synchronous_commits().await;
-
     assert_eq!(app.count("entity_items").await, 1, "the commit was durable after all");
-    let retry = app.post_keyed("k-1", body).await;
-    assert_eq!(retry.status(), 201);
-    assert_eq!(retry.headers()["idempotent-replayed"], "true");
-    assert_eq!(app.count("entity_items").await, 1, "the retry did not store it twice");
+    (pg, app)
 }

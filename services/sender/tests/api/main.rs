@@ -217,6 +217,34 @@ async fn the_item_and_its_outbox_row_commit_together_or_not_at_all() {
     assert_eq!(app.count("outbox").await, 1);
 }
 
+/// A POST without a key writes its item and event in one statement, the
+/// event built by the database; it must be byte for byte what
+/// `outbox::enqueue` stores for the item as `serde_json` writes it (the POST's
+/// answer), or the message body would depend on which path wrote it.
+#[tokio::test]
+async fn the_one_statement_event_is_the_one_enqueue_stores() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    let values = ["0", "1", "1.50", "100", "-0.5", "0.000001", "12345678901234.000000001", "1e3", "-42.4200"];
+    let names = [r#"quote " backslash \ slash / <html> & '"#, "ünïcödé ✓ 𝄞", "plain"];
+    for (i, value) in values.iter().enumerate() {
+        let name = names[i % names.len()];
+        let json_name = serde_json::to_string(name).unwrap();
+        let response = app.post_json(&format!(r#"{{"name":{json_name},"value":{value}}}"#)).await;
+        assert_eq!(response.status(), 201, "{name} {value}");
+        let answer = response.text().await.unwrap();
+        let id = serde_json::from_str::<Value>(&answer).unwrap()["id"].as_str().unwrap().to_owned();
+        let (stored, enqueued): (String, String) =
+            sqlx::query_as("SELECT payload::text, $1::jsonb::text FROM outbox WHERE payload->>'id' = $2")
+                .bind(&answer)
+                .bind(&id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(stored, enqueued, "value {value}, name {name}: the answer was {answer}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_fast_and_heals_by_itself() {
     let pg = Postgres::start_private();
