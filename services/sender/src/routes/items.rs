@@ -127,8 +127,9 @@ pub async fn create(
 /// the 2-core bench machine, beside two `while :; do :; done` loops,
 /// `pgbench --protocol=prepared -c 8 -j 2 -T 10 --rate 480` gave this
 /// statement a p99 of 18.3, 26.2 and 26.4 ms against 26.0, 33.6 and 26.3 ms
-/// for the four (3.5 and 2.8 ms against 3.4 and 3.5 ms without the loops). The event is built by the database from the row it
-/// returns, exactly as `serde_json` writes the [`Item`] and
+/// for the four (3.5 and 2.8 ms against 3.4 and 3.5 ms without the loops).
+/// The event is built by the database from the row it returns, exactly as
+/// `serde_json` writes the [`Item`] and
 /// [`outbox::enqueue`] stores it (jsonb): the test
 /// `the_one_statement_event_is_the_one_enqueue_stores` holds them equal.
 /// A request with an `Idempotency-Key` takes the transaction path, which
