@@ -41,6 +41,20 @@ impl ApiError {
         });
         if rolled_back { Self::Database(err) } else { Self::CommitUnknown(err) }
     }
+
+    /// The error of a statement that commits by itself: an `ERROR` from the
+    /// server means it rolled back (an error at its commit is one too); a
+    /// session ended by the server (`FATAL`, `PANIC`: terminated while waiting
+    /// for a synchronous standby after the local commit, say) or a connection
+    /// lost on the way says nothing about the commit.
+    pub fn from_autocommit(err: sqlx::Error) -> Self {
+        use sqlx::postgres::{PgDatabaseError, PgSeverity};
+        let rolled_back = err
+            .as_database_error()
+            .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+            .is_some_and(|db| db.severity() == PgSeverity::Error);
+        if rolled_back { Self::Database(err) } else { Self::CommitUnknown(err) }
+    }
 }
 
 impl From<Problem> for ApiError {

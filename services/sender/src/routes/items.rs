@@ -141,7 +141,7 @@ async fn insert_with_event(
     traceparent: Option<String>,
 ) -> Result<Item, ApiError> {
     // Failing to get a connection wrote nothing; a failure once the statement
-    // went out may have come after its commit (see `statement_error`).
+    // went out may have come after its commit (see `ApiError::from_autocommit`).
     let mut conn = pool.acquire().await?;
     sqlx::query_as(INSERT_WITH_EVENT)
         .bind(id)
@@ -152,21 +152,7 @@ async fn insert_with_event(
         .bind(traceparent)
         .fetch_one(&mut *conn)
         .await
-        .map_err(statement_error)
-}
-
-/// The error of a statement that commits by itself: an `ERROR` from the
-/// server means it rolled back (an error at its commit is one too); a
-/// session ended by the server (`FATAL`, `PANIC`: terminated while waiting
-/// for a synchronous standby after the local commit, say) or a connection
-/// lost on the way says nothing about the commit.
-fn statement_error(err: sqlx::Error) -> ApiError {
-    use sqlx::postgres::{PgDatabaseError, PgSeverity};
-    let rolled_back = err
-        .as_database_error()
-        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
-        .is_some_and(|db| db.severity() == PgSeverity::Error);
-    if rolled_back { ApiError::Database(err) } else { ApiError::CommitUnknown(err) }
+        .map_err(ApiError::from_autocommit)
 }
 
 /// `$1..$3` the item, `$4..$6` its outbox row (id, event type, traceparent).
