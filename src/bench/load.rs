@@ -4,6 +4,7 @@
 //! answer cannot hold the next request back and hide its own delay).
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -17,6 +18,8 @@ pub struct Run {
     pub ids: Vec<uuid::Uuid>,
     /// Anything else: other statuses, errors, answers past the deadline.
     pub failed: usize,
+    /// The failed by why: a status (`503`) or the kind of error (`connect`).
+    pub why: BTreeMap<String, usize>,
     /// Requests not sent at their time because too many were still open.
     pub not_sent: usize,
     /// From the moment a request was due to its answer, in microseconds.
@@ -39,14 +42,31 @@ fn body(tag: &str, n: u64) -> String {
     serde_json::json!({ "name": format!("{tag} {n}"), "value": n }).to_string()
 }
 
-/// One POST; the acknowledged id, if it was.
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Option<uuid::Uuid> {
-    let response = client.post(url).header("content-type", "application/json").body(body).send().await.ok()?;
+/// One POST; the acknowledged id, or why not (a status, or the kind of error).
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<uuid::Uuid, String> {
+    let kind = |e: reqwest::Error| {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else if e.is_body() || e.is_decode() {
+            "body"
+        } else {
+            "request"
+        };
+        kind.to_owned()
+    };
+    let response = client.post(url).header("content-type", "application/json").body(body).send().await.map_err(kind)?;
     if response.status() != reqwest::StatusCode::CREATED {
-        return None;
+        return Err(response.status().as_u16().to_string());
     }
-    let item: serde_json::Value = response.json().await.ok()?;
-    item["id"].as_str().and_then(|id| uuid::Uuid::parse_str(id).ok())
+    let item: serde_json::Value = response.json().await.map_err(kind)?;
+    item["id"].as_str().and_then(|id| uuid::Uuid::parse_str(id).ok()).ok_or_else(|| "no id".to_owned())
+}
+
+/// `failures` as `503 × 12, connect × 3`.
+pub fn why_text(failures: &BTreeMap<String, usize>) -> String {
+    failures.iter().map(|(why, n)| format!("{why} × {n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// `connections` loops, each POSTing as soon as its last answer came, for `duration`.
@@ -57,26 +77,30 @@ pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, 
     let loops = (0..connections).map(|c| {
         let (client, url, tag) = (client.clone(), url.clone(), format!("{tag} c{c}"));
         async move {
-            let (mut ids, mut failed, mut latency) = (Vec::new(), 0, histogram());
+            let (mut ids, mut why, mut latency) = (Vec::new(), BTreeMap::new(), histogram());
             let mut n = 0;
             while Instant::now() < end {
                 n += 1;
                 let sent = Instant::now();
                 match post(&client, &url, body(&tag, n)).await {
-                    Some(id) => {
+                    Ok(id) => {
                         ids.push(id);
                         let _ = latency.record(sent.elapsed().as_micros() as u64);
                     }
-                    None => failed += 1,
+                    Err(e) => *why.entry(e).or_insert(0) += 1,
                 }
             }
-            (ids, failed, latency)
+            (ids, why, latency)
         }
     });
-    let mut run = Run { ids: Vec::new(), failed: 0, not_sent: 0, latency: histogram(), seconds: 0.0 };
-    for (ids, failed, latency) in futures::future::join_all(loops).await {
+    let mut run =
+        Run { ids: Vec::new(), failed: 0, why: BTreeMap::new(), not_sent: 0, latency: histogram(), seconds: 0.0 };
+    for (ids, why, latency) in futures::future::join_all(loops).await {
         run.ids.extend(ids);
-        run.failed += failed;
+        for (e, n) in why {
+            run.failed += n;
+            *run.why.entry(e).or_insert(0) += n;
+        }
         let _ = run.latency.add(&latency);
     }
     run.seconds = began.elapsed().as_secs_f64();
@@ -96,8 +120,8 @@ pub async fn count(client: &reqwest::Client, sender: &str, connections: usize, n
             let mut ids = Vec::new();
             while sent.fetch_add(1, Ordering::Relaxed) < n && failed.load(Ordering::Relaxed) < n {
                 match post(&client, &url, body(&tag, ids.len() as u64)).await {
-                    Some(id) => ids.push(id),
-                    None => {
+                    Ok(id) => ids.push(id),
+                    Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                         sent.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -122,7 +146,7 @@ pub async fn open(
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let every = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let permits = Arc::new(Semaphore::new(open));
-    let results = Arc::new(Mutex::new((Vec::new(), 0usize, histogram())));
+    let results = Arc::new(Mutex::new((Vec::new(), BTreeMap::<String, usize>::new(), histogram())));
     let began = Instant::now();
     let mut not_sent = 0;
     let mut tasks = tokio::task::JoinSet::new();
@@ -141,11 +165,11 @@ pub async fn open(
             drop(permit);
             let mut r = results.lock().expect("load lock");
             match id {
-                Some(id) => {
+                Ok(id) => {
                     r.0.push(id);
                     let _ = r.2.record(took);
                 }
-                None => r.1 += 1,
+                Err(e) => *r.1.entry(e).or_insert(0) += 1,
             }
         });
         while tasks.try_join_next().is_some() {}
@@ -153,6 +177,7 @@ pub async fn open(
     while tasks.join_next().await.is_some() {}
     let seconds = began.elapsed().as_secs_f64();
     let mut r = results.lock().expect("load lock");
-    let (ids, failed, latency) = (std::mem::take(&mut r.0), r.1, std::mem::replace(&mut r.2, histogram()));
-    Run { ids, failed, not_sent, latency, seconds }
+    let (ids, why, latency) =
+        (std::mem::take(&mut r.0), std::mem::take(&mut r.1), std::mem::replace(&mut r.2, histogram()));
+    Run { ids, failed: why.values().sum(), why, not_sent, latency, seconds }
 }

@@ -155,6 +155,7 @@ struct OpenFigures {
     http_p99: u64,
     not_sent: usize,
     failed: usize,
+    why: BTreeMap<String, usize>,
 }
 
 impl OpenFigures {
@@ -175,6 +176,10 @@ impl OpenFigures {
             http_p99: micros(&|r| r.http.value_at_quantile(0.99)),
             not_sent: runs.iter().map(|r| r.not_sent).sum(),
             failed: runs.iter().map(|r| r.failed).sum(),
+            why: runs.iter().flat_map(|r| &r.why).fold(BTreeMap::new(), |mut all, (why, n)| {
+                *all.entry(why.clone()).or_insert(0) += n;
+                all
+            }),
         }
     }
 }
@@ -191,6 +196,7 @@ struct OpenLoop {
     cpu: BTreeMap<String, f64>,
     not_sent: usize,
     failed: usize,
+    why: BTreeMap<String, usize>,
     /// Set on the run that stands for its rate: the table's figures over all its runs.
     figures: OpenFigures,
 }
@@ -322,7 +328,13 @@ async fn measure(
         let before = cpu(ctx).await;
         let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
         figures.closed_cpu = cpu_since(ctx, &before, result.seconds).await;
-        report.notes.push(format!("closed loop run {}: {:.0} req/s, {} failed", run + 1, result.rate(), result.failed));
+        report.notes.push(format!(
+            "closed loop run {}: {:.0} req/s, {} failed ({})",
+            run + 1,
+            result.rate(),
+            result.failed,
+            load::why_text(&result.why)
+        ));
         figures.closed.push(result.rate());
         all_ids.extend(result.ids);
         await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
@@ -361,8 +373,11 @@ async fn measure(
                 .collect();
             let end_to_end = end_to_end(ctx, &result.ids).await?;
             report.notes.push(format!(
-                "open loop {offered:.0}/s run {} (databases settled in {settled:.1} s): HTTP p99 {:.1} ms, end to end p99 {:.1} ms, outbox lag p50 {} p99 {}; {}; CPU {}",
+                "open loop {offered:.0}/s run {} (databases settled in {settled:.1} s): {} acknowledged, {} failed ({}); HTTP p99 {:.1} ms, end to end p99 {:.1} ms, outbox lag p50 {} p99 {}; {}; CPU {}",
                 run + 1,
+                result.ids.len(),
+                result.failed,
+                load::why_text(&result.why),
                 result.latency.value_at_quantile(0.99) as f64 / 1000.0,
                 end_to_end.value_at_quantile(0.99) as f64 / 1000.0,
                 seconds_as_ms(lag(0.5)),
@@ -384,6 +399,7 @@ async fn measure(
                 cpu,
                 not_sent: result.not_sent,
                 failed: result.failed,
+                why: result.why.clone(),
                 figures: OpenFigures::default(),
             });
             all_ids.extend(result.ids);
@@ -506,10 +522,13 @@ async fn measure(
         let rate = (reference * 0.6).max(1.0).round();
         let ours = sustained::run(ctx, &client, &sender, rate, options.sustained).await?;
         report.notes.push(format!(
-            "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
+            "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}",
             options.sustained.as_secs(),
             ours.end_to_end,
-            ours.pending_max
+            ours.pending_max,
+            ours.ids.len(),
+            ours.not_sent,
+            load::why_text(&ours.why)
         ));
         await_delivery(ctx, &ours.ids, Duration::from_secs(300)).await?;
         all_ids.extend(ours.ids.iter().copied());
@@ -519,10 +538,13 @@ async fn measure(
             .ok_or("no sender instance to run with the seed's settings")?;
         let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.seed).await?;
         report.notes.push(format!(
-            "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}",
+            "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}",
             options.seed.as_secs(),
             seed.end_to_end,
-            seed.pending_max
+            seed.pending_max,
+            seed.ids.len(),
+            seed.not_sent,
+            load::why_text(&seed.why)
         ));
         // What the seed's relay left behind, the stack's own sender relays now.
         await_delivery(ctx, &seed.ids, Duration::from_secs(600)).await?;
@@ -986,15 +1008,28 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         );
     }
     if let Some((ours, seed)) = &f.sustained {
+        // What became of the requests: under overload the sender refuses with 503 at once.
+        let answered = |r: &sustained::Sustained| {
+            let failed: usize = r.why.values().sum();
+            let mut text = format!("{} requests acknowledged", r.ids.len());
+            if failed > 0 {
+                let _ = write!(text, ", {failed} not ({})", load::why_text(&r.why));
+            }
+            if r.not_sent > 0 {
+                let _ = write!(text, ", {} not sent on time", r.not_sent);
+            }
+            text
+        };
         let _ = writeln!(
             s,
             "| sustained end-to-end rate, {:.0} POST/s offered (0.6 × `pgbench`) for {} s | {:.0} items/s; outbox pending \
-             at most {:.0}, {:.0} when the load ended | `pgbench`: {reference:.0} tps | {:.2} | ≥ 0.6 |",
+             at most {:.0}, {:.0} when the load ended; {} | `pgbench`: {reference:.0} tps | {:.2} | ≥ 0.6 |",
             ours.offered,
             o.sustained.as_secs(),
             ours.end_to_end,
             ours.pending_max,
             ours.pending_end,
+            answered(ours),
             ours.end_to_end / reference.max(1e-9)
         );
         let settings: Vec<String> = sustained::SEED.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
@@ -1002,13 +1037,14 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             s,
             "| the same offered rate with the seed's relay settings ({}) for {} s | {:.0} items/s; outbox pending at most \
              {:.0}, {:.0} when the load ended (it cannot keep up from its first seconds; its rate falls as its \
-             backlog grows, so the shorter run flatters it) | the stack's settings: {:.0} items/s | speed-up \
+             backlog grows, so the shorter run flatters it); {} | the stack's settings: {:.0} items/s | speed-up \
              {:.2} | — |",
             settings.join(" "),
             o.seed.as_secs(),
             seed.end_to_end,
             seed.pending_max,
             seed.pending_end,
+            answered(seed),
             ours.end_to_end,
             ours.end_to_end / seed.end_to_end.max(1e-9)
         );
@@ -1034,8 +1070,12 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     );
     let _ = writeln!(s, "Open-loop requests that could not be sent on time or failed, over all runs of a rate:");
     for r in &f.open {
-        let _ =
-            writeln!(s, "- {:.0}/s: {} not sent on time, {} failed", r.offered, r.figures.not_sent, r.figures.failed);
+        let why = if r.figures.failed == 0 { String::new() } else { format!(" ({})", load::why_text(&r.figures.why)) };
+        let _ = writeln!(
+            s,
+            "- {:.0}/s: {} not sent on time, {} failed{why}",
+            r.offered, r.figures.not_sent, r.figures.failed
+        );
     }
     for (title, file) in charts {
         let _ = writeln!(s, "\n{title}:\n\n![{}]({file})", title.replace('`', ""));
@@ -1169,6 +1209,7 @@ mod tests {
             cpu: BTreeMap::new(),
             not_sent: 0,
             failed: 0,
+            why: BTreeMap::new(),
             figures: OpenFigures::default(),
         }
     }

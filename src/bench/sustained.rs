@@ -29,6 +29,9 @@ pub struct Sustained {
     pub pending_max: f64,
     pub pending_end: f64,
     pub ids: Vec<uuid::Uuid>,
+    /// Requests not acknowledged, by why (`load::Run::why`), and not sent on time.
+    pub why: std::collections::BTreeMap<String, usize>,
+    pub not_sent: usize,
 }
 
 /// `rate` POSTs a second for `duration`; the rate items reached the
@@ -64,7 +67,15 @@ pub async fn run(
     let seconds = began.elapsed().as_secs_f64();
     let delivered = run.ids.len() - missing.len();
     let pending_max = pending_max.max(pending_end);
-    Ok(Sustained { offered: rate, end_to_end: delivered as f64 / seconds, pending_max, pending_end, ids: run.ids })
+    Ok(Sustained {
+        offered: rate,
+        end_to_end: delivered as f64 / seconds,
+        pending_max,
+        pending_end,
+        ids: run.ids,
+        why: run.why,
+        not_sent: run.not_sent,
+    })
 }
 
 /// The same run against a sender started by hand with the stack's variables
