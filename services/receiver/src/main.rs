@@ -2,6 +2,9 @@ use std::process::ExitCode;
 
 use service_defaults::{config::ProcessEnv, http::Invocation};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match Invocation::from_args("receiver") {
         Ok(Invocation::Serve) => serve(),
