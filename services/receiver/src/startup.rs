@@ -3,19 +3,18 @@
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, middleware};
+use axum::Router;
 use service_defaults::{
     amqp::AmqpSettings,
     config::ProcessEnv,
     db::{self, PoolSettings},
     http,
-    metrics::{HttpMetrics, Metrics},
+    metrics::Metrics,
     shutdown, telemetry,
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::{
     Settings,
@@ -76,9 +75,8 @@ impl Application {
         let router = Router::new()
             .merge(entity_items::api::read_routes(pool.clone()))
             .merge(http::health_routes(metrics.clone(), readiness(pool.clone(), receiver_metrics)))
-            .fallback(http::not_found)
-            .layer(middleware::from_fn_with_state(HttpMetrics::register(&metrics), http::track_requests))
-            .layer(TraceLayer::new_for_http().make_span_with(http::request_span));
+            .fallback(http::not_found);
+        let router = http::observed(router, &metrics);
         tracing::info!(
             port,
             broker = %settings.masked_broker,

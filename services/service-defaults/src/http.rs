@@ -2,14 +2,24 @@
 //! `/health/live`, `/health/ready`, `/metrics`, request metrics, and a server
 //! that binds with a clear error and stops gracefully.
 
-use std::{collections::BTreeMap, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use axum::{
     BoxError, Json, Router,
     error_handling::HandleErrorLayer,
     extract::{MatchedPath, Request, State},
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -17,6 +27,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::metrics::{HttpLabels, HttpMetrics, Metrics};
 
@@ -83,16 +94,63 @@ impl IntoResponse for Problem {
 /// nothing done. Overload then shows as fast refusals a client can retry,
 /// not as requests queueing for a database connection until they time out
 /// while the queue grows and every answer gets slower.
+///
+/// Refusals are logged at most once a second, with their count: an overload
+/// of thousands of requests a second writes a line a second, not one a
+/// request (`http_requests_total` counts each, by status).
 pub fn shed_beyond<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: usize) -> Router<S> {
+    let refusals = Arc::new(Refusals::default());
     router.layer(
         ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(move |_: BoxError| async move {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the service is at capacity")
-                    .detail(format!("{limit} requests are in progress; nothing was done, retry after 1 s"))
+            .layer(HandleErrorLayer::new(move |_: BoxError| {
+                refusals.note(limit);
+                async move {
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the service is at capacity")
+                        .detail(format!("{limit} requests are in progress; nothing was done, retry after 1 s"))
+                }
             }))
             .load_shed()
             .layer(GlobalConcurrencyLimitLayer::new(limit)),
     )
+}
+
+/// Refusals at capacity not yet logged, and when the last line was (tokio's
+/// clock: the real one, except in a test that pauses it).
+#[derive(Default)]
+struct Refusals {
+    unlogged: AtomicU64,
+    logged: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Refusals {
+    /// Counts one; logs the count when no line was written in the last second.
+    fn note(&self, limit: usize) {
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
+        // Another refusal is logging right now: this one is in its count or the next.
+        let Ok(mut logged) = self.logged.try_lock() else { return };
+        let now = tokio::time::Instant::now();
+        if logged.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return;
+        }
+        *logged = Some(now);
+        let refused = self.unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            refused,
+            limit,
+            "at capacity: refused {refused} request(s) with 503 since the last such line ({limit} in progress; at most a line a second)"
+        );
+    }
+}
+
+/// The layers every service's router ends with: each request's span
+/// ([`request_span`]) and its metrics ([`track_requests`]). A failed answer
+/// is not logged again here (tower-http logs every 5xx at ERROR by default):
+/// each path that answers 5xx logs its own cause, and refusals at capacity
+/// are logged by [`shed_beyond`], a line a second, not one a request.
+pub fn observed<S: Clone + Send + Sync + 'static>(router: Router<S>, metrics: &Metrics) -> Router<S> {
+    router
+        .layer(middleware::from_fn_with_state(HttpMetrics::register(metrics), track_requests))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
 }
 
 /// The answer to a path no route knows.
@@ -278,5 +336,93 @@ impl Invocation {
                 Err(std::process::ExitCode::from(2))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use axum::{Router, body::Body, http::Request, routing::get};
+    use tokio::sync::Notify;
+    use tower::ServiceExt;
+
+    use super::{observed, shed_beyond};
+    use crate::metrics::Metrics;
+
+    /// What the services' log lines would be: the fmt layer into a buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).lines().map(str::to_owned).collect()
+        }
+    }
+
+    /// One request held inside the handler fills a limit of 1; `n` more are
+    /// refused; the log says so once a second, with the count, and never a line per refusal.
+    // Paused time: the second passes only at the sleep below, however slow the machine.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn refusals_at_capacity_are_logged_a_line_a_second_with_their_count() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // This thread only; the current-thread runtime runs every task here.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let release = Arc::new(Notify::new());
+        let held = release.clone();
+        let api = Router::new().route(
+            "/api",
+            get(move || {
+                let held = held.clone();
+                async move {
+                    held.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let router = observed(Router::new().merge(shed_beyond(api, 1)), &Metrics::new());
+        let request = || Request::get("/api").body(Body::empty()).unwrap();
+
+        let first = tokio::spawn(router.clone().oneshot(request()));
+        tokio::task::yield_now().await;
+        let mut statuses = Vec::new();
+        for _ in 0..50 {
+            statuses.push(router.clone().oneshot(request()).await.unwrap().status().as_u16());
+        }
+        assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let last = router.clone().oneshot(request()).await.unwrap().status().as_u16();
+        assert_eq!(last, 503);
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), 200);
+
+        let lines = captured.lines();
+        let refusals: Vec<&String> = lines.iter().filter(|l| l.contains("at capacity")).collect();
+        assert_eq!(refusals.len(), 2, "a line for the first refusal, one a second later: {lines:#?}");
+        assert!(refusals[0].contains("WARN") && refusals[0].contains("refused 1 request(s)"), "{refusals:#?}");
+        assert!(refusals[1].contains("refused 50 request(s)"), "the 49 in between and the last: {refusals:#?}");
+        let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "no line per refused request: {errors:#?}");
     }
 }

@@ -4,14 +4,13 @@ pub mod items;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::DefaultBodyLimit, middleware, routing::post};
+use axum::{Router, extract::DefaultBodyLimit, routing::post};
 use outbox::{OutboxMetrics, Wakeup};
 use service_defaults::{
     http::{self, ReadinessCheck},
-    metrics::{HttpMetrics, Metrics},
+    metrics::Metrics,
 };
 use sqlx::PgPool;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -34,13 +33,12 @@ pub fn router(state: AppState, metrics: &Metrics, ready: ReadinessCheck, max_in_
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let api = write.merge(entity_items::api::read_routes(state.pool));
-    Router::new()
+    let router = Router::new()
         .merge(http::shed_beyond(api, max_in_flight))
         .merge(http::health_routes(metrics.clone(), ready))
         .merge(SwaggerUi::new("/swagger").url("/openapi.json", crate::openapi::ApiDoc::openapi()))
-        .fallback(http::not_found)
-        .layer(middleware::from_fn_with_state(HttpMetrics::register(metrics), http::track_requests))
-        .layer(TraceLayer::new_for_http().make_span_with(http::request_span))
+        .fallback(http::not_found);
+    http::observed(router, metrics)
 }
 
 /// `/health/ready`: ready while the database answers (on `pool`, a connection
