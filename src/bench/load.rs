@@ -16,9 +16,8 @@ use tokio::sync::Semaphore;
 pub struct Run {
     /// Items the sender acknowledged (201).
     pub ids: Vec<uuid::Uuid>,
-    /// Anything else: other statuses, errors, answers past the deadline.
-    pub failed: usize,
-    /// The failed by why: a status (`503`) or the kind of error (`connect`).
+    /// Anything else, by why: a status (`503`) or the kind of error
+    /// (`connect`, `timeout`).
     pub why: BTreeMap<String, usize>,
     /// Requests not sent at their time because too many were still open.
     pub not_sent: usize,
@@ -27,7 +26,16 @@ pub struct Run {
     pub seconds: f64,
 }
 
+/// How many failed, whatever the why.
+pub fn failed(why: &BTreeMap<String, usize>) -> usize {
+    why.values().sum()
+}
+
 impl Run {
+    pub fn failed(&self) -> usize {
+        failed(&self.why)
+    }
+
     pub fn rate(&self) -> f64 {
         self.ids.len() as f64 / self.seconds.max(1e-9)
     }
@@ -93,12 +101,10 @@ pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, 
             (ids, why, latency)
         }
     });
-    let mut run =
-        Run { ids: Vec::new(), failed: 0, why: BTreeMap::new(), not_sent: 0, latency: histogram(), seconds: 0.0 };
+    let mut run = Run { ids: Vec::new(), why: BTreeMap::new(), not_sent: 0, latency: histogram(), seconds: 0.0 };
     for (ids, why, latency) in futures::future::join_all(loops).await {
         run.ids.extend(ids);
         for (e, n) in why {
-            run.failed += n;
             *run.why.entry(e).or_insert(0) += n;
         }
         let _ = run.latency.add(&latency);
@@ -179,5 +185,5 @@ pub async fn open(
     let mut r = results.lock().expect("load lock");
     let (ids, why, latency) =
         (std::mem::take(&mut r.0), std::mem::take(&mut r.1), std::mem::replace(&mut r.2, histogram()));
-    Run { ids, failed: why.values().sum(), why, not_sent, latency, seconds }
+    Run { ids, why, not_sent, latency, seconds }
 }

@@ -154,7 +154,6 @@ struct OpenFigures {
     http_p50: u64,
     http_p99: u64,
     not_sent: usize,
-    failed: usize,
     why: BTreeMap<String, usize>,
 }
 
@@ -175,7 +174,6 @@ impl OpenFigures {
             http_p50: micros(&|r| r.http.value_at_quantile(0.5)),
             http_p99: micros(&|r| r.http.value_at_quantile(0.99)),
             not_sent: runs.iter().map(|r| r.not_sent).sum(),
-            failed: runs.iter().map(|r| r.failed).sum(),
             why: runs.iter().flat_map(|r| &r.why).fold(BTreeMap::new(), |mut all, (why, n)| {
                 *all.entry(why.clone()).or_insert(0) += n;
                 all
@@ -195,7 +193,6 @@ struct OpenLoop {
     stages: Vec<(&'static str, Option<f64>, Option<f64>)>,
     cpu: BTreeMap<String, f64>,
     not_sent: usize,
-    failed: usize,
     why: BTreeMap<String, usize>,
     /// Set on the run that stands for its rate: the table's figures over all its runs.
     figures: OpenFigures,
@@ -332,7 +329,7 @@ async fn measure(
             "closed loop run {}: {:.0} req/s, {} failed ({})",
             run + 1,
             result.rate(),
-            result.failed,
+            result.failed(),
             load::why_text(&result.why)
         ));
         figures.closed.push(result.rate());
@@ -376,7 +373,7 @@ async fn measure(
                 "open loop {offered:.0}/s run {} (databases settled in {settled:.1} s): {} acknowledged, {} failed ({}); HTTP p99 {:.1} ms, end to end p99 {:.1} ms, outbox lag p50 {} p99 {}; {}; CPU {}",
                 run + 1,
                 result.ids.len(),
-                result.failed,
+                result.failed(),
                 load::why_text(&result.why),
                 result.latency.value_at_quantile(0.99) as f64 / 1000.0,
                 end_to_end.value_at_quantile(0.99) as f64 / 1000.0,
@@ -398,7 +395,6 @@ async fn measure(
                 stages,
                 cpu,
                 not_sent: result.not_sent,
-                failed: result.failed,
                 why: result.why.clone(),
                 figures: OpenFigures::default(),
             });
@@ -1010,7 +1006,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     if let Some((ours, seed)) = &f.sustained {
         // What became of the requests: under overload the sender refuses with 503 at once.
         let answered = |r: &sustained::Sustained| {
-            let failed: usize = r.why.values().sum();
+            let failed = load::failed(&r.why);
             let mut text = format!("{} requests acknowledged", r.ids.len());
             if failed > 0 {
                 let _ = write!(text, ", {failed} not ({})", load::why_text(&r.why));
@@ -1070,11 +1066,14 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     );
     let _ = writeln!(s, "Open-loop requests that could not be sent on time or failed, over all runs of a rate:");
     for r in &f.open {
-        let why = if r.figures.failed == 0 { String::new() } else { format!(" ({})", load::why_text(&r.figures.why)) };
+        let why =
+            if r.figures.why.is_empty() { String::new() } else { format!(" ({})", load::why_text(&r.figures.why)) };
         let _ = writeln!(
             s,
             "- {:.0}/s: {} not sent on time, {} failed{why}",
-            r.offered, r.figures.not_sent, r.figures.failed
+            r.offered,
+            r.figures.not_sent,
+            load::failed(&r.figures.why)
         );
     }
     for (title, file) in charts {
@@ -1208,7 +1207,6 @@ mod tests {
             stages: Vec::new(),
             cpu: BTreeMap::new(),
             not_sent: 0,
-            failed: 0,
             why: BTreeMap::new(),
             figures: OpenFigures::default(),
         }
