@@ -94,6 +94,13 @@ pub async fn test(
             _ = interrupt.recv() => None,
         };
         startups.push(began.elapsed());
+        // Read before the teardown changes every state.
+        let not_ready = (ready == Some(false)).then(|| why_not_ready(&app, healthy_within));
+        if let Some((when, each)) = &not_ready {
+            for line in each {
+                say(&format!("{when}: {line}"));
+            }
+        }
         // A second Ctrl-C during the teardown kills at once, as after the scenarios.
         app.teardown(
             options.teardown,
@@ -103,13 +110,13 @@ pub async fn test(
             &say,
         )
         .await;
-        let Some(ready) = ready else {
+        if ready.is_none() {
             stop_writing.cancel();
             let _ = writer.await;
             return Ok(ExitCode::from(130));
-        };
-        if !ready {
-            return Err(miette!("the stack was not healthy within {healthy_within:?}; see {}", output_path.display()));
+        }
+        if let Some((when, each)) = not_ready {
+            return Err(miette!("the stack {when} ({}); see {}", each.join(", "), output_path.display()));
         }
     }
     let began_startup = std::time::Instant::now();
@@ -202,12 +209,9 @@ pub async fn test(
             reports.push(report);
         }
     } else if !interrupted {
-        let snapshot = app.supervisor.snapshot();
-        let failed = snapshot.iter().any(|s| matches!(s.state, crate::supervisor::State::Failed(_)));
-        let when =
-            if failed { "failed at start-up".to_owned() } else { format!("not healthy after {healthy_within:?}") };
-        for s in snapshot.iter().filter(|s| s.state != crate::supervisor::State::Healthy) {
-            say(&format!("{when}: {} is {}", s.name, s.state.label()));
+        let (when, each) = why_not_ready(&app, healthy_within);
+        for line in each {
+            say(&format!("{when}: {line}"));
         }
         reports.push(crate::scenario::Report {
             scenario: "startup".into(),
@@ -242,6 +246,21 @@ pub async fn test(
 
 /// Whether every resource of `app` becomes healthy; false as soon as one
 /// failed for good, rather than waiting out the limit.
+/// Why a started stack is not ready: "failed at start-up" when a resource
+/// failed for good (it need not have waited out the limit), else not healthy
+/// within it; and each resource that is not healthy, with its state.
+fn why_not_ready(app: &crate::root::RunningApp, healthy_within: Duration) -> (String, Vec<String>) {
+    let snapshot = app.supervisor.snapshot();
+    let failed = snapshot.iter().any(|s| matches!(s.state, crate::supervisor::State::Failed(_)));
+    let when = if failed { "failed at start-up".to_owned() } else { format!("not healthy after {healthy_within:?}") };
+    let each = snapshot
+        .iter()
+        .filter(|s| s.state != crate::supervisor::State::Healthy)
+        .map(|s| format!("{} is {}", s.name, s.state.label()))
+        .collect();
+    (when, each)
+}
+
 async fn all_healthy(app: &crate::root::RunningApp) -> bool {
     let mut changes = app.supervisor.changes();
     loop {
