@@ -1,8 +1,9 @@
 //! Sustained throughput: open-loop load at a fixed share of the `pgbench`
-//! figure (or the closed loop's, if less: [`offered`]) for minutes, the end-to-end rate the receiver keeps up with and
-//! whether the outbox's backlog grows; then the same with the seed's relay
-//! settings (a sender started by hand with the same variables, as a user
-//! could), for the speed-up over it.
+//! figure (or the closed loop's, if less: [`offered`]) for minutes, the
+//! end-to-end rate the receiver keeps up with and whether the outbox's
+//! backlog grows; then the same with the seed's relay settings (a sender
+//! started by hand with the same variables, as a user could), for the
+//! speed-up over it.
 
 use std::time::{Duration, Instant};
 

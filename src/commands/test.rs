@@ -94,13 +94,7 @@ pub async fn test(
             _ = interrupt.recv() => None,
         };
         startups.push(began.elapsed());
-        // Read before the teardown changes every state.
-        let not_ready = (ready == Some(false)).then(|| why_not_ready(&app, healthy_within));
-        if let Some((when, each)) = &not_ready {
-            for line in each {
-                say(&format!("{when}: {line}"));
-            }
-        }
+        let not_ready = (ready == Some(false)).then(|| why_not_ready(&app, healthy_within, &say));
         // A second Ctrl-C during the teardown kills at once, as after the scenarios.
         app.teardown(
             options.teardown,
@@ -115,8 +109,8 @@ pub async fn test(
             let _ = writer.await;
             return Ok(ExitCode::from(130));
         }
-        if let Some((when, each)) = not_ready {
-            return Err(miette!("the stack {when} ({}); see {}", each.join(", "), output_path.display()));
+        if let Some(why) = not_ready {
+            return Err(miette!("{why}; see {}", output_path.display()));
         }
     }
     let began_startup = std::time::Instant::now();
@@ -209,13 +203,10 @@ pub async fn test(
             reports.push(report);
         }
     } else if !interrupted {
-        let (when, each) = why_not_ready(&app, healthy_within);
-        for line in each {
-            say(&format!("{when}: {line}"));
-        }
+        let why = why_not_ready(&app, healthy_within, &say);
         reports.push(crate::scenario::Report {
             scenario: "startup".into(),
-            failure: Some(format!("the stack {when}; see {}", output_path.display())),
+            failure: Some(format!("{why}; see {}", output_path.display())),
             ..Default::default()
         });
     }
@@ -244,23 +235,27 @@ pub async fn test(
     })
 }
 
-/// Whether every resource of `app` becomes healthy; false as soon as one
-/// failed for good, rather than waiting out the limit.
-/// Why a started stack is not ready: "failed at start-up" when a resource
-/// failed for good (it need not have waited out the limit), else not healthy
-/// within it; and each resource that is not healthy, with its state.
-fn why_not_ready(app: &crate::root::RunningApp, healthy_within: Duration) -> (String, Vec<String>) {
+/// Why a started stack is not ready, said a line per resource that is not
+/// healthy (with its state) and returned in one line: "failed at start-up"
+/// when a resource failed for good (it need not have waited out the limit),
+/// else not healthy within it. Read before a teardown changes every state.
+fn why_not_ready(app: &crate::root::RunningApp, healthy_within: Duration, say: &impl Fn(&str)) -> String {
     let snapshot = app.supervisor.snapshot();
     let failed = snapshot.iter().any(|s| matches!(s.state, crate::supervisor::State::Failed(_)));
     let when = if failed { "failed at start-up".to_owned() } else { format!("not healthy after {healthy_within:?}") };
-    let each = snapshot
+    let each: Vec<String> = snapshot
         .iter()
         .filter(|s| s.state != crate::supervisor::State::Healthy)
         .map(|s| format!("{} is {}", s.name, s.state.label()))
         .collect();
-    (when, each)
+    for line in &each {
+        say(&format!("{when}: {line}"));
+    }
+    format!("the stack {when} ({})", each.join(", "))
 }
 
+/// Whether every resource of `app` becomes healthy; false as soon as one
+/// failed for good, rather than waiting out the limit.
 async fn all_healthy(app: &crate::root::RunningApp) -> bool {
     let mut changes = app.supervisor.changes();
     loop {
