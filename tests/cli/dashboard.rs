@@ -89,6 +89,13 @@ impl Tmux {
     }
 }
 
+/// Whether the shell line below has run to its end: apphost's exit code and
+/// then the line mode are printed, so a screen read between the two would
+/// see no line mode at all and fail `given_back` on a terminal given back.
+fn exited(screen: &str) -> bool {
+    screen.contains("apphost exited:") && screen.lines().any(|l| matches!(l.trim(), "icanon" | "-icanon"))
+}
+
 /// A shell line for tmux: apphost with `args` on `file`, then its exit code
 /// as `<what> exited: N`, then the terminal's line mode as stty names it
 /// (`icanon` when it was given back, `-icanon` when left raw), then a pause
@@ -205,7 +212,7 @@ async fn dashboard_in_a_terminal_shows_the_stack_and_stops_the_broker() {
     tmux.keys(&["q"]);
     tmux.wait_for("the quit question", Duration::from_secs(15), |s| s.contains("Quit and stop the stack?")).await;
     tmux.keys(&["y"]);
-    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(120), |s| s.contains("apphost exited:")).await;
+    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(120), exited).await;
     assert!(screen.contains("apphost exited: 0"), "{screen}");
     assert!(screen.contains("is down"), "the teardown is told in plain lines:\n{screen}");
     assert!(tmux.given_back(&screen), "the terminal is given back:\n{screen}");
@@ -249,7 +256,7 @@ async fn a_flood_of_output_is_bounded_counted_and_shown() {
     assert!(dropped + 2000 >= written && dropped <= written + 10, "written {written}, dropped {dropped}");
     assert!(screen.contains("flood line"), "the newest lines show:\n{screen}");
     tmux.keys(&["q", "y"]);
-    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), |s| s.contains("apphost exited:")).await;
+    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), exited).await;
     assert!(screen.contains("apphost exited: 0"), "{screen}");
 }
 
@@ -359,7 +366,7 @@ async fn a_panic_in_the_dashboard_gives_the_terminal_back_and_takes_the_stack_do
     assert!(!children.is_empty(), "{}", String::from_utf8_lossy(&ps.stderr));
 
     tmux.keys(&["!"]);
-    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), |s| s.contains("apphost exited:")).await;
+    let screen = tmux.wait_for("apphost to exit", Duration::from_secs(60), exited).await;
     assert!(screen.contains("apphost exited: 1"), "a crashed dashboard fails apphost:\n{screen}");
     assert!(screen.contains("as APPHOST_DASHBOARD_PANIC_KEY asks"), "the panic is readable:\n{screen}");
     assert!(screen.contains("the dashboard crashed (its panic is above); the stack was taken down"), "{screen}");
