@@ -26,6 +26,13 @@ pub struct Run {
     pub seconds: f64,
 }
 
+/// Adds the failures of `from` to `into`, why by why.
+pub fn add_why(into: &mut BTreeMap<String, usize>, from: &BTreeMap<String, usize>) {
+    for (why, n) in from {
+        *into.entry(why.clone()).or_insert(0) += n;
+    }
+}
+
 /// How many failed, whatever the why.
 pub fn failed(why: &BTreeMap<String, usize>) -> usize {
     why.values().sum()
@@ -104,9 +111,7 @@ pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, 
     let mut run = Run { ids: Vec::new(), why: BTreeMap::new(), not_sent: 0, latency: histogram(), seconds: 0.0 };
     for (ids, why, latency) in futures::future::join_all(loops).await {
         run.ids.extend(ids);
-        for (e, n) in why {
-            *run.why.entry(e).or_insert(0) += n;
-        }
+        add_why(&mut run.why, &why);
         let _ = run.latency.add(&latency);
     }
     run.seconds = began.elapsed().as_secs_f64();

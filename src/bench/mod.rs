@@ -175,8 +175,8 @@ impl OpenFigures {
             http_p50: micros(&|r| r.http.value_at_quantile(0.5)),
             http_p99: micros(&|r| r.http.value_at_quantile(0.99)),
             not_sent: runs.iter().map(|r| r.not_sent).sum(),
-            why: runs.iter().flat_map(|r| &r.why).fold(BTreeMap::new(), |mut all, (why, n)| {
-                *all.entry(why.clone()).or_insert(0) += n;
+            why: runs.iter().fold(BTreeMap::new(), |mut all, r| {
+                load::add_why(&mut all, &r.why);
                 all
             }),
         }
@@ -1020,24 +1020,26 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         let goal = (reference * sustained::GOAL).round();
         let offered = if ours.offered < goal {
             format!(
-                "the closed loop's figure (0.6 × `pgbench`, {goal:.0}/s, is more than the sender takes at its own \
+                "the closed loop's figure ({} × `pgbench`, {goal:.0}/s, is more than the sender takes at its own \
                  pace here, see the ceiling: offering it measures only how the machine copes with overload, \
-                 the load generator beside the stack on its 2 cores)"
+                 the load generator beside the stack on its 2 cores)",
+                sustained::GOAL
             )
         } else {
-            "0.6 × `pgbench`".to_owned()
+            format!("{} × `pgbench`", sustained::GOAL)
         };
         let _ = writeln!(
             s,
             "| sustained end-to-end rate, {:.0} POST/s offered ({offered}) for {} s | {:.0} items/s; outbox pending \
-             at most {:.0}, {:.0} when the load ended; {} | `pgbench`: {reference:.0} tps | {:.2} | ≥ 0.6 |",
+             at most {:.0}, {:.0} when the load ended; {} | `pgbench`: {reference:.0} tps | {:.2} | ≥ {} |",
             ours.offered,
             o.sustained.as_secs(),
             ours.end_to_end,
             ours.pending_max,
             ours.pending_end,
             answered(ours),
-            ours.end_to_end / reference.max(1e-9)
+            ours.end_to_end / reference.max(1e-9),
+            sustained::GOAL
         );
         let settings: Vec<String> = sustained::SEED.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
         let _ = writeln!(
