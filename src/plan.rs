@@ -76,6 +76,25 @@ impl Instance {
         self.resource.kind.spec().connection_string(self)
     }
 
+    /// The user and database of its connection string (`…://user:…@…/database`;
+    /// `apphost` for either it lacks), which a `pg_isready` check asks as.
+    /// The server's answer does not depend on them: it asks any user to
+    /// authenticate, and a wrong database is an error from a server that is up.
+    pub fn pg_login(&self) -> (String, String) {
+        let url = self.connection_string().and_then(|cs| url::Url::parse(&cs).ok());
+        let user = url.as_ref().map(|u| u.username().to_owned()).filter(|u| !u.is_empty());
+        let database = url.as_ref().map(|u| u.path().trim_start_matches('/').to_owned()).filter(|d| !d.is_empty());
+        (user.unwrap_or_else(|| "apphost".into()), database.unwrap_or_else(|| "apphost".into()))
+    }
+
+    /// `pg_isready` on its port `port`, for a published stack's healthcheck:
+    /// what a [`Check::PgIsReady`](crate::topology::Check::PgIsReady) does, with the program every PostgreSQL image has.
+    pub fn pg_isready(&self, port: &str) -> Vec<String> {
+        let (user, database) = self.pg_login();
+        let port = format!("{{port:{port}}}");
+        ["pg_isready", "-q", "-h", "127.0.0.1", "-p", &port, "-U", &user, "-d", &database].map(str::to_owned).to_vec()
+    }
+
     /// Where it answers on this machine, for `ps` and the dashboard.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.ports.iter().map(|(name, b)| Endpoint::loopback(name, b.host)).collect()

@@ -32,9 +32,13 @@ impl ResourceKind for Postgres {
         &[("tcp", Some(5432))]
     }
 
-    fn default_check(&self, r: &Resource) -> Option<Check> {
-        let command = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "{port:tcp}", "-U", &user(r), "-d", &database(r)];
-        Some(Check::Exec { command: command.map(str::to_owned).to_vec() })
+    /// apphost's own handshake rather than `pg_isready` in the container:
+    /// a `docker exec` costs about 75 ms of CPU (runc, containerd, dockerd),
+    /// so two databases probed every second took 15 % of a core here, idle
+    /// or under load (measured with `/proc/stat` over 20 s, with and
+    /// without two more such execs a second).
+    fn default_check(&self, _: &Resource) -> Option<Check> {
+        Some(Check::PgIsReady { port: "tcp".into() })
     }
 
     /// SIGTERM is a "smart" shutdown that waits for every client to leave.

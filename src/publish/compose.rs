@@ -115,12 +115,16 @@ fn healthcheck(i: &Instance, probe: &Probe) -> Node {
     let tcp = |port: Option<u16>| {
         Node::strs(["CMD", "bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{}", port.unwrap_or_default())])
     };
-    let test = match &probe.check {
-        Check::Exec { command } => Node::List(
+    let exec = |command: &[String]| {
+        Node::List(
             std::iter::once(Node::str("CMD"))
                 .chain(crate::runtime::expand_ports(command, port).into_iter().map(Node::Str))
                 .collect(),
-        ),
+        )
+    };
+    let test = match &probe.check {
+        Check::Exec { command } => exec(command),
+        Check::PgIsReady { port: name } => exec(&i.pg_isready(name)),
         // The services answer their own readiness: slim images have no curl.
         Check::Http { .. } if r.kind.spec().package(r).is_some() => Node::strs([
             "CMD".to_owned(),

@@ -238,13 +238,15 @@ fn object(api_version: &str, kind: &str, name: &str, labels: &Node) -> Node {
 fn k8s_probe(i: &Instance, probe: &Probe, failures: i64) -> Node {
     let port = |name: &str| i.ports.get(name).map(|b| b.host);
     let first_port = || i.ports.keys().next().cloned().unwrap_or_default();
+    let exec = |command: &[String]| {
+        ("exec", Node::map().with("command", Node::strs(crate::runtime::expand_ports(command, port))))
+    };
     let how = match &probe.check {
         Check::Http { path, port } => {
             ("httpGet", Node::map().with("path", Node::str(path)).with("port", Node::str(port)))
         }
-        Check::Exec { command } => {
-            ("exec", Node::map().with("command", Node::strs(crate::runtime::expand_ports(command, port))))
-        }
+        Check::Exec { command } => exec(command),
+        Check::PgIsReady { port: name } => exec(&i.pg_isready(name)),
         // An AMQP handshake has no Kubernetes probe: the closest is a TCP connect.
         Check::Tcp { port } | Check::Amqp { port } => ("tcpSocket", Node::map().with("port", Node::str(port))),
         Check::Log { .. } => ("tcpSocket", Node::map().with("port", Node::str(first_port()))),

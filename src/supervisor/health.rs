@@ -4,7 +4,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{net::TcpStream, sync::watch, time::Instant};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::watch,
+    time::Instant,
+};
 
 use super::Shared;
 use crate::{
@@ -67,6 +72,13 @@ pub(super) async fn watch(
                 Some(p) => amqp_opens(&instance, p, probe.timeout).await,
                 None => false,
             },
+            Check::PgIsReady { port } => match instance.port(port) {
+                Some(p) => {
+                    let (user, database) = instance.pg_login();
+                    postgres_ready(p, &user, &database, probe.timeout).await
+                }
+                None => false,
+            },
             Check::Log { .. } => {
                 for line in logs.since(Some(&name), next_seq) {
                     next_seq = line.seq + 1;
@@ -120,6 +132,74 @@ pub(crate) async fn opens(container_id: &str, url: url::Url, limit: Duration) ->
     tokio::time::timeout(limit, open).await.is_ok_and(|opened| opened.is_some())
 }
 
+/// Whether the PostgreSQL server on `port` accepts connections, asked as
+/// `user` on `database`: `pg_isready`'s answer
+/// (libpq's `PQping`) without its process. Only the startup message goes out;
+/// the server answers with an authentication request (or an error once past
+/// that), and the connection is closed there, which PostgreSQL does not log.
+async fn postgres_ready(port: u16, user: &str, database: &str, limit: Duration) -> bool {
+    match tokio::time::timeout(limit, postgres_answer(port, user, database)).await {
+        Ok(Some(PgAnswer::Authentication)) => true,
+        Ok(Some(PgAnswer::Error { sqlstate })) => sqlstate != "57P03",
+        Ok(Some(PgAnswer::Other(_)) | None) | Err(_) => false,
+    }
+}
+
+/// The first message a PostgreSQL server sends back to a startup message.
+#[derive(Debug, PartialEq, Eq)]
+enum PgAnswer {
+    /// An authentication request (or `AuthenticationOk`): it takes clients.
+    Authentication,
+    /// An ErrorResponse. SQLSTATE 57P03 (`cannot_connect_now`: starting up,
+    /// shutting down, in recovery) is the one `pg_isready` takes for "not
+    /// accepting connections"; any other (a wrong database, too many
+    /// clients) comes from a server that is up, as `pg_isready` says too.
+    Error { sqlstate: String },
+    /// Any other message type: not a PostgreSQL server.
+    Other(u8),
+}
+
+/// Sends the startup message for `user` on `database` to `port` and reads
+/// the first answer; `None` when the connection fails or closes first.
+async fn postgres_answer(port: u16, user: &str, database: &str) -> Option<PgAnswer> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(&startup_message(user, database)).await.ok()?;
+    // A message: its type byte, then its length (itself included) in 4 bytes.
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).await.ok()?;
+    match head[0] {
+        b'R' => Some(PgAnswer::Authentication),
+        b'E' => {
+            let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            // Bounded: an error response is a few hundred bytes.
+            let mut fields = vec![0u8; length.saturating_sub(4).min(8192)];
+            stream.read_exact(&mut fields).await.ok()?;
+            let sqlstate = fields
+                .split(|b| *b == 0)
+                .find_map(|field| field.strip_prefix(b"C"))
+                .map(|code| String::from_utf8_lossy(code).into_owned())
+                .unwrap_or_default();
+            Some(PgAnswer::Error { sqlstate })
+        }
+        other => Some(PgAnswer::Other(other)),
+    }
+}
+
+/// A protocol 3.0 StartupMessage for `user` on `database`.
+fn startup_message(user: &str, database: &str) -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec(); // 3 << 16: protocol 3.0
+    for (key, value) in [("user", user), ("database", database), ("application_name", "apphost-health")] {
+        for text in [key, value] {
+            body.extend(text.bytes().filter(|b| *b != 0));
+            body.push(0);
+        }
+    }
+    body.push(0);
+    let mut message = u32::try_from(body.len() + 4).unwrap_or(u32::MAX).to_be_bytes().to_vec();
+    message.extend(body);
+    message
+}
+
 /// What a line of a `kind` resource says is wrong, if it is one of the known troubles.
 /// Each kind names its own troubles ([`crate::kinds::ResourceKind::troubles`]); the first
 /// match of each becomes an event (the dashboard's timeline, `apphost logs --events`)
@@ -167,6 +247,58 @@ mod tests {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = url::Url::parse(&format!("amqp://u:p@{}", silent.local_addr().unwrap())).unwrap();
         assert!(!opens("t", url, Duration::from_millis(500)).await);
+    }
+
+    /// A real PostgreSQL takes the startup message and asks to authenticate
+    /// (a malformed one gets an ErrorResponse, 08P01, instead); stopped, it fails.
+    #[tokio::test]
+    async fn a_postgres_server_answers_the_startup_message_and_is_ready() {
+        let pg = testkit::postgres::Postgres::start_private();
+        assert_eq!(postgres_answer(pg.port(), "postgres", "postgres").await, Some(PgAnswer::Authentication));
+        assert!(postgres_ready(pg.port(), "postgres", "no_such_database", Duration::from_secs(5)).await);
+        let port = pg.port();
+        drop(pg);
+        assert!(!postgres_ready(port, "postgres", "postgres", Duration::from_secs(5)).await, "a stopped server");
+    }
+
+    /// As `pg_isready`: "starting up" (57P03) is not ready, another error is
+    /// a server that is up; silence and a peer that is not PostgreSQL fail.
+    #[tokio::test]
+    async fn a_postgres_server_starting_up_or_silent_is_not_ready() {
+        async fn answering(reply: Option<Vec<u8>>) -> bool {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (mut peer, _) = listener.accept().await.unwrap();
+                let mut startup = vec![0u8; 4];
+                peer.read_exact(&mut startup).await.unwrap();
+                let length = u32::from_be_bytes(startup[..4].try_into().unwrap()) as usize;
+                let mut body = vec![0u8; length - 4];
+                peer.read_exact(&mut body).await.unwrap();
+                assert_eq!(&body[..4], &[0, 3, 0, 0], "protocol 3.0");
+                assert!(body.windows(8).any(|w| w == b"user\0app"), "the user travels");
+                match reply {
+                    Some(reply) => peer.write_all(&reply).await.unwrap(),
+                    None => tokio::time::sleep(Duration::from_secs(5)).await,
+                }
+                peer
+            });
+            let ready = postgres_ready(port, "app", "db", Duration::from_millis(500)).await;
+            server.abort();
+            ready
+        }
+        let error = |code: &str| {
+            let fields = format!("SFATAL\0C{code}\0Mthe database system is starting up\0\0");
+            let mut message = vec![b'E'];
+            message.extend(u32::try_from(fields.len() + 4).unwrap().to_be_bytes());
+            message.extend(fields.bytes());
+            message
+        };
+        assert!(answering(Some(vec![b'R', 0, 0, 0, 12, 0, 0, 0, 10])).await, "asked for a password: up");
+        assert!(!answering(Some(error("57P03"))).await, "starting up");
+        assert!(answering(Some(error("3D000"))).await, "no such database: up");
+        assert!(!answering(Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec())).await, "not PostgreSQL");
+        assert!(!answering(None).await, "silent");
     }
 
     #[test]

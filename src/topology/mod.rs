@@ -114,6 +114,14 @@ pub enum Check {
     /// resource's user when it has one) within the probe's timeout: a broker
     /// that is paused or wedged accepts TCP but never opens.
     Amqp { port: String },
+    /// A PostgreSQL startup handshake on the named port, as `pg_isready`
+    /// does it (as the user and database of the resource's connection
+    /// string): healthy once the server answers as anything but "starting
+    /// up" or "shutting down" (no password is sent: the server asks for it,
+    /// which is the answer). apphost runs it itself on every runtime, so it
+    /// costs no process in the container; a published stack runs
+    /// `pg_isready` ([`crate::plan::Instance::pg_isready`]).
+    PgIsReady { port: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ const RESOURCE_KEYS: &[&str] = &[
     "user",
 ];
 const PROBE_KEYS: &[&str] =
-    &["http", "tcp", "exec", "log", "amqp", "port", "interval", "timeout", "retries", "start_period"];
+    &["http", "tcp", "exec", "log", "amqp", "pg_isready", "port", "interval", "timeout", "retries", "start_period"];
 
 pub fn parse(path: &Path, text: &str) -> Result<Topology, Diag> {
     let src = Source::new(text);
@@ -319,6 +319,8 @@ fn probe(src: &Source<'_>, node: &Node<'_>) -> Result<Probe, Diag> {
             .map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::Tcp { port })),
         field("amqp")
             .map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::Amqp { port })),
+        field("pg_isready")
+            .map(|v| v.scalar_text().ok_or_else(|| v.wrong_type("a port name")).map(|port| Check::PgIsReady { port })),
         field("exec").map(|v| match v.strings(src) {
             Ok(list) if !list.is_empty() => Ok(Check::Exec { command: list.into_iter().map(|(s, _)| s).collect() }),
             _ => v.string().map(|cmd| Check::Exec { command: vec!["sh".into(), "-c".into(), cmd] }),
@@ -339,7 +341,7 @@ fn probe(src: &Source<'_>, node: &Node<'_>) -> Result<Probe, Diag> {
             return Err(Diag::new(
                 "`health` needs exactly one check",
                 node.span,
-                "one of `http`, `tcp`, `exec`, `log`, `amqp`",
+                "one of `http`, `tcp`, `exec`, `log`, `amqp`, `pg_isready`",
             )
             .help("e.g. `health: { http: /health/ready }` or `health: { log: \"ready\" }`"));
         }

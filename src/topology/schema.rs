@@ -42,6 +42,7 @@ pub fn json_schema() -> Value {
                 "exec": { "oneOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }], "description": "command exiting 0; `{port:NAME}` is replaced by the port" },
                 "log": { "type": "string", "description": "regular expression matched against output lines" },
                 "amqp": { "type": "string", "description": "port name where an AMQP 1.0 connection opens (with the resource's user)" },
+                "pg_isready": { "type": "string", "description": "port name where PostgreSQL answers a startup handshake (with the user and database of the resource's connection string), as pg_isready checks" },
                 "port": { "type": "string" },
                 "interval": duration, "timeout": duration, "start_period": duration,
                 "retries": { "type": "integer", "minimum": 1 }

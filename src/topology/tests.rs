@@ -103,9 +103,7 @@ fn kinds_get_their_default_ports_and_probes() {
     .unwrap();
     let db = t.resource("db").unwrap();
     assert_eq!(db.port("tcp").map(|p| (p.host, p.target)), Some((Some(15432), Some(5432))));
-    assert!(
-        matches!(&db.health.as_ref().unwrap().check, Check::Exec { command } if command[0] == "pg_isready" && command.contains(&"app".to_owned()))
-    );
+    assert_eq!(db.health.as_ref().unwrap().check, Check::PgIsReady { port: "tcp".into() });
     let mq = t.resource("mq").unwrap();
     assert!(mq.port("amqp").is_some() && mq.port("core").is_some());
     assert_eq!(mq.health.as_ref().unwrap().check, Check::Amqp { port: "amqp".into() });

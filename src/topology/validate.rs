@@ -55,7 +55,9 @@ pub fn validate(t: &Topology) -> Vec<Diag> {
         }
         if let Some(probe) = &r.health {
             let port = match &probe.check {
-                Check::Tcp { port } | Check::Http { port, .. } | Check::Amqp { port } => Some(port),
+                Check::Tcp { port } | Check::Http { port, .. } | Check::Amqp { port } | Check::PgIsReady { port } => {
+                    Some(port)
+                }
                 _ => None,
             };
             if let Some(port) = port.filter(|p| r.port(p).is_none()) {
