@@ -133,23 +133,43 @@ pub(crate) async fn opens(container_id: &str, url: url::Url, limit: Duration) ->
 }
 
 /// Whether the PostgreSQL server on `port` accepts connections, asked as
-/// `user` on `database`: `pg_isready`'s answer
-/// (libpq's `PQping`) without its process. Only the startup message goes out;
-/// the server answers with an authentication request (or an error once past
-/// that), and the connection is closed there, which PostgreSQL does not log.
+/// `user` on `database`: `pg_isready`'s answer (libpq's `PQping`) without its
+/// process. Only the startup message goes out; the first answer decides, and
+/// the connection is closed there (at a password prompt, which PostgreSQL
+/// does not log).
 async fn postgres_ready(port: u16, user: &str, database: &str, limit: Duration) -> bool {
-    match tokio::time::timeout(limit, postgres_answer(port, user, database)).await {
-        Ok(Some(PgAnswer::Authentication)) => true,
-        Ok(Some(PgAnswer::Error { sqlstate })) => sqlstate != "57P03",
-        Ok(Some(PgAnswer::Other(_)) | None) | Err(_) => false,
+    let Ok(Some((answer, stream))) = tokio::time::timeout(limit, postgres_answer(port, user, database)).await else {
+        return false;
+    };
+    // Off the probe's clock, and bounded by it.
+    tokio::spawn(tokio::time::timeout(limit, leave(stream, answer == PgAnswer::LoggedIn)));
+    match answer {
+        PgAnswer::Authentication | PgAnswer::LoggedIn => true,
+        PgAnswer::Error { sqlstate } => sqlstate != "57P03",
+        PgAnswer::Other(_) => false,
     }
+}
+
+/// Leaves as a client may: logged in already (trust), with a Terminate; at
+/// a password prompt, by closing. Either way it reads what the server still
+/// sends: a socket closed on unread data resets the connection, and
+/// PostgreSQL logs "could not receive data from client" for that.
+async fn leave(mut stream: TcpStream, logged_in: bool) {
+    if logged_in {
+        let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+    }
+    let _ = stream.shutdown().await;
+    let mut rest = [0u8; 1024];
+    while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
 }
 
 /// The first message a PostgreSQL server sends back to a startup message.
 #[derive(Debug, PartialEq, Eq)]
 enum PgAnswer {
-    /// An authentication request (or `AuthenticationOk`): it takes clients.
+    /// An authentication request: it takes clients.
     Authentication,
+    /// `AuthenticationOk` (no password asked): it takes clients.
+    LoggedIn,
     /// An ErrorResponse. SQLSTATE 57P03 (`cannot_connect_now`: starting up,
     /// shutting down, in recovery) is the one `pg_isready` takes for "not
     /// accepting connections"; any other (a wrong database, too many
@@ -160,29 +180,35 @@ enum PgAnswer {
 }
 
 /// Sends the startup message for `user` on `database` to `port` and reads
-/// the first answer; `None` when the connection fails or closes first.
-async fn postgres_answer(port: u16, user: &str, database: &str) -> Option<PgAnswer> {
+/// the first answer, whole; `None` when the connection fails or closes first.
+async fn postgres_answer(port: u16, user: &str, database: &str) -> Option<(PgAnswer, TcpStream)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     stream.write_all(&startup_message(user, database)).await.ok()?;
     // A message: its type byte, then its length (itself included) in 4 bytes.
     let mut head = [0u8; 5];
     stream.read_exact(&mut head).await.ok()?;
-    match head[0] {
-        b'R' => Some(PgAnswer::Authentication),
-        b'E' => {
-            let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            // Bounded: an error response is a few hundred bytes.
-            let mut fields = vec![0u8; length.saturating_sub(4).min(8192)];
-            stream.read_exact(&mut fields).await.ok()?;
-            let sqlstate = fields
-                .split(|b| *b == 0)
-                .find_map(|field| field.strip_prefix(b"C"))
-                .map(|code| String::from_utf8_lossy(code).into_owned())
-                .unwrap_or_default();
-            Some(PgAnswer::Error { sqlstate })
+    let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    // Bounded: an authentication request or an error is a few hundred bytes.
+    let mut body = vec![0u8; length.saturating_sub(4).min(8192)];
+    let answer = match head[0] {
+        b'R' | b'E' => {
+            stream.read_exact(&mut body).await.ok()?;
+            if head[0] == b'R' && body.starts_with(&[0, 0, 0, 0]) {
+                PgAnswer::LoggedIn
+            } else if head[0] == b'R' {
+                PgAnswer::Authentication
+            } else {
+                let sqlstate = body
+                    .split(|b| *b == 0)
+                    .find_map(|field| field.strip_prefix(b"C"))
+                    .map(|code| String::from_utf8_lossy(code).into_owned())
+                    .unwrap_or_default();
+                PgAnswer::Error { sqlstate }
+            }
         }
-        other => Some(PgAnswer::Other(other)),
-    }
+        other => PgAnswer::Other(other),
+    };
+    Some((answer, stream))
 }
 
 /// A protocol 3.0 StartupMessage for `user` on `database`.
@@ -250,12 +276,21 @@ mod tests {
     }
 
     /// A real PostgreSQL takes the startup message and asks to authenticate
-    /// (a malformed one gets an ErrorResponse, 08P01, instead); stopped, it fails.
+    /// (one with another protocol version gets no such answer: checked by
+    /// mutation); stopped, it fails.
     #[tokio::test]
     async fn a_postgres_server_answers_the_startup_message_and_is_ready() {
         let pg = testkit::postgres::Postgres::start_private();
-        assert_eq!(postgres_answer(pg.port(), "postgres", "postgres").await, Some(PgAnswer::Authentication));
+        let (answer, stream) = postgres_answer(pg.port(), "postgres", "postgres").await.unwrap();
+        assert_eq!(answer, PgAnswer::LoggedIn, "the test server trusts loopback");
+        leave(stream, true).await;
         assert!(postgres_ready(pg.port(), "postgres", "no_such_database", Duration::from_secs(5)).await);
+        // A probe a second must not write a line a second to the server's log.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = pg.log_text();
+        for noise in ["could not receive data", "unexpected EOF", "connection reset"] {
+            assert!(!log.contains(noise), "the probe left `{noise}` in the server's log:\n{log}");
+        }
         let port = pg.port();
         drop(pg);
         assert!(!postgres_ready(port, "postgres", "postgres", Duration::from_secs(5)).await, "a stopped server");
@@ -294,7 +329,7 @@ mod tests {
             message.extend(fields.bytes());
             message
         };
-        assert!(answering(Some(vec![b'R', 0, 0, 0, 12, 0, 0, 0, 10])).await, "asked for a password: up");
+        assert!(answering(Some(vec![b'R', 0, 0, 0, 8, 0, 0, 0, 3])).await, "asked for a password: up");
         assert!(!answering(Some(error("57P03"))).await, "starting up");
         assert!(answering(Some(error("3D000"))).await, "no such database: up");
         assert!(!answering(Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec())).await, "not PostgreSQL");
