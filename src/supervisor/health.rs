@@ -188,25 +188,22 @@ async fn postgres_answer(port: u16, user: &str, database: &str) -> Option<(PgAns
     let mut head = [0u8; 5];
     stream.read_exact(&mut head).await.ok()?;
     let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if !matches!(head[0], b'R' | b'E') {
+        return Some((PgAnswer::Other(head[0]), stream));
+    }
     // Bounded: an authentication request or an error is a few hundred bytes.
     let mut body = vec![0u8; length.saturating_sub(4).min(8192)];
+    stream.read_exact(&mut body).await.ok()?;
     let answer = match head[0] {
-        b'R' | b'E' => {
-            stream.read_exact(&mut body).await.ok()?;
-            if head[0] == b'R' && body.starts_with(&[0, 0, 0, 0]) {
-                PgAnswer::LoggedIn
-            } else if head[0] == b'R' {
-                PgAnswer::Authentication
-            } else {
-                let sqlstate = body
-                    .split(|b| *b == 0)
-                    .find_map(|field| field.strip_prefix(b"C"))
-                    .map(|code| String::from_utf8_lossy(code).into_owned())
-                    .unwrap_or_default();
-                PgAnswer::Error { sqlstate }
-            }
-        }
-        other => PgAnswer::Other(other),
+        b'R' if body.starts_with(&[0, 0, 0, 0]) => PgAnswer::LoggedIn,
+        b'R' => PgAnswer::Authentication,
+        _ => PgAnswer::Error {
+            sqlstate: body
+                .split(|b| *b == 0)
+                .find_map(|field| field.strip_prefix(b"C"))
+                .map(|code| String::from_utf8_lossy(code).into_owned())
+                .unwrap_or_default(),
+        },
     };
     Some((answer, stream))
 }
