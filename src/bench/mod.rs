@@ -45,6 +45,8 @@ pub struct Options {
     pub fractions: Vec<f64>,
     /// Items written with the broker stopped, for the drain.
     pub backlog: usize,
+    /// How long each step of the search for the sustained run's rate lasts.
+    pub step: Duration,
     /// How long the sustained run with the stack's settings lasts ...
     pub sustained: Duration,
     /// ... and the one with the seed's relay settings: shorter, as that
@@ -81,8 +83,9 @@ pub enum Part {
     Drain,
     /// One broker alone to active, the start-up's reference.
     Startup,
-    /// Five minutes at 0.6 × `pgbench` (or the closed loop's figure, if less)
-    /// with the stack's settings, one with the seed's.
+    /// Five minutes at the most the stack held in steps of 5 s (shares of the
+    /// closed loop's figure, none above 0.6 × `pgbench`) with the stack's
+    /// settings, one with the seed's.
     Sustained,
 }
 
@@ -98,6 +101,7 @@ impl Options {
                 rates: vec![],
                 fractions: vec![0.05],
                 backlog: 1000,
+                step: Duration::from_secs(1),
                 sustained: Duration::from_secs(5),
                 seed: Duration::from_secs(5),
                 command,
@@ -114,6 +118,7 @@ impl Options {
                 rates: vec![480.0],
                 fractions: vec![0.25],
                 backlog: 16_000,
+                step: Duration::from_secs(5),
                 sustained: Duration::from_secs(300),
                 seed: Duration::from_secs(60),
                 command,
@@ -213,12 +218,33 @@ const STAGES: [(&str, contracts::metrics::Metric, bool); 6] = {
     ]
 };
 
+/// One closed-loop run, its CPU counted from its start until the receiver
+/// had all its items.
+struct ClosedRun {
+    rate: f64,
+    /// Percent of one core, each component, over `seconds`.
+    cpu: BTreeMap<String, f64>,
+    seconds: f64,
+    items: usize,
+    /// How long after the loop the last of its items was delivered.
+    delivered_after: f64,
+}
+
+impl ClosedRun {
+    /// CPU seconds one item cost, each component.
+    fn per_item(&self) -> BTreeMap<String, f64> {
+        let items = self.items.max(1) as f64;
+        self.cpu.iter().map(|(name, pct)| (name.clone(), pct / 100.0 * self.seconds / items)).collect()
+    }
+}
+
 /// The figures and the checks behind them.
 #[derive(Default)]
 struct Figures {
     pgbench: Vec<f64>,
     closed: Vec<f64>,
-    closed_cpu: BTreeMap<String, f64>,
+    /// The closed-loop run whose rate is the median.
+    closed_run: Option<ClosedRun>,
     open: Vec<OpenLoop>,
     /// The median run by drain rate.
     drain: Option<drain::Drain>,
@@ -232,6 +258,8 @@ struct Figures {
     /// The settings the figures were taken with: the services' own start
     /// lines (their effective tuning) and the broker's JVM arguments.
     settings: Vec<String>,
+    /// The steps that found the sustained run's rate.
+    steps: Vec<sustained::Step>,
     /// Sustained load with the stack's settings, then with the seed's.
     sustained: Option<(sustained::Sustained, sustained::Sustained)>,
     /// At the lowest offered rate, per run: the sender's transaction alone
@@ -322,21 +350,37 @@ async fn measure(
     }
     lap.note(report, "pgbench");
     let reference = median(&figures.pgbench);
+    let mut closed_runs = Vec::new();
     for run in 0..if options.wants(Part::Closed) { options.runs } else { 0 } {
-        let before = cpu(ctx).await;
+        let before = cpu_sample(ctx).await;
         let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
-        figures.closed_cpu = cpu_since(ctx, &before, result.seconds).await;
+        let items = result.ids.len();
+        all_ids.extend(result.ids.iter().copied());
+        // The CPU its items cost counts until the receiver has them all: a relay that fell
+        // behind in the loop does that work after it, and the ceiling must not leave it out.
+        let loop_ended = Instant::now();
+        await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
+        let delivered_after = loop_ended.elapsed().as_secs_f64();
+        let after = cpu_sample(ctx).await;
+        let cpu = cpu_between(&before, &after);
+        let seconds = after.at.saturating_duration_since(before.at).as_secs_f64();
+        let per_item: f64 = cpu.values().map(|pct| pct / 100.0 * seconds / items.max(1) as f64).sum();
         report.notes.push(format!(
-            "closed loop run {}: {:.0} req/s, {} failed ({})",
+            "closed loop run {}: {:.0} req/s, {} failed ({}); all delivered {delivered_after:.2} s after the loop; \
+             {:.2} ms of CPU per item until then ({})",
             run + 1,
             result.rate(),
             result.failed(),
-            load::why_text(&result.why)
+            load::why_text(&result.why),
+            per_item * 1000.0,
+            cpu_text(&cpu)
         ));
         figures.closed.push(result.rate());
-        all_ids.extend(result.ids);
-        await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
+        closed_runs.push(ClosedRun { rate: result.rate(), cpu, seconds, items, delivered_after });
     }
+    // The run whose rate is the median stands for the loop's CPU, as for the open loops.
+    closed_runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    figures.closed_run = (!closed_runs.is_empty()).then(|| closed_runs.swap_remove(closed_runs.len() / 2));
     lap.note(report, "the closed loop");
     let mut offered_rates = if options.wants(Part::Open) { options.rates.clone() } else { Vec::new() };
     if options.wants(Part::Open) && !figures.pgbench.is_empty() {
@@ -516,7 +560,23 @@ async fn measure(
     drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     figures.drain = (!drains.is_empty()).then(|| drains.swap_remove(drains.len() / 2));
     if options.wants(Part::Sustained) {
-        let rate = sustained::offered(reference, (!figures.closed.is_empty()).then(|| median(&figures.closed)));
+        let rates = sustained::step_rates(reference, (!figures.closed.is_empty()).then(|| median(&figures.closed)));
+        let (steps, ids) = sustained::steps(ctx, &client, &sender, &rates, options.step).await?;
+        all_ids.extend(ids);
+        for step in &steps {
+            report.notes.push(format!(
+                "step {:.0}/s for {} s: {} acknowledged, {} not sent on time, failed: {}; {} not at the receiver {} s after",
+                step.offered,
+                options.step.as_secs(),
+                step.acknowledged,
+                step.not_sent,
+                load::why_text(&step.why),
+                step.late,
+                sustained::HELD_WITHIN.as_secs()
+            ));
+        }
+        let rate = sustained::offered(&steps).ok_or("no step to find the sustained run's rate")?;
+        figures.steps = steps;
         let ours = sustained::run(ctx, &client, &sender, rate, options.sustained).await?;
         report.notes.push(format!(
             "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}",
@@ -835,16 +895,12 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// The closed loop's CPU seconds per item across the machine, and the items
-/// a second all its cores would give at that cost if nothing ever waited.
+/// The closed loop's CPU seconds per item across the machine (until the
+/// receiver had them), and the items a second all its cores would give at
+/// that cost if nothing ever waited.
 fn ceiling(f: &Figures) -> Option<(f64, f64)> {
-    let closed = median(&f.closed);
-    if closed <= 0.0 || f.closed_cpu.is_empty() {
-        return None;
-    }
-    // Percent of one core at `closed` items/s: CPU seconds per item.
-    let total: f64 = f.closed_cpu.values().map(|pct| pct / 100.0 / closed).sum();
-    Some((total, cores() as f64 / total.max(1e-9)))
+    let total: f64 = f.closed_run.as_ref()?.per_item().values().sum();
+    (total > 0.0).then(|| (total, cores() as f64 / total))
 }
 
 fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, String)], commit: Option<&str>) -> String {
@@ -1018,26 +1074,53 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             text
         };
         let goal = (reference * sustained::GOAL).round();
-        let offered = if ours.offered < goal {
-            format!(
-                "the closed loop's figure ({} × `pgbench`, {goal:.0}/s, is more than the sender takes at its own \
-                 pace here, see the ceiling: offering it measures only how the machine copes with overload, \
-                 the load generator beside the stack on its 2 cores)",
-                sustained::GOAL
-            )
-        } else {
-            format!("{} × `pgbench`", sustained::GOAL)
-        };
+        let shares: Vec<String> = sustained::STEPS.iter().map(|share| share.to_string()).collect();
+        let steps: Vec<String> = f
+            .steps
+            .iter()
+            .map(|step| {
+                let mut text = format!("{:.0}/s ", step.offered);
+                if step.held() {
+                    text.push_str("held");
+                } else {
+                    let failed = load::failed(&step.why);
+                    let mut why = Vec::new();
+                    if failed > 0 {
+                        why.push(format!("{failed} refused ({})", load::why_text(&step.why)));
+                    }
+                    if step.not_sent > 0 {
+                        why.push(format!("{} not sent on time", step.not_sent));
+                    }
+                    if step.late > 0 {
+                        why.push(format!(
+                            "{} not at the receiver {} s after",
+                            step.late,
+                            sustained::HELD_WITHIN.as_secs()
+                        ));
+                    }
+                    text.push_str(&why.join(", "));
+                }
+                text
+            })
+            .collect();
+        let busy: f64 = ours.cpu.values().sum();
         let _ = writeln!(
             s,
-            "| sustained end-to-end rate, {:.0} POST/s offered ({offered}) for {} s | {:.0} items/s; outbox pending \
-             at most {:.0}, {:.0} when the load ended; {} | `pgbench`: {reference:.0} tps | {:.2} | ≥ {} |",
-            ours.offered,
+            "| sustained end-to-end rate for {} s, offered the most the stack held in steps of {} s ({} × the closed \
+             loop's figure, none above {} × `pgbench`, {goal:.0}/s; the first step it did not hold ends the search: \
+             {}): {:.0} POST/s | {:.0} items/s; outbox pending at most {:.0}, {:.0} when the load ended; {}; the \
+             machine {busy:.0} % busy of {} % (CPU below) | `pgbench`: {reference:.0} tps | {:.2} | ≥ {} |",
             o.sustained.as_secs(),
+            o.step.as_secs(),
+            shares.join(", "),
+            sustained::GOAL,
+            steps.join("; "),
+            ours.offered,
             ours.end_to_end,
             ours.pending_max,
             ours.pending_end,
             answered(ours),
+            cores() * 100,
             ours.end_to_end / reference.max(1e-9),
             sustained::GOAL
         );
@@ -1113,28 +1196,41 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
              are each the median over the runs."
         );
     }
-    let mut columns: Vec<String> = f.closed_cpu.keys().cloned().collect();
-    for r in &f.open {
-        columns.extend(r.cpu.keys().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
+    let empty = BTreeMap::new();
+    let closed_cpu = f.closed_run.as_ref().map_or(&empty, |r| &r.cpu);
+    let sustained_cpu = f.sustained.as_ref().map(|(ours, _)| &ours.cpu);
+    let mut columns: Vec<String> = closed_cpu.keys().cloned().collect();
+    for cpu in f.open.iter().map(|r| &r.cpu).chain(sustained_cpu) {
+        columns.extend(cpu.keys().filter(|k| !columns.contains(k)).cloned().collect::<Vec<_>>());
     }
     let _ = writeln!(s, "\n### CPU per component (percent of one core, during the run)\n");
     let _ = writeln!(s, "| run | {} |", columns.join(" | "));
     let _ = writeln!(s, "|---|{}", "---|".repeat(columns.len()));
-    s.push_str(&cpu_row(&format!("closed loop, {} connections", o.connections), &f.closed_cpu, &columns));
+    if let Some(r) = &f.closed_run {
+        let label = format!(
+            "closed loop, {} connections, until the receiver had its items ({:.1} s after the loop)",
+            o.connections, r.delivered_after
+        );
+        s.push_str(&cpu_row(&label, &r.cpu, &columns));
+    }
     for r in &f.open {
         s.push_str(&cpu_row(&format!("open loop, {:.0}/s", r.offered), &r.cpu, &columns));
     }
     if let Some(d) = &f.drain {
         s.push_str(&cpu_row("relay drain (receiver stopped)", &d.cpu, &columns));
     }
-    if let Some((total, ceiling)) = ceiling(f) {
+    if let Some((ours, _)) = &f.sustained {
+        let label = format!("sustained, {:.0}/s offered for {} s", ours.offered, o.sustained.as_secs());
+        s.push_str(&cpu_row(&label, &ours.cpu, &columns));
+    }
+    if let (Some((total, ceiling)), Some(r)) = (ceiling(f), &f.closed_run) {
         let per_item: Vec<String> =
-            f.closed_cpu.iter().map(|(name, pct)| format!("{name} {:.2}", pct / 100.0 / closed * 1000.0)).collect();
+            r.per_item().iter().map(|(name, seconds)| format!("{name} {:.2}", seconds * 1000.0)).collect();
         let _ = writeln!(
             s,
-            "\nIn the closed loop each item cost {:.2} ms of CPU across the machine ({}, in ms); {} cores \
-             give a ceiling of {ceiling:.0} items/s for the whole pipeline if nothing ever waited, {:.2} × the \
-             `pgbench` figure: no ratio to `pgbench` above can pass that here.",
+            "\nIn the closed loop each item cost {:.2} ms of CPU across the machine, counted until the receiver had \
+             it ({}, in ms); {} cores give a ceiling of {ceiling:.0} items/s for the whole pipeline if nothing ever \
+             waited, {:.2} × the `pgbench` figure: no ratio to `pgbench` above can pass that here.",
             total * 1000.0,
             per_item.join(", "),
             cores(),

@@ -1,11 +1,14 @@
-//! Sustained throughput: open-loop load at a fixed share of the `pgbench`
-//! figure (or the closed loop's, if less: [`offered`]) for minutes, the
-//! end-to-end rate the receiver keeps up with and whether the outbox's
-//! backlog grows; then the same with the seed's relay settings (a sender
-//! started by hand with the same variables, as a user could), for the
-//! speed-up over it.
+//! Sustained throughput: open-loop load for minutes at the most the stack
+//! held in short steps ([`steps`], up to the goal's share of the `pgbench`
+//! figure), the end-to-end rate the receiver keeps up with and whether the
+//! outbox's backlog grows; then the same with the seed's relay settings (a
+//! sender started by hand with the same variables, as a user could), for
+//! the speed-up over it.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use contracts::metrics::OUTBOX_PENDING;
 use dashboard::Action;
@@ -19,16 +22,75 @@ pub const SEED: [(&str, &str); 3] =
 /// The goal: an end-to-end rate this share of the `pgbench` figure.
 pub const GOAL: f64 = 0.6;
 
-/// The rate a sustained run offers: the goal's, unless the closed loop took
-/// less. Open-loop load beyond what the sender takes at its own pace can only
-/// be refused (503); on this machine the load generator then takes the CPU
-/// the stack needs, so such a run measures overload, not what the stack
-/// holds: at dce2a5d, 5,482/s offered (0.6 × `pgbench`, above the 2,681/s
-/// CPU ceiling) gave 1,128 items/s end to end against 2,387 req/s in the
-/// closed loop.
-pub fn offered(pgbench: f64, closed: Option<f64>) -> f64 {
-    let goal = pgbench * GOAL;
-    closed.map_or(goal, |c| c.min(goal)).max(1.0).round()
+/// The steps that find what a sustained run offers, as shares of the closed
+/// loop's figure, lowest first. Open-loop load beyond what the stack holds
+/// can only be refused (503), and the load generator then takes the CPU the
+/// stack needs, so such a run measures overload, not what the stack holds:
+/// at 1d75307 the closed loop's own 3,051/s, offered for 300 s, gave 1,671
+/// items/s end to end with 45 % of the requests refused.
+pub const STEPS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// The offered rates of the steps: [`STEPS`] of the closed loop's figure, none
+/// above the goal's share of `pgbench` (the goal alone without a closed loop).
+pub fn step_rates(pgbench: f64, closed: Option<f64>) -> Vec<f64> {
+    let goal = (pgbench * GOAL).max(1.0).round();
+    let mut rates: Vec<f64> =
+        closed.map_or(vec![goal], |c| STEPS.iter().map(|share| (c * share).max(1.0).round().min(goal)).collect());
+    rates.dedup();
+    rates
+}
+
+/// A step holds when the stack took every request on time and the receiver
+/// had every item within this of the step's end: no backlog left to grow.
+pub const HELD_WITHIN: Duration = Duration::from_secs(2);
+
+/// One step of the search.
+pub struct Step {
+    pub offered: f64,
+    pub acknowledged: usize,
+    /// Requests not acknowledged, by why, and not sent on time.
+    pub why: BTreeMap<String, usize>,
+    pub not_sent: usize,
+    /// Acknowledged items the receiver did not have [`HELD_WITHIN`] after the step.
+    pub late: usize,
+}
+
+impl Step {
+    pub fn held(&self) -> bool {
+        super::load::failed(&self.why) == 0 && self.not_sent == 0 && self.late == 0
+    }
+}
+
+/// Offers each of `rates` (lowest first) for `step`, until one the stack did
+/// not hold; each step's items are all delivered before the next begins.
+/// Returns the steps and every acknowledged id.
+pub async fn steps(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    sender: &str,
+    rates: &[f64],
+    step: Duration,
+) -> Result<(Vec<Step>, Vec<uuid::Uuid>), String> {
+    let (mut steps, mut ids) = (Vec::new(), Vec::new());
+    for &rate in rates {
+        let run = super::load::open(client, sender, rate, step, 8192, "bench step").await;
+        let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.len();
+        super::await_delivery(ctx, &run.ids, Duration::from_secs(120)).await?;
+        let step = Step { offered: rate, acknowledged: run.ids.len(), why: run.why, not_sent: run.not_sent, late };
+        ids.extend(run.ids);
+        let held = step.held();
+        steps.push(step);
+        if !held {
+            break;
+        }
+    }
+    Ok((steps, ids))
+}
+
+/// The rate the sustained run offers: the highest step held, or the lowest
+/// step if none was.
+pub fn offered(steps: &[Step]) -> Option<f64> {
+    steps.iter().filter(|s| s.held()).map(|s| s.offered).next_back().or(steps.first().map(|s| s.offered))
 }
 
 /// How long after the load the items still arriving count toward its rate: a
@@ -46,8 +108,10 @@ pub struct Sustained {
     pub pending_end: f64,
     pub ids: Vec<uuid::Uuid>,
     /// Requests not acknowledged, by why (`load::Run::why`), and not sent on time.
-    pub why: std::collections::BTreeMap<String, usize>,
+    pub why: BTreeMap<String, usize>,
     pub not_sent: usize,
+    /// Percent of one core each component used during the load.
+    pub cpu: BTreeMap<String, f64>,
 }
 
 /// `rate` POSTs a second for `duration`; the rate items reached the
@@ -75,7 +139,9 @@ pub async fn run(
         }
         most
     };
+    let before = super::cpu_sample(ctx).await;
     let (run, pending_max) = tokio::join!(load, sampler);
+    let cpu = super::cpu_between(&before, &super::cpu_sample(ctx).await);
     let pending_end = ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await;
     // Delivered within the load's time and SETTLE more at most: a pipeline that keeps up is
     // done moments after the load; one that does not delivers at its steady rate meanwhile.
@@ -91,6 +157,7 @@ pub async fn run(
         ids: run.ids,
         why: run.why,
         not_sent: run.not_sent,
+        cpu,
     })
 }
 
@@ -184,12 +251,26 @@ pub async fn by_hand<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::offered;
+    use super::{Step, offered, step_rates};
 
     #[test]
-    fn a_sustained_run_offers_the_goal_unless_the_closed_loop_took_less() {
-        assert_eq!(offered(1000.0, None), 600.0);
-        assert_eq!(offered(1000.0, Some(900.0)), 600.0);
-        assert_eq!(offered(9137.0, Some(2387.4)), 2387.0);
+    fn the_steps_are_shares_of_the_closed_loop_none_above_the_goal() {
+        assert_eq!(step_rates(1000.0, None), [600.0]);
+        assert_eq!(step_rates(1000.0, Some(900.0)), [450.0, 540.0, 600.0]);
+        assert_eq!(step_rates(9137.0, Some(2387.4)), [1194.0, 1432.0, 1671.0, 1910.0, 2149.0, 2387.0]);
+    }
+
+    fn step(offered: f64, refused: usize, late: usize) -> Step {
+        let why = if refused > 0 { [("503".to_owned(), refused)].into() } else { Default::default() };
+        Step { offered, acknowledged: 100, why, not_sent: 0, late }
+    }
+
+    #[test]
+    fn a_sustained_run_offers_the_highest_step_held() {
+        assert_eq!(offered(&[step(100.0, 0, 0), step(200.0, 0, 0), step(300.0, 1, 0)]), Some(200.0));
+        // An item late at the receiver is a backlog: not held.
+        assert_eq!(offered(&[step(100.0, 0, 0), step(200.0, 0, 3)]), Some(100.0));
+        assert_eq!(offered(&[step(100.0, 5, 0)]), Some(100.0));
+        assert_eq!(offered(&[]), None);
     }
 }
