@@ -97,7 +97,7 @@ pub fn offered(steps: &[Step]) -> Option<f64> {
 /// pipeline that keeps up has delivered all within moments; one that does not
 /// (the seed's relay) delivers at its steady rate meanwhile, so waiting longer
 /// changes its figure little and costs the bench that time (it was 30 s).
-const SETTLE: Duration = Duration::from_secs(5);
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 pub struct Sustained {
     pub offered: f64,
