@@ -299,8 +299,10 @@ async fn perf(
     if micro_clock {
         command.env("JAVA_ARGS_APPEND", "--add-opens=java.base/jdk.internal.misc=ALL-UNNAMED");
     }
-    // A run by count has no end of its own if an outcome never comes.
-    let limit = total.max(Duration::from_secs(60)) + Duration::from_secs(120);
+    // A run by count has no end of its own if an outcome never comes. Its runs here take
+    // seconds (16,000 messages at 3,800/s or more, or 8 s by time); one that
+    // hung was waited on for 180 s at 04a5e45, a fifth of the bench's 15 minutes.
+    let limit = total.max(Duration::from_secs(30)) + Duration::from_secs(30);
     // Both captured, as `output()` did before the bound.
     command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let child = command.spawn().map_err(|e| format!("cannot run {}: {e}", artemis.display()))?;

@@ -1283,7 +1283,8 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     );
     let _ = writeln!(
         s,
-        "- Sustained: the steps and the run are open loops as above, after every other part. The end-to-end rate \
+        "- Sustained: the steps and the run are open loops as above, after every other part and a step's time at \
+         the first step's rate, uncounted, to warm the broker the drains restarted. The end-to-end rate \
          is the items the receiver had, over the load's time until the last was in ({} s after the load at most); \
          every acknowledged item is checked as for the other runs.",
         sustained::SETTLE.as_secs()
