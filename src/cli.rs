@@ -255,6 +255,10 @@ pub enum Command {
         /// instead of writing the report: for trying a change.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<crate::bench::Part>,
+        /// The open loop's offered rates (POSTs a second, comma-separated),
+        /// instead of 480/s and a share of the `pgbench` figure.
+        #[arg(long, value_delimiter = ',')]
+        rates: Vec<f64>,
     },
     /// Break things on purpose to see that nothing is lost (each action is an event).
     Chaos {
@@ -530,7 +534,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
             let settings = crate::scenario::Settings { outage, rate, settle };
             commands::test::test(&file_of(global, at.file), options, scenarios, junit, settings, healthy_within).await
         }
-        Command::Bench { at, out, quick, runtime, debug, no_build, only } => {
+        Command::Bench { at, out, quick, runtime, debug, no_build, only, rates } => {
             let options = UpOptions {
                 runtime: runtime.map(RuntimeArg::choice),
                 release: !debug,
@@ -544,6 +548,10 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 std::iter::once("apphost".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
             let mut bench = crate::bench::Options::new(quick, out, command, if debug { "debug" } else { "release" });
             bench.only = only;
+            if !rates.is_empty() {
+                bench.rates = rates;
+                bench.fractions.clear();
+            }
             let settings = crate::scenario::Settings {
                 outage: Duration::from_secs(10),
                 rate: 20,
