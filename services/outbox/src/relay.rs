@@ -119,6 +119,8 @@ pub struct Relay {
     settings: RelaySettings,
     metrics: OutboxMetrics,
     wakeup: Wakeup,
+    /// Woken by a full claim ([`Wakeup::backlog`]), not by commits.
+    joins_on_backlog: bool,
     link: Option<Link>,
 }
 
@@ -139,7 +141,14 @@ impl Relay {
         metrics: OutboxMetrics,
         wakeup: Wakeup,
     ) -> Self {
-        Self { pool, broker, settings, metrics, wakeup, link: None }
+        Self { pool, broker, settings, metrics, wakeup, joins_on_backlog: false, link: None }
+    }
+
+    /// A relay that waits for a backlog (another relay's claim came back
+    /// full) instead of for commits; it polls as every relay does.
+    pub fn joining_on_backlog(mut self) -> Self {
+        self.joins_on_backlog = true;
+        self
     }
 
     pub fn is_connected(&self) -> bool {
@@ -184,6 +193,9 @@ impl Relay {
         if rows.is_empty() {
             tx.rollback().await?;
             return Ok(BatchOutcome::default());
+        }
+        if rows.len() == self.settings.batch_size as usize {
+            self.wakeup.backlog();
         }
         let claimed = Utc::now();
         for row in &rows {
@@ -371,7 +383,8 @@ impl Relay {
                 None => {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = self.wakeup.notified() => {}
+                        _ = self.wakeup.notified(), if !self.joins_on_backlog => {}
+                        _ = self.wakeup.backlog_notified(), if self.joins_on_backlog => {}
                         _ = tokio::time::sleep(self.settings.poll_interval) => {}
                     }
                 }

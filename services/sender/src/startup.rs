@@ -67,6 +67,8 @@ impl Application {
             broker.amqp.container_id = format!("{}-{n}", broker.amqp.container_id);
             let relay =
                 Relay::new(relay_pool.clone(), broker, settings.relay.clone(), outbox_metrics.clone(), wakeup.clone());
+            // The first follows the commits; the others join while there is a backlog.
+            let relay = if n == 0 { relay } else { relay.joining_on_backlog() };
             workers.spawn(relay.run(background.clone()));
         }
         workers.spawn(outbox::relay::watch_backlog(
