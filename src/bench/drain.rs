@@ -140,6 +140,10 @@ pub struct References {
     pub restarted: Option<f64>,
     /// Then, on the broker it warmed: [`WARM_PERF`] after [`PERF_WARMUP`].
     pub warmed: f64,
+    /// The broker's CPU seconds per message in that warm run (all of it,
+    /// warm-up included, over all it completed), and for `artemis perf
+    /// consumer` to take them all after it.
+    pub broker_cost: BrokerCost,
 }
 
 pub async fn references(ctx: &Ctx, backlog: usize, scratch: &Path) -> Result<References, String> {
@@ -160,7 +164,7 @@ pub async fn references(ctx: &Ctx, backlog: usize, scratch: &Path) -> Result<Ref
                 return Err("the broker did not accept AMQP connections within 300 s".to_owned());
             }
             tries += 1;
-            match perf(ctx, &count, Duration::ZERO, false, scratch).await {
+            match perf(ctx, Side::Produce, &count, Duration::ZERO, false, scratch).await {
                 Ok(report) => break whole_rate(&report),
                 Err(e) if tries < 2 && e.contains(PERF_HUNG) => {
                     eprintln!("bench: {e}; the broker is restarted for a second try")
@@ -168,8 +172,8 @@ pub async fn references(ctx: &Ctx, backlog: usize, scratch: &Path) -> Result<Ref
                 Err(e) => return Err(e),
             }
         };
-        let warmed = perf_producer(ctx, WARM_PERF, scratch).await?;
-        Ok(References { restarted, warmed })
+        let (warmed, broker_cost) = perf_producer(ctx, WARM_PERF, scratch).await?;
+        Ok(References { restarted, warmed, broker_cost })
     }
     .await;
     ctx.act(&receiver, Action::Start).await?;
@@ -191,13 +195,53 @@ async fn accepts(url: &url::Url, deadline: Instant) -> bool {
 /// Durable messages a second `artemis perf producer` sends over AMQP to the
 /// broker, warmed up (its JVM is new, the relay is not), then for `duration`,
 /// of the size of the sender's events, with as many unsettled as the relay
-/// allows (256). The rate is that of its intervals after the warm-up. Its
-/// queue is deleted after.
-async fn perf_producer(ctx: &Ctx, duration: Duration, scratch: &Path) -> Result<f64, String> {
+/// allows (256). The rate is that of its intervals after the warm-up. Then
+/// `artemis perf consumer` takes what it sent, and the queue is deleted.
+/// With the rate, the broker's CPU seconds per message for each: taking a
+/// message in (the whole producer run) and handing it out (the consumer's).
+async fn perf_producer(ctx: &Ctx, duration: Duration, scratch: &Path) -> Result<(f64, BrokerCost), String> {
     let total = PERF_WARMUP + duration.max(Duration::from_secs(3));
     let warmup = ["--warmup".to_owned(), PERF_WARMUP.as_secs().to_string()];
-    let report = perf(ctx, &warmup, total, false, scratch).await?;
-    steady_rate(&report).ok_or_else(|| "artemis perf producer reported no interval after its warm-up".to_owned())
+    let before = super::cpu(ctx).await;
+    let report = perf(ctx, Side::ProduceKeep, &warmup, total, false, scratch).await?;
+    let produced = super::cpu(ctx).await;
+    let rate = steady_rate(&report)
+        .ok_or_else(|| "artemis perf producer reported no interval after its warm-up".to_owned())?;
+    let sent = completed(&report);
+    let count = ["--message-count".to_owned(), sent.unwrap_or(1.0).to_string()];
+    let consumed_report = perf(ctx, Side::Consume, &count, Duration::ZERO, false, scratch).await;
+    let consumed = super::cpu(ctx).await;
+    let broker = &ctx.roles.broker;
+    let used = |a: &std::collections::BTreeMap<String, f64>, b: &std::collections::BTreeMap<String, f64>| {
+        Some(a.get(broker)? - b.get(broker)?)
+    };
+    let per = |used: Option<f64>, count: Option<f64>| used.zip(count).map(|(u, c)| u / c);
+    let cost = BrokerCost {
+        taking_in: per(used(&produced, &before), sent),
+        handing_out: match consumed_report {
+            Ok(r) => per(used(&consumed, &produced), completed(&r)),
+            Err(e) => {
+                eprintln!("bench: the broker's cost of handing out is unknown: {e}");
+                None
+            }
+        },
+    };
+    Ok((rate, cost))
+}
+
+/// All that a perf run completed (a producer) or received (a consumer),
+/// from its summary; `None` for none.
+fn completed(report: &[serde_json::Value]) -> Option<f64> {
+    let summary = report.iter().find(|s| s["sampleType"] == "summary")?;
+    summary["totalCompleted"].as_f64().or_else(|| summary["totalReceived"].as_f64()).filter(|c| *c > 0.0)
+}
+
+/// The broker's CPU seconds per durable message under `artemis perf`, whoever
+/// sends it: to take it in, and to hand it out. `None` when perf reported no total.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrokerCost {
+    pub taking_in: Option<f64>,
+    pub handing_out: Option<f64>,
 }
 
 /// `artemis perf producer` at a fixed `rate` (open loop: it sends on
@@ -224,7 +268,7 @@ pub async fn accept_latency(ctx: &Ctx, rate: f64, duration: Duration, scratch: &
         log.display().to_string(),
     ];
     // Its rate limiter stalls after a second on a millisecond clock; this opens the microsecond one.
-    perf(ctx, &args, PERF_WARMUP + duration, true, scratch).await?;
+    perf(ctx, Side::Produce, &args, PERF_WARMUP + duration, true, scratch).await?;
     let text = std::fs::read(&log).map_err(|e| format!("artemis perf producer's HDR log {}: {e}", log.display()))?;
     let sends = merged(&text, "send")?;
     if sends.is_empty() {
@@ -264,16 +308,29 @@ fn merged(log: &[u8], tag: &str) -> Result<hdrhistogram::Histogram<u64>, String>
     Ok(all)
 }
 
-/// Runs `artemis perf producer` on the stack's broker with `extra` arguments
-/// (for `total`, unless zero) and returns its JSON report's samples. Its
-/// queue is deleted after.
+/// Which `artemis perf` runs, and whether its queue outlives it.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    /// `perf producer`; its queue is deleted after.
+    Produce,
+    /// `perf producer`, its queue kept for a [`Side::Consume`] to take.
+    ProduceKeep,
+    /// `perf consumer`; its queue is deleted after.
+    Consume,
+}
+
+/// Runs `artemis perf producer` (or `consumer`) on the stack's broker with
+/// `extra` arguments (for `total`, unless zero) and returns its JSON
+/// report's samples.
 async fn perf(
     ctx: &Ctx,
+    side: Side,
     extra: &[String],
     total: Duration,
     micro_clock: bool,
     scratch: &Path,
 ) -> Result<Vec<serde_json::Value>, String> {
+    let name = if side == Side::Consume { "consumer" } else { "producer" };
     let url = url::Url::parse(&ctx.roles.broker_url).map_err(|e| format!("the broker's URL: {e}"))?;
     let home = local_install::artemis_home().map_err(|e| e.to_string())?;
     let artemis = home.join("bin/artemis");
@@ -286,16 +343,15 @@ async fn perf(
     let amqp = format!("amqp://127.0.0.1:{}", url.port().unwrap_or(5672));
     let mut command = tokio::process::Command::new(&artemis);
     command
-        .args(["perf", "producer"])
+        .args(["perf", name])
         .arg(format!("@{}", args.display()))
-        .args(["--protocol", "AMQP", "--url", &amqp, "--persistent", "--silent"])
+        .args(["--protocol", "AMQP", "--url", &amqp, "--silent"])
         .args(extra)
-        .args((!total.is_zero()).then(|| ["--duration".to_owned(), total.as_secs().to_string()]).into_iter().flatten())
-        .args(["--max-pending", "256", "--message-size", "200"])
-        .arg("--json")
-        .arg(&json)
-        .arg("queue://apphost-bench-reference")
-        .stdin(std::process::Stdio::null());
+        .args((!total.is_zero()).then(|| ["--duration".to_owned(), total.as_secs().to_string()]).into_iter().flatten());
+    if side != Side::Consume {
+        command.args(["--persistent", "--max-pending", "256", "--message-size", "200"]);
+    }
+    command.arg("--json").arg(&json).arg("queue://apphost-bench-reference").stdin(std::process::Stdio::null());
     if micro_clock {
         command.env("JAVA_ARGS_APPEND", "--add-opens=java.base/jdk.internal.misc=ALL-UNNAMED");
     }
@@ -307,16 +363,18 @@ async fn perf(
     command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let child = command.spawn().map_err(|e| format!("cannot run {}: {e}", artemis.display()))?;
     let finished = tokio::time::timeout(limit, child.wait_with_output()).await;
-    let _ = delete_queue(ctx, &artemis, &args).await;
+    if side != Side::ProduceKeep || !matches!(finished, Ok(Ok(ref o)) if o.status.success()) {
+        let _ = delete_queue(ctx, &artemis, &args).await;
+    }
     let output = match finished {
-        Ok(output) => output.map_err(|e| format!("artemis perf producer: {e}"))?,
-        Err(_) => return Err(format!("artemis perf producer {PERF_HUNG} {} s (killed)", limit.as_secs())),
+        Ok(output) => output.map_err(|e| format!("artemis perf {name}: {e}"))?,
+        Err(_) => return Err(format!("artemis perf {name} {PERF_HUNG} {} s (killed)", limit.as_secs())),
     };
     if !output.status.success() {
-        return Err(format!("artemis perf producer failed: {}", String::from_utf8_lossy(&output.stdout).trim()));
+        return Err(format!("artemis perf {name} failed: {}", String::from_utf8_lossy(&output.stdout).trim()));
     }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
-        .map_err(|e| format!("artemis perf producer's report: {e}"))?;
+        .map_err(|e| format!("artemis perf {name}'s report: {e}"))?;
     Ok(report.as_array().cloned().unwrap_or_default())
 }
 

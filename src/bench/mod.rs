@@ -79,7 +79,8 @@ pub enum Part {
     Floor,
     /// The services with OTLP on versus off.
     Telemetry,
-    /// The relay's drain of a backlog after a broker outage, against `artemis perf producer`.
+    /// The relay's drain of a backlog after a broker outage, against `artemis perf producer`
+    /// (and `consumer`, for the broker's CPU per message).
     Drain,
     /// One broker alone to active, the start-up's reference.
     Startup,
@@ -145,6 +146,8 @@ struct DrainRun {
     relay_warm: f64,
     accepting: f64,
     sending: f64,
+    /// The broker's CPU seconds per message under perf on the warmed broker.
+    broker_cost: drain::BrokerCost,
 }
 
 /// The table's figures at one offered rate over its runs: each latency the
@@ -242,6 +245,8 @@ impl ClosedRun {
 #[derive(Default)]
 struct Figures {
     pgbench: Vec<f64>,
+    /// The sender's database's CPU seconds per `pgbench` transaction, per run.
+    pgbench_db_per_tx: Vec<f64>,
     closed: Vec<f64>,
     /// The closed-loop run whose rate is the median.
     closed_run: Option<ClosedRun>,
@@ -344,9 +349,20 @@ async fn measure(
     let mut lap = Lap(Instant::now());
     let pgbench_runs = if options.wants(Part::Pgbench) || options.wants(Part::Sustained) { options.runs } else { 0 };
     for run in 0..pgbench_runs {
+        let before = cpu(ctx).await;
         let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
-        report.notes.push(format!("pgbench run {}: {tps:.0} tps", run + 1));
+        let after = cpu(ctx).await;
+        // The database's CPU over the whole run (its tables made and dropped, its
+        // clients' connections), over the transactions pgbench counted.
+        let db = &ctx.roles.sender_db;
+        let per_tx = after.get(db).zip(before.get(db)).map(|(a, b)| (a - b) / (tps * options.seconds.as_secs_f64()));
+        report.notes.push(format!(
+            "pgbench run {}: {tps:.0} tps; the database's CPU per transaction {}",
+            run + 1,
+            per_tx.map_or("unknown".into(), |s| format!("{:.3} ms", s * 1000.0))
+        ));
         figures.pgbench.push(tps);
+        figures.pgbench_db_per_tx.extend(per_tx.filter(|s| s.is_finite() && *s > 0.0));
     }
     lap.note(report, "pgbench");
     let reference = median(&figures.pgbench);
@@ -519,7 +535,8 @@ async fn measure(
         report.notes.push(format!(
             "drain run {}: broker accepting after {:.1} s, relay sending {:.2} s later, {:.0} msg/s over {:.1} s \
              (artemis perf on the broker restarted: {restarted:.0} msg/s); on the broker warmed: relay after a \
-             pause {:.0} msg/s, artemis perf {:.0} msg/s; CPU during the first drain {}; during the warm one {}",
+             pause {:.0} msg/s, artemis perf {:.0} msg/s (the broker's CPU per message under perf: in {}, out {}); CPU \
+             during the first drain {}; during the warm one {}",
             run + 1,
             d.broker_accepting.as_secs_f64(),
             d.relay_sending.as_secs_f64(),
@@ -527,6 +544,8 @@ async fn measure(
             d.seconds,
             warm.rate,
             refs.warmed,
+            per_message(refs.broker_cost.taking_in),
+            per_message(refs.broker_cost.handing_out),
             cpu_text(&d.cpu),
             cpu_text(&warm.cpu)
         ));
@@ -537,10 +556,22 @@ async fn measure(
             relay_warm: warm.rate,
             accepting: d.broker_accepting.as_secs_f64(),
             sending: d.relay_sending.as_secs_f64(),
+            broker_cost: refs.broker_cost,
         });
         drains.push(d);
     }
     lap.note(report, "the drains");
+    if let Some(b) = bound(&figures) {
+        report.notes.push(format!(
+            "the bound from the references alone: {} cores ÷ ({:.3} + {:.3} + {:.3} ms) = {:.0} items/s, {:.2} × pgbench",
+            cores(),
+            b.db,
+            b.taking_in,
+            b.handing_out,
+            b.items,
+            b.items / median(&figures.pgbench).max(1e-9)
+        ));
+    }
     for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
         let took = match broker {
             Some(b) if b.runtime == crate::plan::RuntimeKind::Docker => {
@@ -903,6 +934,41 @@ fn ceiling(f: &Figures) -> Option<(f64, f64)> {
     (total > 0.0).then(|| (total, cores() as f64 / total))
 }
 
+fn per_message(seconds: Option<f64>) -> String {
+    seconds.map_or("unknown".into(), |s| format!("{:.3} ms", s * 1000.0))
+}
+
+/// The most any outbox pipeline could do here, from the references alone.
+/// Each item costs at least the sender's transaction in its database (CPU
+/// per `pgbench` transaction), and one durable message the broker takes in
+/// and hands out (CPU per message under `artemis perf producer`, then
+/// `consumer`). Returns the milliseconds of each, and the items a second all
+/// cores give at their sum.
+fn bound(f: &Figures) -> Option<Bound> {
+    let of = |values: Vec<f64>| {
+        let values: Vec<f64> = values.into_iter().filter(|s| s.is_finite() && *s > 0.0).collect();
+        (!values.is_empty()).then(|| median(&values))
+    };
+    let db = of(f.pgbench_db_per_tx.clone())?;
+    let taking_in = of(f.drains.iter().filter_map(|d| d.broker_cost.taking_in).collect())?;
+    let handing_out = of(f.drains.iter().filter_map(|d| d.broker_cost.handing_out).collect())?;
+    Some(Bound {
+        db: db * 1000.0,
+        taking_in: taking_in * 1000.0,
+        handing_out: handing_out * 1000.0,
+        items: cores() as f64 / (db + taking_in + handing_out),
+    })
+}
+
+/// See [`bound`]: milliseconds of CPU per item, and items a second.
+#[derive(Debug)]
+struct Bound {
+    db: f64,
+    taking_in: f64,
+    handing_out: f64,
+    items: f64,
+}
+
 fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, String)], commit: Option<&str>) -> String {
     use std::fmt::Write;
     let reference = median(&f.pgbench);
@@ -957,6 +1023,22 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             cores(),
             total * 1000.0,
             ceiling / reference.max(1e-9)
+        );
+    }
+    if let Some(b) = bound(f) {
+        let _ = writeln!(
+            s,
+            "| the most any outbox pipeline could do here, from the references alone: {} cores ÷ ({:.3} ms, the \
+             sender's database's CPU per `pgbench` transaction + {:.3} ms and {:.3} ms, the broker's CPU per durable \
+             message under `artemis perf producer` and `consumer`), before the load generator, the HTTP request, the \
+             relay's delete, the receiver and its database | {:.0} items/s | `pgbench`: {reference:.0} tps | {:.2} | \
+             a goal above this ratio is out of reach on this machine |",
+            cores(),
+            b.db,
+            b.taking_in,
+            b.handing_out,
+            b.items,
+            b.items / reference.max(1e-9)
         );
     }
     for r in &f.open {
@@ -1244,6 +1326,16 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
          prepared, on tables made `LIKE` the sender's (`INCLUDING ALL`) in the sender's database, so no relay reads \
          them; ids are time-ordered as the sender's UUIDv7 are."
     );
+    if bound(f).is_some() {
+        let _ = writeln!(
+            s,
+            "- The bound from the references alone: the sender's database's CPU is read (its cgroup) before and after \
+             each `pgbench` run, over the transactions it counted; the broker's, before and after `artemis perf \
+             producer` on the warmed broker, over the messages it completed (its warm-up included), then over \
+             `artemis perf consumer` taking them all. Each is the median over the runs. Any outbox pipeline pays at least both for each item, so no ratio to `pgbench` \
+             above can pass the bound's, however the services are written."
+        );
+    }
     let _ = writeln!(
         s,
         "- Open loop: requests are sent at fixed times whatever the answers do, at {}{} of the `pgbench` figure; \
@@ -1338,5 +1430,26 @@ mod tests {
         let medians = OpenFigures::of(&[run(0.030, 40), run(0.060, 50), run(0.035, 60)]);
         assert_eq!(medians.lag_p99, Some(0.035));
         assert_eq!(medians.e2e_p99 / 1000, 50);
+    }
+
+    fn drain_run(taking_in: Option<f64>, handing_out: Option<f64>) -> DrainRun {
+        let broker_cost = drain::BrokerCost { taking_in, handing_out };
+        DrainRun { relay: 0.0, restarted: 0.0, warmed: 0.0, relay_warm: 0.0, accepting: 0.0, sending: 0.0, broker_cost }
+    }
+
+    /// The bound adds the medians of the two references' costs; a run
+    /// without a figure for one is left out of its median, and without any
+    /// there is no bound.
+    #[test]
+    fn the_bound_is_all_cores_over_both_references_costs() {
+        let mut f = Figures { pgbench_db_per_tx: vec![0.0003, 0.0001, 0.0002], ..Figures::default() };
+        assert!(bound(&f).is_none(), "no broker figure, no bound");
+        f.drains = vec![drain_run(Some(0.0001), None), drain_run(None, None), drain_run(Some(0.0001), None)];
+        assert!(bound(&f).is_none(), "no figure for handing out, no bound");
+        f.drains[1].broker_cost.handing_out = Some(0.00005);
+        let b = bound(&f).unwrap();
+        assert!((b.db - 0.2).abs() < 1e-9 && (b.taking_in - 0.1).abs() < 1e-9, "{b:?}");
+        assert!((b.handing_out - 0.05).abs() < 1e-9, "{b:?}");
+        assert!((b.items - cores() as f64 / 0.00035).abs() < 1e-6, "{b:?}");
     }
 }
