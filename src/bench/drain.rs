@@ -212,14 +212,11 @@ async fn perf_producer(ctx: &Ctx, duration: Duration, scratch: &Path) -> Result<
     let consumed_report = perf(ctx, Side::Consume, &count, Duration::ZERO, false, scratch).await;
     let consumed = super::cpu(ctx).await;
     let broker = &ctx.roles.broker;
-    let used = |a: &std::collections::BTreeMap<String, f64>, b: &std::collections::BTreeMap<String, f64>| {
-        Some(a.get(broker)? - b.get(broker)?)
-    };
     let per = |used: Option<f64>, count: Option<f64>| used.zip(count).map(|(u, c)| u / c);
     let cost = BrokerCost {
-        taking_in: per(used(&produced, &before), sent),
+        taking_in: per(super::used(&before, &produced, broker), sent),
         handing_out: match consumed_report {
-            Ok(r) => per(used(&consumed, &produced), completed(&r)),
+            Ok(r) => per(super::used(&produced, &consumed, broker), completed(&r)),
             Err(e) => {
                 eprintln!("bench: the broker's cost of handing out is unknown: {e}");
                 None

@@ -354,15 +354,14 @@ async fn measure(
         let after = cpu(ctx).await;
         // The database's CPU over the whole run (its tables made and dropped, its
         // clients' connections), over the transactions pgbench counted.
-        let db = &ctx.roles.sender_db;
-        let per_tx = after.get(db).zip(before.get(db)).map(|(a, b)| (a - b) / (tps * options.seconds.as_secs_f64()));
+        let per_tx = used(&before, &after, &ctx.roles.sender_db).map(|s| s / (tps * options.seconds.as_secs_f64()));
         report.notes.push(format!(
             "pgbench run {}: {tps:.0} tps; the database's CPU per transaction {}",
             run + 1,
-            per_tx.map_or("unknown".into(), |s| format!("{:.3} ms", s * 1000.0))
+            per_message(per_tx)
         ));
         figures.pgbench.push(tps);
-        figures.pgbench_db_per_tx.extend(per_tx.filter(|s| s.is_finite() && *s > 0.0));
+        figures.pgbench_db_per_tx.extend(per_tx);
     }
     lap.note(report, "pgbench");
     let reference = median(&figures.pgbench);
@@ -700,6 +699,11 @@ async fn cpu(ctx: &Ctx) -> BTreeMap<String, f64> {
     used
 }
 
+/// CPU seconds `name` used from `before` to `after` (two readings of [`cpu`]).
+fn used(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> Option<f64> {
+    Some(after.get(name)? - before.get(name)?)
+}
+
 /// Percent of one core each used since `before`, over `seconds`.
 async fn cpu_since(ctx: &Ctx, before: &BTreeMap<String, f64>, seconds: f64) -> BTreeMap<String, f64> {
     percent(before, &cpu(ctx).await, seconds)
@@ -934,6 +938,7 @@ fn ceiling(f: &Figures) -> Option<(f64, f64)> {
     (total > 0.0).then(|| (total, cores() as f64 / total))
 }
 
+/// CPU seconds per message (or transaction) in milliseconds, for a note.
 fn per_message(seconds: Option<f64>) -> String {
     seconds.map_or("unknown".into(), |s| format!("{:.3} ms", s * 1000.0))
 }

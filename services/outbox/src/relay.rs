@@ -151,6 +151,11 @@ impl Relay {
         self
     }
 
+    /// A claim of `claimed` rows came back full: more is likely due.
+    fn is_full(&self, claimed: usize) -> bool {
+        claimed == self.settings.batch_size as usize
+    }
+
     pub fn is_connected(&self) -> bool {
         self.link.is_some()
     }
@@ -194,7 +199,7 @@ impl Relay {
             tx.rollback().await?;
             return Ok(BatchOutcome::default());
         }
-        if rows.len() == self.settings.batch_size as usize {
+        if self.is_full(rows.len()) {
             self.wakeup.backlog();
         }
         let claimed = Utc::now();
@@ -351,7 +356,7 @@ impl Relay {
             let wait = match self.try_publish_batch().await {
                 Ok(outcome) => {
                     backoff.reset();
-                    if outcome.claimed == self.settings.batch_size as usize {
+                    if self.is_full(outcome.claimed) {
                         continue; // more is due: no pause
                     }
                     None
