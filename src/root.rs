@@ -273,8 +273,7 @@ pub async fn start(
     )?;
     let masked: Arc<Vec<String>> = Arc::new(secrets.all().map(str::to_owned).collect());
 
-    let mut packages: Vec<String> = topology.resources.iter().filter_map(|r| r.kind.spec().package(r)).collect();
-    packages.dedup();
+    let packages = packages(topology);
     // The build runs while the infrastructure starts: a project's launch waits for its binary.
     let (binaries_tx, binaries) = tokio::sync::watch::channel(None);
     let build = if packages.is_empty() {
@@ -442,6 +441,17 @@ pub fn display_names(topology: &Topology) -> Vec<String> {
 }
 
 /// A `say` that outlives the caller: apphost's own line in the log store.
+/// The cargo packages the topology's projects are built from, each once, in the topology's order.
+pub fn packages(topology: &Topology) -> Vec<String> {
+    let mut packages: Vec<String> = Vec::new();
+    for package in topology.resources.iter().filter_map(|r| r.kind.spec().package(r)) {
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    packages
+}
+
 pub fn say_owned(logs: &LogStore) -> impl Fn(&str) + Send + 'static {
     let logs = logs.clone();
     let own: Arc<str> = "apphost".into();

@@ -311,6 +311,9 @@ pub async fn bench(
                 report.failure = Some(format!("{} acknowledged items never reached the receiver", report.lost));
             }
             if !options.only.is_empty() {
+                if options.wants(Part::Startup) && !figures.broker_alone.is_empty() {
+                    report.notes.push(startup_note(startups, &figures.broker_alone));
+                }
                 report.notes.push(format!("a partial run (--only): {} not written", options.out.display()));
             } else {
                 let charts = write_charts(&figures, &options.out);
@@ -327,6 +330,20 @@ pub async fn bench(
     }
     report.seconds = began.elapsed().as_secs_f64();
     report
+}
+
+/// The start-up's figure for a partial run: each start, the median, and its ratio to the broker alone.
+fn startup_note(startups: &[Duration], broker_alone: &[f64]) -> String {
+    let starts: Vec<f64> = startups.iter().map(Duration::as_secs_f64).collect();
+    let each = |v: &[f64]| v.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "start-up: {} s (median {:.1} s); the broker alone: {} s (median {:.1} s); {:.2} ×",
+        each(&starts),
+        median(&starts),
+        each(broker_alone),
+        median(broker_alone),
+        median(&starts) / median(broker_alone).max(1e-9)
+    )
 }
 
 async fn measure(
@@ -1233,7 +1250,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     let each: Vec<String> = startups.iter().map(|t| format!("{t:.1}")).collect();
     let _ = writeln!(
         s,
-        "| `apphost` start → all healthy (its `cargo build` included: nothing to build when the services are built; \
+        "| `apphost` start → all healthy (its `cargo build` included: nothing to build, as the bench builds what changed before the timed starts; \
          {}; the median of {} starts: {} s) | {:.1} s | {}, to `Server is now active`: {alone:.1} s | {:.2} | ≤ 1.25 |\n",
         f.broker_setup,
         startups.len(),
