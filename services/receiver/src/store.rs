@@ -16,6 +16,17 @@ pub struct Stored {
     pub new: HashSet<String>,
 }
 
+/// A batch's inbox rows (message ids, subjects, trace ids); returns the ids that were new.
+pub const INSERT_INBOX: &str = "INSERT INTO inbox (message_id, subject, trace_id)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING message_id";
+
+/// A round of new messages' items (ids, names, values, creation times, message ids).
+pub const INSERT_ITEMS: &str = "INSERT INTO entity_items (id, name, value, created_at, message_id)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::timestamptz[], $5::text[])
+             ON CONFLICT (id) DO UPDATE SET applied = entity_items.applied + 1";
+
 /// Stores a batch in one transaction: inbox rows first (conflicts skipped),
 /// then the items of the messages that were new. Each application of an item
 /// counts (`applied`): an item applied again shows as `applied > 1`.
@@ -24,17 +35,8 @@ pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Err
     let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
     let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
     let trace_ids: Vec<Option<&str>> = events.iter().map(|e| e.traceparent.as_deref().and_then(trace_id_of)).collect();
-    let new: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO inbox (message_id, subject, trace_id)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
-         ON CONFLICT (message_id) DO NOTHING
-         RETURNING message_id",
-    )
-    .bind(&ids)
-    .bind(&subjects)
-    .bind(&trace_ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let new: Vec<String> =
+        sqlx::query_scalar(INSERT_INBOX).bind(&ids).bind(&subjects).bind(&trace_ids).fetch_all(&mut *tx).await?;
     let new: HashSet<String> = new.into_iter().collect();
 
     // The first copy of each new message id; a second copy in the same batch is a duplicate.
@@ -62,18 +64,14 @@ pub async fn store(pool: &PgPool, events: &[&Event]) -> Result<Stored, sqlx::Err
         let message_ids: Vec<&str> = round.iter().map(|e| e.message_id.as_str()).collect();
         // The same item applied again (a replayed event under a new message id)
         // keeps its first copy and counts the application.
-        sqlx::query(
-            "INSERT INTO entity_items (id, name, value, created_at, message_id)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::timestamptz[], $5::text[])
-             ON CONFLICT (id) DO UPDATE SET applied = entity_items.applied + 1",
-        )
-        .bind(&item_ids)
-        .bind(&names)
-        .bind(&values)
-        .bind(&created)
-        .bind(&message_ids)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(INSERT_ITEMS)
+            .bind(&item_ids)
+            .bind(&names)
+            .bind(&values)
+            .bind(&created)
+            .bind(&message_ids)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(Stored { new })
