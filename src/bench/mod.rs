@@ -69,7 +69,7 @@ pub struct Options {
 /// A part of the benchmark, for `apphost bench --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// `pgbench`, the write path's reference.
+    /// `pgbench`, the write path's reference (and the receiver's statements, for the bound)
     Pgbench,
     /// The closed loop: `POST` max throughput.
     Closed,
@@ -247,6 +247,9 @@ struct Figures {
     pgbench: Vec<f64>,
     /// The sender's database's CPU seconds per `pgbench` transaction, per run.
     pgbench_db_per_tx: Vec<f64>,
+    /// The receiver's database's CPU seconds per message under the receiver's
+    /// statements (`pgbench`, transactions of [`pgbench::RECEIVER_BATCH`]).
+    receiver_db_per_message: Vec<f64>,
     closed: Vec<f64>,
     /// The closed-loop run whose rate is the median.
     closed_run: Option<ClosedRun>,
@@ -379,6 +382,24 @@ async fn measure(
         ));
         figures.pgbench.push(tps);
         figures.pgbench_db_per_tx.extend(per_tx);
+        if !ctx.roles.receiver_db_url.is_empty() {
+            // A cost per message needs no long run.
+            let seconds = (options.seconds / 2).max(Duration::from_secs(1));
+            let before = cpu(ctx).await;
+            let url = &ctx.roles.receiver_db_url;
+            let messages = pgbench::receiver_messages(url, RECEIVER_CLIENTS, seconds, scratch.path()).await?;
+            let after = cpu(ctx).await;
+            let per_message_cost =
+                used(&before, &after, &ctx.roles.receiver_db).map(|s| s / (messages * seconds.as_secs_f64()));
+            report.notes.push(format!(
+                "pgbench run {}, the receiver's statements in transactions of {}: {messages:.0} messages/s; \
+                 its database's CPU per message {}",
+                run + 1,
+                pgbench::RECEIVER_BATCH,
+                per_message(per_message_cost)
+            ));
+            figures.receiver_db_per_message.extend(per_message_cost);
+        }
     }
     lap.note(report, "pgbench");
     let reference = median(&figures.pgbench);
@@ -578,6 +599,7 @@ async fn measure(
     }
     lap.note(report, "the drains");
     if let Some(b) = bound(&figures) {
+        let reference = median(&figures.pgbench).max(1e-9);
         report.notes.push(format!(
             "the bound from the references alone: {} cores ÷ ({:.3} + {:.3} + {:.3} ms) = {:.0} items/s, {:.2} × pgbench",
             cores(),
@@ -585,8 +607,16 @@ async fn measure(
             b.taking_in,
             b.handing_out,
             b.items,
-            b.items / median(&figures.pgbench).max(1e-9)
+            b.items / reference
         ));
+        if let Some(e) = &b.end_to_end {
+            report.notes.push(format!(
+                "end to end, with the receiver's database's {:.3} ms: {:.0} items/s, {:.2} × pgbench",
+                e.receiver_db,
+                e.items,
+                e.items / reference
+            ));
+        }
     }
     for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
         let took = match broker {
@@ -797,6 +827,9 @@ fn receiver_db(ctx: &Ctx) -> Result<&sqlx::PgPool, String> {
 /// needs more shared memory than a container's 64 MB `/dev/shm` holds.
 const IDS_PER_QUERY: usize = 20_000;
 
+/// Clients of the receiver's reference: the receiver's default pool size.
+const RECEIVER_CLIENTS: usize = 8;
+
 /// Those of `ids` the receiver has not stored (yet).
 async fn undelivered(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<Vec<uuid::Uuid>, String> {
     let mut missing = Vec::new();
@@ -965,7 +998,8 @@ fn per_message(seconds: Option<f64>) -> String {
 /// per `pgbench` transaction), and one durable message the broker takes in
 /// and hands out (CPU per message under `artemis perf producer`, then
 /// `consumer`). Returns the milliseconds of each, and the items a second all
-/// cores give at their sum.
+/// cores give at their sum; and end to end, with the receiver's database's
+/// CPU per message under the receiver's own statements added.
 fn bound(f: &Figures) -> Option<Bound> {
     let of = |values: Vec<f64>| {
         let values: Vec<f64> = values.into_iter().filter(|s| s.is_finite() && *s > 0.0).collect();
@@ -974,12 +1008,23 @@ fn bound(f: &Figures) -> Option<Bound> {
     let db = of(f.pgbench_db_per_tx.clone())?;
     let taking_in = of(f.drains.iter().filter_map(|d| d.broker_cost.taking_in).collect())?;
     let handing_out = of(f.drains.iter().filter_map(|d| d.broker_cost.handing_out).collect())?;
+    let sum = db + taking_in + handing_out;
+    let end_to_end = of(f.receiver_db_per_message.clone())
+        .map(|receiver_db| EndToEnd { receiver_db: receiver_db * 1000.0, items: cores() as f64 / (sum + receiver_db) });
     Some(Bound {
         db: db * 1000.0,
         taking_in: taking_in * 1000.0,
         handing_out: handing_out * 1000.0,
-        items: cores() as f64 / (db + taking_in + handing_out),
+        items: cores() as f64 / sum,
+        end_to_end,
     })
+}
+
+/// See [`bound`]: the receiver's database's milliseconds per message added, and items a second.
+#[derive(Debug)]
+struct EndToEnd {
+    receiver_db: f64,
+    items: f64,
 }
 
 /// See [`bound`]: milliseconds of CPU per item, and items a second.
@@ -989,6 +1034,7 @@ struct Bound {
     taking_in: f64,
     handing_out: f64,
     items: f64,
+    end_to_end: Option<EndToEnd>,
 }
 
 fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, String)], commit: Option<&str>) -> String {
@@ -1062,6 +1108,21 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             b.items,
             b.items / reference.max(1e-9)
         );
+        if let Some(e) = &b.end_to_end {
+            let _ = writeln!(
+                s,
+                "| the most any outbox pipeline could deliver end to end here, from the references alone: {} cores ÷ \
+                 (the sum above + {:.3} ms, the receiver's database's CPU per message under the receiver's own two \
+                 statements in `pgbench` transactions of {} messages, its largest batch), before the load generator, \
+                 the HTTP request, the relay's delete and the receiver | {:.0} items/s | `pgbench`: {reference:.0} tps \
+                 | {:.2} | a sustained end-to-end goal above this ratio is out of reach on this machine |",
+                cores(),
+                e.receiver_db,
+                pgbench::RECEIVER_BATCH,
+                e.items,
+                e.items / reference.max(1e-9)
+            );
+        }
     }
     for r in &f.open {
         let _ = writeln!(
@@ -1354,8 +1415,19 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             "- The bound from the references alone: the sender's database's CPU is read (its cgroup) before and after \
              each `pgbench` run, over the transactions it counted; the broker's, before and after `artemis perf \
              producer` on the warmed broker, over the messages it completed (its warm-up included), then over \
-             `artemis perf consumer` taking them all. Each is the median over the runs. Any outbox pipeline pays at least both for each item, so no ratio to `pgbench` \
-             above can pass the bound's, however the services are written."
+             `artemis perf consumer` taking them all. Each is the median over the runs. Any outbox pipeline pays \
+             at least these for each item, so no ratio to `pgbench` above can pass the bound's, however the services \
+             are written."
+        );
+        let _ = writeln!(
+            s,
+            "- End to end, the receiver's database's CPU is added, read the same way around `pgbench` running the \
+             receiver's own two statements (its inbox rows, then its items, one transaction) for batches of {} new \
+             messages, its largest, on tables made `LIKE` its own (`INCLUDING ALL`, and the items' reference to the \
+             inbox) in its database, {} clients, half a run's time after each `pgbench` run above: the least it pays \
+             for a message.",
+            pgbench::RECEIVER_BATCH,
+            RECEIVER_CLIENTS
         );
     }
     let _ = writeln!(
@@ -1473,5 +1545,10 @@ mod tests {
         assert!((b.db - 0.2).abs() < 1e-9 && (b.taking_in - 0.1).abs() < 1e-9, "{b:?}");
         assert!((b.handing_out - 0.05).abs() < 1e-9, "{b:?}");
         assert!((b.items - cores() as f64 / 0.00035).abs() < 1e-6, "{b:?}");
+        assert!(b.end_to_end.is_none(), "no receiver figure, no end-to-end bound: {b:?}");
+        f.receiver_db_per_message = vec![0.00002, f64::NAN, 0.00004, 0.00003];
+        let e = bound(&f).unwrap().end_to_end.unwrap();
+        assert!((e.receiver_db - 0.03).abs() < 1e-9, "{e:?}");
+        assert!((e.items - cores() as f64 / 0.00038).abs() < 1e-6, "{e:?}");
     }
 }

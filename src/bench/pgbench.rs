@@ -28,6 +28,10 @@ const SETUP: &str = "
 DROP TABLE IF EXISTS bench_entity_items, bench_outbox;
 CREATE TABLE bench_entity_items (LIKE entity_items INCLUDING ALL);
 CREATE TABLE bench_outbox (LIKE outbox INCLUDING ALL);
+";
+
+/// Time-ordered ids, like the UUIDv7 the sender makes.
+const BENCH_UUID: &str = "
 CREATE OR REPLACE FUNCTION bench_uuid() RETURNS uuid LANGUAGE sql VOLATILE AS $$
   SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
           || '7' || substr(md5(random()::text), 1, 19))::uuid
@@ -36,10 +40,71 @@ $$;
 
 const TEARDOWN: &str = "DROP TABLE IF EXISTS bench_entity_items, bench_outbox; DROP FUNCTION IF EXISTS bench_uuid();";
 
+/// Makes a reference's `tables` and `bench_uuid()`.
+async fn set_up(pool: &sqlx::PgPool, tables: &'static str) -> Result<(), String> {
+    for statements in [tables, BENCH_UUID] {
+        sqlx::raw_sql(statements)
+            .execute(pool)
+            .await
+            .map_err(|e| format!("cannot make the reference's tables: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Messages in one transaction of the receiver's reference: its default
+/// batch, the largest it commits at once, so the cost per message is the
+/// lowest the receiver's statements reach.
+pub const RECEIVER_BATCH: usize = 200;
+
+/// The receiver's transaction for a batch of [`RECEIVER_BATCH`] new messages,
+/// as `receiver::store` runs it (`INSERT_INBOX`, then `INSERT_ITEMS`, one
+/// transaction), on the bench's tables. The arrays it binds are made in the
+/// database: message ids ordered like the sender's UUIDv7 (one per
+/// transaction, numbered), item ids by `bench_uuid()`, no trace ids.
+fn receiver_script() -> String {
+    let n = RECEIVER_BATCH;
+    let message_ids = format!("(SELECT array_agg(:p || '.' || lpad(g::text, 4, '0')) FROM generate_series(1, {n}) g)");
+    let inbox = receiver::store::INSERT_INBOX
+        .replace("INSERT INTO inbox", "INSERT INTO bench_inbox")
+        .replace("$1", &message_ids)
+        .replace("$2", &format!("array_fill('EntityItemCreated'::text, ARRAY[{n}])"))
+        .replace("$3", &format!("array_fill(NULL::text, ARRAY[{n}])"));
+    let items = receiver::store::INSERT_ITEMS
+        .replace("entity_items", "bench_entity_items")
+        .replace("$1", &format!("(SELECT array_agg(bench_uuid()) FROM generate_series(1, {n}))"))
+        .replace("$2", &format!("(SELECT array_agg('bench ' || g) FROM generate_series(1, {n}) g)"))
+        .replace("$3", &format!("(SELECT array_agg(g::numeric) FROM generate_series(1, {n}) g)"))
+        .replace("$4", &format!("array_fill(now(), ARRAY[{n}])"))
+        .replace("$5", &message_ids);
+    format!("SELECT bench_uuid()::text AS p \\gset\nBEGIN;\n{inbox};\n{items};\nEND;\n")
+}
+
+const RECEIVER_SETUP: &str = "
+DROP TABLE IF EXISTS bench_entity_items, bench_inbox;
+CREATE TABLE bench_inbox (LIKE inbox INCLUDING ALL);
+CREATE TABLE bench_entity_items (LIKE entity_items INCLUDING ALL);
+ALTER TABLE bench_entity_items ADD FOREIGN KEY (message_id) REFERENCES bench_inbox (message_id);
+";
+
+const RECEIVER_TEARDOWN: &str =
+    "DROP TABLE IF EXISTS bench_entity_items, bench_inbox; DROP FUNCTION IF EXISTS bench_uuid();";
+
+/// Messages a second the receiver's statements store in its database, in
+/// transactions of [`RECEIVER_BATCH`], from `clients` for `duration`.
+pub async fn receiver_messages(url: &str, clients: usize, duration: Duration, scratch: &Path) -> Result<f64, String> {
+    let pool = sqlx::PgPool::connect(url).await.map_err(|e| format!("cannot reach the receiver's database: {e}"))?;
+    set_up(&pool, RECEIVER_SETUP).await?;
+    let result = run_script(url, ("pgbench-receiver.sql", &receiver_script()), clients, duration, &[], scratch).await;
+    let _ = sqlx::raw_sql(RECEIVER_TEARDOWN).execute(&pool).await;
+    pool.close().await;
+    let text = result?;
+    parse_tps(&text).map(|tps| tps * RECEIVER_BATCH as f64).ok_or_else(|| format!("pgbench said no tps: {text}"))
+}
+
 /// Transactions a second that `pgbench` got with `clients` for `duration`.
 pub async fn tps(url: &str, clients: usize, duration: Duration, scratch: &Path) -> Result<f64, String> {
     let pool = sqlx::PgPool::connect(url).await.map_err(|e| format!("cannot reach the sender's database: {e}"))?;
-    sqlx::raw_sql(SETUP).execute(&pool).await.map_err(|e| format!("cannot make the reference's tables: {e}"))?;
+    set_up(&pool, SETUP).await?;
     let result = run(url, clients, duration, scratch).await;
     let _ = sqlx::raw_sql(TEARDOWN).execute(&pool).await;
     pool.close().await;
@@ -53,7 +118,7 @@ pub async fn tps(url: &str, clients: usize, duration: Duration, scratch: &Path) 
 /// outbox lag before the relay can see a row: a floor under it.
 pub async fn commit_latency(url: &str, rate: f64, duration: Duration, scratch: &Path) -> Result<(f64, f64), String> {
     let pool = sqlx::PgPool::connect(url).await.map_err(|e| format!("cannot reach the sender's database: {e}"))?;
-    sqlx::raw_sql(SETUP).execute(&pool).await.map_err(|e| format!("cannot make the reference's tables: {e}"))?;
+    set_up(&pool, SETUP).await?;
     let prefix = scratch.join("pgbench-log");
     let rate_args = [format!("--rate={rate:.0}"), "--log".to_owned(), format!("--log-prefix={}", prefix.display())];
     let result = run_with(url, 8, duration, &rate_args, scratch).await;
@@ -103,9 +168,22 @@ async fn run_with(
     extra: &[String],
     scratch: &Path,
 ) -> Result<String, String> {
-    let url = url::Url::parse(url).map_err(|e| format!("the sender's database URL: {e}"))?;
-    let file = scratch.join("pgbench-post.sql");
-    crate::statedir::write_private(&file, script().as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
+    run_script(url, ("pgbench-post.sql", &script()), clients, duration, extra, scratch).await
+}
+
+/// Runs `script` (written to the scratch file named first) with `clients`
+/// for `duration` (and `extra` arguments); returns what `pgbench` printed.
+async fn run_script(
+    url: &str,
+    (name, script): (&str, &str),
+    clients: usize,
+    duration: Duration,
+    extra: &[String],
+    scratch: &Path,
+) -> Result<String, String> {
+    let url = url::Url::parse(url).map_err(|e| format!("the database URL: {e}"))?;
+    let file = scratch.join(name);
+    crate::statedir::write_private(&file, script.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
     let pgbench = local_install::pg_bin_dir().map_err(|e| e.to_string())?.join("pgbench");
     // Generated passwords are alphanumeric: nothing in them is percent-encoded.
     let password = url.password().unwrap_or_default().to_owned();
@@ -149,15 +227,32 @@ mod tests {
     fn the_script_is_the_senders_statement_on_the_bench_tables() {
         let script = super::script();
         assert!(!script.contains('$'), "every parameter is a pgbench variable: {script}");
-        // pgbench reads any `:name` outside a `::` cast as a variable; only `value` is set.
+        only_variables(&script, &["value"]);
+        assert!(!script.contains("INTO entity_items") && !script.contains("INTO outbox"), "{script}");
+        assert!(script.contains("INTO bench_entity_items") && script.contains("INTO bench_outbox"), "{script}");
+    }
+
+    /// pgbench reads any `:name` outside a `::` cast as a variable: only `names` may appear.
+    fn only_variables(script: &str, names: &[&str]) {
         let bytes = script.as_bytes();
         for (i, _) in script.match_indices(':') {
             let cast = bytes.get(i + 1) == Some(&b':') || (i > 0 && bytes[i - 1] == b':');
-            let names = bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_');
-            assert!(cast || !names || script[i + 1..].starts_with("value"), "a stray variable at {i}: {script}");
+            let named = bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_');
+            let known = names.iter().any(|n| script[i + 1..].starts_with(n));
+            assert!(cast || !named || known, "a stray variable at {i}: {script}");
         }
-        assert!(!script.contains("INTO entity_items") && !script.contains("INTO outbox"), "{script}");
-        assert!(script.contains("INTO bench_entity_items") && script.contains("INTO bench_outbox"), "{script}");
+    }
+
+    #[test]
+    fn the_receivers_script_is_its_two_statements_on_the_bench_tables() {
+        let script = super::receiver_script();
+        assert!(!script.contains('$'), "every parameter is made in the database: {script}");
+        only_variables(&script, &["p "]);
+        assert!(script.starts_with("SELECT bench_uuid()::text AS p \\gset\nBEGIN;\n"), "{script}");
+        assert!(script.contains("INSERT INTO bench_inbox") && script.contains("INSERT INTO bench_entity_items"));
+        assert!(script.contains("applied = bench_entity_items.applied + 1"), "{script}");
+        assert!(!script.contains(" inbox ") && !script.contains(" entity_items"), "{script}");
+        assert_eq!(script.matches("generate_series(1, 200)").count(), 5, "{script}");
     }
 
     #[test]

@@ -142,8 +142,8 @@ pub async fn test(
     };
     roles.broker_url = connection(&roles.broker);
     // The receiver's effects are counted in its own database, reached as it reaches it.
-    if let Some(db) = database_of(&topology, &roles.receiver) {
-        roles.receiver_db_url = connection(&db);
+    if !roles.receiver_db.is_empty() {
+        roles.receiver_db_url = connection(&roles.receiver_db);
     }
     let mut reports = Vec::new();
     let mut interrupted = false;
@@ -341,6 +341,7 @@ fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
         .resource(&receiver)
         .and_then(|r| r.env.iter().find(|(k, _)| k == "RECEIVER_ADDRESS").map(|(_, v)| v.clone()))
         .unwrap_or_else(|| "entity-items".to_owned());
+    let receiver_db = database_of(t, &receiver).unwrap_or_default();
     Ok(crate::scenario::Roles {
         sender,
         receiver,
@@ -349,5 +350,6 @@ fn roles(t: &Topology) -> miette::Result<crate::scenario::Roles> {
         broker_url: String::new(),
         queue,
         receiver_db_url: String::new(),
+        receiver_db,
     })
 }

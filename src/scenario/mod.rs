@@ -78,6 +78,8 @@ pub struct Roles {
     pub queue: String,
     /// `postgres://…` of the receiver's database, where its effects are counted.
     pub receiver_db_url: String,
+    /// The postgres resource the receiver references (empty when none).
+    pub receiver_db: String,
 }
 
 #[derive(Debug, Clone)]
