@@ -118,6 +118,26 @@ pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, 
     run
 }
 
+/// `connections` loops sending `GET url` for `duration`: how many were
+/// answered with a success, and the seconds the loops took.
+pub async fn closed_get(client: &reqwest::Client, url: &str, connections: usize, duration: Duration) -> (usize, f64) {
+    let began = Instant::now();
+    let end = began + duration;
+    let loops = (0..connections).map(|_| async move {
+        let mut answered = 0;
+        while Instant::now() < end {
+            let ok = match client.get(url).send().await {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            answered += usize::from(ok);
+        }
+        answered
+    });
+    let answered = futures::future::join_all(loops).await.into_iter().sum();
+    (answered, began.elapsed().as_secs_f64())
+}
+
 /// `connections` loops POSTing until `n` items are acknowledged (or as many
 /// requests have failed); the acknowledged ids.
 pub async fn count(client: &reqwest::Client, sender: &str, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {

@@ -250,6 +250,9 @@ struct Figures {
     /// The receiver's database's CPU seconds per message under the receiver's
     /// statements (`pgbench`, transactions of [`pgbench::RECEIVER_BATCH`]).
     receiver_db_per_message: Vec<f64>,
+    /// The load generator's and the sender's CPU seconds per `GET /health/live`:
+    /// an HTTP round trip with no body and no database.
+    http_per_request: Vec<f64>,
     closed: Vec<f64>,
     /// The closed-loop run whose rate is the median.
     closed_run: Option<ClosedRun>,
@@ -400,6 +403,27 @@ async fn measure(
             ));
             figures.receiver_db_per_message.extend(per_message_cost);
         }
+        let seconds = (options.seconds / 2).max(Duration::from_secs(1));
+        let before = cpu(ctx).await;
+        let live = format!("{sender}/health/live");
+        let (answered, _) = load::closed_get(&client, &live, options.connections, seconds).await;
+        // What the requests left to do (their spans exported, received) counts too.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = cpu(ctx).await;
+        let per_request = [LOAD, ctx.roles.sender.as_str()]
+            .iter()
+            .map(|name| used(&before, &after, name))
+            .sum::<Option<f64>>()
+            .map(|s| s / answered.max(1) as f64);
+        report.notes.push(format!(
+            "HTTP alone, run {}: {:.0} GET /health/live a second over {} connections; the load generator's and \
+             the sender's CPU per request {}",
+            run + 1,
+            answered as f64 / seconds.as_secs_f64(),
+            options.connections,
+            per_message(per_request)
+        ));
+        figures.http_per_request.extend(per_request.filter(|_| answered > 0));
     }
     lap.note(report, "pgbench");
     let reference = median(&figures.pgbench);
@@ -617,6 +641,14 @@ async fn measure(
                 e.items / reference
             ));
         }
+        if let Some(h) = &b.with_http {
+            report.notes.push(format!(
+                "with HTTP alone's {:.3} ms: {:.2} × pgbench; end to end {}",
+                h.http,
+                h.items / reference,
+                h.end_to_end.map_or("unknown".into(), |items| format!("{:.2} × pgbench", items / reference))
+            ));
+        }
     }
     for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
         let took = match broker {
@@ -742,7 +774,7 @@ fn broker_setup(ctx: &Ctx) -> &'static str {
 async fn cpu(ctx: &Ctx) -> BTreeMap<String, f64> {
     let mut used: BTreeMap<String, f64> =
         ctx.supervisor.usage().await.into_iter().map(|(name, u)| (name, u.cpu_seconds)).collect();
-    used.insert("apphost (load)".into(), own_cpu_seconds());
+    used.insert(LOAD.into(), own_cpu_seconds());
     used
 }
 
@@ -826,6 +858,9 @@ fn receiver_db(ctx: &Ctx) -> Result<&sqlx::PgPool, String> {
 /// Ids asked for in one query: a plan over a million ids (a parallel hash join)
 /// needs more shared memory than a container's 64 MB `/dev/shm` holds.
 const IDS_PER_QUERY: usize = 20_000;
+
+/// apphost itself in the CPU figures: the load generator (and what else it runs meanwhile).
+const LOAD: &str = "apphost (load)";
 
 /// Clients of the receiver's reference: the receiver's default pool size.
 const RECEIVER_CLIENTS: usize = 8;
@@ -1009,14 +1044,20 @@ fn bound(f: &Figures) -> Option<Bound> {
     let taking_in = of(f.drains.iter().filter_map(|d| d.broker_cost.taking_in).collect())?;
     let handing_out = of(f.drains.iter().filter_map(|d| d.broker_cost.handing_out).collect())?;
     let sum = db + taking_in + handing_out;
-    let end_to_end = of(f.receiver_db_per_message.clone())
-        .map(|receiver_db| EndToEnd { receiver_db: receiver_db * 1000.0, items: cores() as f64 / (sum + receiver_db) });
+    let receiver_db = of(f.receiver_db_per_message.clone());
+    let end_to_end = receiver_db.map(|r| EndToEnd { receiver_db: r * 1000.0, items: cores() as f64 / (sum + r) });
+    let with_http = of(f.http_per_request.clone()).map(|http| WithHttp {
+        http: http * 1000.0,
+        items: cores() as f64 / (sum + http),
+        end_to_end: receiver_db.map(|r| cores() as f64 / (sum + r + http)),
+    });
     Some(Bound {
         db: db * 1000.0,
         taking_in: taking_in * 1000.0,
         handing_out: handing_out * 1000.0,
         items: cores() as f64 / sum,
         end_to_end,
+        with_http,
     })
 }
 
@@ -1027,6 +1068,16 @@ struct EndToEnd {
     items: f64,
 }
 
+/// See [`bound`]: with the HTTP round trip at its cheapest here (the load
+/// generator's and the sender's milliseconds per `GET /health/live`): items a
+/// second, and end to end.
+#[derive(Debug)]
+struct WithHttp {
+    http: f64,
+    items: f64,
+    end_to_end: Option<f64>,
+}
+
 /// See [`bound`]: milliseconds of CPU per item, and items a second.
 #[derive(Debug)]
 struct Bound {
@@ -1035,6 +1086,7 @@ struct Bound {
     handing_out: f64,
     items: f64,
     end_to_end: Option<EndToEnd>,
+    with_http: Option<WithHttp>,
 }
 
 fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, String)], commit: Option<&str>) -> String {
@@ -1121,6 +1173,22 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
                 pgbench::RECEIVER_BATCH,
                 e.items,
                 e.items / reference.max(1e-9)
+            );
+        }
+        if let Some(h) = &b.with_http {
+            let end_to_end = h.end_to_end.map_or(String::new(), |items| {
+                format!("; end to end, with the receiver's database too: {items:.0} items/s, {:.2}", items / reference)
+            });
+            let _ = writeln!(
+                s,
+                "| the same with the HTTP round trip at its cheapest here: the sum above + {:.3} ms, the load \
+                 generator's and the sender's CPU per `GET /health/live` (no body, no database; {} connections, closed \
+                 loop) | {:.0} items/s{end_to_end} | `pgbench`: {reference:.0} tps | {:.2} | a goal above this ratio \
+                 is out of reach with this load generator on the same machine |",
+                h.http,
+                o.connections,
+                h.items,
+                h.items / reference.max(1e-9)
             );
         }
     }
@@ -1429,6 +1497,13 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             pgbench::RECEIVER_BATCH,
             RECEIVER_CLIENTS
         );
+        let _ = writeln!(
+            s,
+            "- HTTP alone: after each `pgbench` run, the load generator's closed loop sends `GET /health/live` to \
+             the sender (its middleware, no body, no database) for half a run's time; apphost's CPU (`getrusage`) \
+             and the sender's (cgroup) over the requests answered. A `POST` costs at least that round trip, so the \
+             bound with it holds for this load generator on this machine, not for any."
+        );
     }
     let _ = writeln!(
         s,
@@ -1550,5 +1625,11 @@ mod tests {
         let e = bound(&f).unwrap().end_to_end.unwrap();
         assert!((e.receiver_db - 0.03).abs() < 1e-9, "{e:?}");
         assert!((e.items - cores() as f64 / 0.00038).abs() < 1e-6, "{e:?}");
+        assert!(bound(&f).unwrap().with_http.is_none(), "no HTTP figure, no bound with it");
+        f.http_per_request = vec![0.00004, 0.00006, 0.00005];
+        let h = bound(&f).unwrap().with_http.unwrap();
+        assert!((h.http - 0.05).abs() < 1e-9, "{h:?}");
+        assert!((h.items - cores() as f64 / 0.0004).abs() < 1e-6, "{h:?}");
+        assert!((h.end_to_end.unwrap() - cores() as f64 / 0.00043).abs() < 1e-6, "{h:?}");
     }
 }
