@@ -1162,7 +1162,7 @@ async fn the_benchmark_runs_quick_and_writes_its_figures() {
             // The most a ratio to pgbench can be here, from the closed loop's CPU per item.
             .chain(["| the pipeline's CPU ceiling here: "])
             // The settings the figures were taken with, as the services and the broker got them.
-            .chain(["**Settings:** sender: `port=", "relays=4", "batch_wait=0ns", "journalBufferTimeout=100000"])
+            .chain(["**Settings:** sender: `port=", "relays=4", "batch_wait=3ms", "journalBufferTimeout=100000"])
     {
         assert!(report.contains(wanted), "no `{wanted}` in:\n{report}");
     }

@@ -11,6 +11,19 @@ use url::Url;
 pub const DATABASE: &str = "receiver-db";
 pub const BROKER: &str = "broker";
 
+/// The default batch wait. Each batch is a durable commit on a disk the
+/// sender's database shares, and a disposition the broker journals: at 0,
+/// a batch at 480 messages/s is one or two messages. With the whole stack
+/// under `apphost bench --only closed,open --rates 480,2800` (3 runs each,
+/// one invocation per value, this machine), at 0 / 1 / 3 / 10 ms:
+/// - 2,800 POST/s: requests refused (503) 564+999+296 / 99+110+29 / 0+0+31 /
+///   0+34+0; `POST` p99 36–50 / 16–27 / 9–12 / 11–14 ms; end-to-end p99
+///   26–53 / 19–53 / 17–18 / 24–30 ms;
+/// - 480/s: the broker's, the receiver's and its database's CPU 61 / 48 / 36
+///   / 26 % of a core (medians); end-to-end p99 5.6–6.7 / 7.0–11.7 / 8.4–9.0 /
+///   14.1–14.4 ms (the goal is 50).
+pub const BATCH_WAIT: Duration = Duration::from_millis(3);
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub host: IpAddr,
@@ -25,9 +38,8 @@ pub struct Settings {
     pub credit: u32,
     /// Messages committed per database transaction, at most.
     pub batch_size: usize,
-    /// How long to wait for more messages to fill a batch. 0 takes what has
-    /// arrived: the next batch gathers while this one commits, and no message
-    /// waits for others that are not coming.
+    /// How long to wait for more messages to fill a batch ([`BATCH_WAIT`]
+    /// by default); 0 takes what has arrived.
     pub batch_wait: Duration,
     pub idle_timeout: Duration,
 }
@@ -48,7 +60,7 @@ impl Settings {
             credit,
             batch_size: parse_var(env, "RECEIVER_BATCH_SIZE", "a positive number of messages", 200usize)?
                 .clamp(1, credit as usize),
-            batch_wait: duration_var(env, "RECEIVER_BATCH_WAIT", Duration::ZERO)?,
+            batch_wait: duration_var(env, "RECEIVER_BATCH_WAIT", BATCH_WAIT)?,
             idle_timeout: duration_var(env, "AMQP_IDLE_TIMEOUT", Duration::from_secs(20))?,
         })
     }
