@@ -429,16 +429,15 @@ mod tests {
     #[test]
     fn logs_under_the_state_folder_are_owner_only_even_when_an_older_one_was_not() {
         let base = temp_folder();
-        let path = base.join("apphost.log");
+        let path = base.path().join("apphost.log");
         fs::write(&path, "old\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         private_log(&path, false).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_to_string(&path).unwrap(), "old\n", "appended to, not emptied");
-        let fresh = base.join("test-output.log");
+        let fresh = base.path().join("test-output.log");
         private_log(&fresh, true).unwrap();
         assert_eq!(fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
-        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
@@ -472,7 +471,8 @@ mod tests {
     /// apphost (here: this test) is stale: only the state's lock makes it live.
     #[test]
     fn a_session_is_live_while_its_lock_is_held_not_while_its_pid_runs() {
-        let dir = StateDir { root: temp_folder().join("state") };
+        let base = temp_folder();
+        let dir = StateDir { root: base.path().join("state") };
         session(std::process::id()).save(&dir).unwrap();
         assert!(Session::load_live(&dir).is_none(), "a pid that runs proves nothing");
         let lock = dir.lock().unwrap().expect("nobody holds it");
@@ -486,7 +486,8 @@ mod tests {
     /// Jobs record their processes concurrently; none is lost.
     #[test]
     fn concurrent_pid_records_are_all_kept() {
-        let dir = StateDir { root: temp_folder().join("state") };
+        let base = temp_folder();
+        let dir = StateDir { root: base.path().join("state") };
         dir.ensure().unwrap();
         std::thread::scope(|scope| {
             for t in 0..8u32 {
@@ -505,47 +506,43 @@ mod tests {
         assert_eq!(PidFile::new(&dir).read().len(), 200);
     }
 
-    fn temp_folder() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("apphost-state-{}", uuid::Uuid::new_v4().simple()));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A folder of its own, removed when the returned guard drops (a failed test's too).
+    fn temp_folder() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("apphost-state-").tempdir().unwrap()
     }
 
     #[test]
     fn a_new_state_folder_is_made_passable_but_not_listable() {
         let base = temp_folder();
-        let dir = StateDir { root: base.join("deeper").join(".apphost") };
+        let dir = StateDir { root: base.path().join("deeper").join(".apphost") };
         dir.ensure().unwrap();
         assert_eq!(fs::metadata(&dir.root).unwrap().permissions().mode() & 0o7777, 0o711);
         dir.ensure().unwrap();
-        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
     fn a_state_folder_others_can_write_is_refused_and_keeps_its_mode() {
         let base = temp_folder();
-        fs::set_permissions(&base, fs::Permissions::from_mode(0o1777)).unwrap();
-        let err = StateDir { root: base.clone() }.ensure().unwrap_err().to_string();
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = StateDir { root: base.path().to_path_buf() }.ensure().unwrap_err().to_string();
         assert!(err.contains("can be written by others (mode 1777)") && err.contains("APPHOST_STATE_DIR"), "{err}");
-        assert_eq!(fs::metadata(&base).unwrap().permissions().mode() & 0o7777, 0o1777, "its mode is left alone");
-        fs::remove_dir_all(base).unwrap();
+        assert_eq!(fs::metadata(base.path()).unwrap().permissions().mode() & 0o7777, 0o1777, "its mode is left alone");
     }
 
     #[test]
     fn a_state_folder_of_another_user_or_a_link_is_refused() {
         let base = temp_folder();
-        let link = base.join("link");
-        std::os::unix::fs::symlink(&base, &link).unwrap();
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(base.path(), &link).unwrap();
         let err = StateDir { root: link }.ensure().unwrap_err().to_string();
         assert!(err.contains("is a symbolic link"), "{err}");
         // As root (CI), hand a folder to `nobody`; as anyone else the chown cannot be done, nor needed.
-        let theirs = base.join("theirs");
+        let theirs = base.path().join("theirs");
         fs::create_dir(&theirs).unwrap();
         if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_ok() {
             let err = StateDir { root: theirs }.ensure().unwrap_err().to_string();
             assert!(err.contains("belongs to another user (uid 65534"), "{err}");
         }
-        fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
