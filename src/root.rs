@@ -213,6 +213,8 @@ pub struct RunningApp {
     tasks: JoinSet<()>,
     name: String,
     otlp: Option<Arc<crate::otlp::Receiver>>,
+    /// Cancelled once "all resources are healthy" and where the time went are said.
+    announced: CancellationToken,
 }
 
 /// Reaps leftovers, picks the runtime, plans, builds, and starts every job
@@ -326,12 +328,13 @@ pub async fn start(
             .into_diagnostic()?;
     tasks.spawn(api);
     let built_at = Arc::new(std::sync::OnceLock::new());
+    let announced = CancellationToken::new();
     tasks.spawn(announce_when_healthy(
         supervisor.clone(),
         instances.clone(),
         (began, built_at.clone()),
         say_owned(logs),
-        root.clone(),
+        (root.clone(), announced.clone()),
     ));
     Session {
         id: session_id,
@@ -360,6 +363,7 @@ pub async fn start(
         tasks,
         name: topology.name.clone(),
         otlp,
+        announced,
     };
     if let Some(build) = build {
         match build.await {
@@ -386,6 +390,13 @@ pub async fn start(
 }
 
 impl RunningApp {
+    /// Resolves once the start's healthy announcement (with its critical chain)
+    /// has been said, or after `within`: a teardown right after all became
+    /// healthy would otherwise end the announcement's task before it speaks.
+    pub async fn announced(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.announced.cancelled()).await;
+    }
+
     /// The OTLP receiver's store, when one runs.
     pub fn telemetry(&self) -> Option<Arc<crate::otlp::Store>> {
         self.otlp.as_ref().map(|r| r.store.clone())
@@ -464,7 +475,7 @@ async fn announce_when_healthy(
     instances: Vec<plan::Instance>,
     (began, built_at): (chrono::DateTime<chrono::Utc>, Arc<std::sync::OnceLock<chrono::DateTime<chrono::Utc>>>),
     say: impl Fn(&str) + Send + 'static,
-    stop: CancellationToken,
+    (stop, announced): (CancellationToken, CancellationToken),
 ) {
     let mut changes = supervisor.changes();
     loop {
@@ -495,6 +506,7 @@ async fn announce_when_healthy(
                     "  the build of the projects finished at +{seconds:.1} s (it ran while the rest started)"
                 ));
             }
+            announced.cancel();
             return;
         }
         tokio::select! {

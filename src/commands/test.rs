@@ -110,6 +110,9 @@ pub async fn test(
             _ = interrupt.recv() => None,
         };
         startups.push(began.elapsed());
+        if ready == Some(true) {
+            app.announced(Duration::from_secs(1)).await;
+        }
         let not_ready = (ready == Some(false)).then(|| why_not_ready(&app, healthy_within, &say));
         // A second Ctrl-C during the teardown kills at once, as after the scenarios.
         app.teardown(
