@@ -623,32 +623,7 @@ async fn measure(
     }
     lap.note(report, "the drains");
     if let Some(b) = bound(&figures) {
-        let reference = median(&figures.pgbench).max(1e-9);
-        report.notes.push(format!(
-            "the bound from the references alone: {} cores ÷ ({:.3} + {:.3} + {:.3} ms) = {:.0} items/s, {:.2} × pgbench",
-            cores(),
-            b.db,
-            b.taking_in,
-            b.handing_out,
-            b.items,
-            b.items / reference
-        ));
-        if let Some(e) = &b.end_to_end {
-            report.notes.push(format!(
-                "end to end, with the receiver's database's {:.3} ms: {:.0} items/s, {:.2} × pgbench",
-                e.receiver_db,
-                e.items,
-                e.items / reference
-            ));
-        }
-        if let Some(h) = &b.with_http {
-            report.notes.push(format!(
-                "with HTTP alone's {:.3} ms: {:.2} × pgbench; end to end {}",
-                h.http,
-                h.items / reference,
-                h.end_to_end.map_or("unknown".into(), |items| format!("{:.2} × pgbench", items / reference))
-            ));
-        }
+        report.notes.extend(b.notes(median(&figures.pgbench).max(1e-9)));
     }
     for _ in 0..if options.wants(Part::Startup) { options.runs } else { 0 } {
         let took = match broker {
@@ -1059,6 +1034,33 @@ fn bound(f: &Figures) -> Option<Bound> {
         end_to_end,
         with_http,
     })
+}
+
+impl Bound {
+    /// The bound's lines for a run's notes, as ratios to `reference` (`pgbench`'s tps).
+    fn notes(&self, reference: f64) -> Vec<String> {
+        let ratio = |items: f64| format!("{items:.0} items/s, {:.2} × pgbench", items / reference);
+        let mut notes = vec![format!(
+            "the bound from the references alone: {} cores ÷ ({:.3} + {:.3} + {:.3} ms) = {}",
+            cores(),
+            self.db,
+            self.taking_in,
+            self.handing_out,
+            ratio(self.items)
+        )];
+        if let Some(e) = &self.end_to_end {
+            notes.push(format!(
+                "end to end, with the receiver's database's {:.3} ms: {}",
+                e.receiver_db,
+                ratio(e.items)
+            ));
+        }
+        if let Some(h) = &self.with_http {
+            let end_to_end = h.end_to_end.map_or("unknown".into(), ratio);
+            notes.push(format!("with HTTP alone's {:.3} ms: {}; end to end {end_to_end}", h.http, ratio(h.items)));
+        }
+        notes
+    }
 }
 
 /// See [`bound`]: the receiver's database's milliseconds per message added, and items a second.
@@ -1631,5 +1633,12 @@ mod tests {
         assert!((h.http - 0.05).abs() < 1e-9, "{h:?}");
         assert!((h.items - cores() as f64 / 0.0004).abs() < 1e-6, "{h:?}");
         assert!((h.end_to_end.unwrap() - cores() as f64 / 0.00043).abs() < 1e-6, "{h:?}");
+        let notes = bound(&f).unwrap().notes(cores() as f64 / 0.0004);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].ends_with(" ms) = 5714 items/s, 1.14 × pgbench"), "{notes:?}");
+        assert!(
+            notes[2].starts_with("with HTTP alone's 0.050 ms: 5000 items/s, 1.00 × pgbench; end to end 4651"),
+            "{notes:?}"
+        );
     }
 }
