@@ -285,15 +285,9 @@ pub async fn start(
         if !options.no_build {
             say(&format!("building {} with cargo while the rest starts", packages.join(", ")));
         }
-        let (root, logs, release, skip) =
-            (topology.root().to_path_buf(), logs.clone(), options.release, options.no_build);
-        Some(tokio::spawn(async move {
-            let build_log: Arc<str> = "apphost".into();
-            build::build(&root, &packages, release, skip, |line| {
-                logs.push(&build_log, Stream::Stderr, format!("cargo: {}", line.trim_start()))
-            })
-            .await
-        }))
+        let (root, progress, release, skip) =
+            (topology.root().to_path_buf(), cargo_progress(logs), options.release, options.no_build);
+        Some(tokio::spawn(async move { build::build(&root, &packages, release, skip, progress).await }))
     };
 
     let mut runtimes: HashMap<&'static str, Arc<dyn Runtime>> = HashMap::new();
@@ -451,7 +445,6 @@ pub fn display_names(topology: &Topology) -> Vec<String> {
         .collect()
 }
 
-/// A `say` that outlives the caller: apphost's own line in the log store.
 /// The cargo packages the topology's projects are built from, each once, in the topology's order.
 pub fn packages(topology: &Topology) -> Vec<String> {
     let mut packages: Vec<String> = Vec::new();
@@ -463,6 +456,14 @@ pub fn packages(topology: &Topology) -> Vec<String> {
     packages
 }
 
+/// Where cargo's output goes while apphost builds the projects: apphost's lines in the log store.
+pub fn cargo_progress(logs: &LogStore) -> impl Fn(&str) + Send + 'static {
+    let logs = logs.clone();
+    let own: Arc<str> = "apphost".into();
+    move |line: &str| logs.push(&own, Stream::Stderr, format!("cargo: {}", line.trim_start()))
+}
+
+/// A `say` that outlives the caller: apphost's own line in the log store.
 pub fn say_owned(logs: &LogStore) -> impl Fn(&str) + Send + 'static {
     let logs = logs.clone();
     let own: Arc<str> = "apphost".into();

@@ -94,11 +94,8 @@ pub async fn test(
         if !packages.is_empty() {
             let began = std::time::Instant::now();
             say("building the projects before the timed starts");
-            let own: std::sync::Arc<str> = "apphost".into();
-            crate::build::build(topology.root(), &packages, options.release, false, |line| {
-                logs.push(&own, Stream::Stderr, format!("cargo: {}", line.trim_start()))
-            })
-            .await?;
+            let progress = crate::root::cargo_progress(&logs);
+            crate::build::build(topology.root(), &packages, options.release, false, progress).await?;
             say(&format!("built in {:.1} s (not counted as a start)", began.elapsed().as_secs_f64()));
         }
     }
