@@ -338,15 +338,19 @@ pub async fn bench(
     report
 }
 
+/// `2.3, 2.2, 2.4`: each of `seconds` to a tenth.
+fn seconds_each(seconds: &[f64]) -> String {
+    seconds.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The start-up's figure for a partial run: each start, the median, and its ratio to the broker alone.
 fn startup_note(startups: &[Duration], broker_alone: &[f64]) -> String {
     let starts: Vec<f64> = startups.iter().map(Duration::as_secs_f64).collect();
-    let each = |v: &[f64]| v.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ");
     format!(
         "start-up: {} s (median {:.1} s); the broker alone: {} s (median {:.1} s); {:.2} ×",
-        each(&starts),
+        seconds_each(&starts),
         median(&starts),
-        each(broker_alone),
+        seconds_each(broker_alone),
         median(broker_alone),
         median(&starts) / median(broker_alone).max(1e-9)
     )
@@ -385,9 +389,9 @@ async fn measure(
         ));
         figures.pgbench.push(tps);
         figures.pgbench_db_per_tx.extend(per_tx);
+        // A cost per message or request needs no long run: half a run's time.
+        let seconds = (options.seconds / 2).max(Duration::from_secs(1));
         if !ctx.roles.receiver_db_url.is_empty() {
-            // A cost per message needs no long run.
-            let seconds = (options.seconds / 2).max(Duration::from_secs(1));
             let before = cpu(ctx).await;
             let url = &ctx.roles.receiver_db_url;
             let messages = pgbench::receiver_messages(url, RECEIVER_CLIENTS, seconds, scratch.path()).await?;
@@ -403,10 +407,9 @@ async fn measure(
             ));
             figures.receiver_db_per_message.extend(per_message_cost);
         }
-        let seconds = (options.seconds / 2).max(Duration::from_secs(1));
         let before = cpu(ctx).await;
         let live = format!("{sender}/health/live");
-        let (answered, _) = load::closed_get(&client, &live, options.connections, seconds).await;
+        let answered = load::closed_get(&client, &live, options.connections, seconds).await;
         // What the requests left to do (their spans exported, received) counts too.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = cpu(ctx).await;
@@ -1378,14 +1381,13 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     }
     let alone = median(&f.broker_alone);
     let startup = median(startups);
-    let each: Vec<String> = startups.iter().map(|t| format!("{t:.1}")).collect();
     let _ = writeln!(
         s,
         "| `apphost` start → all healthy (its `cargo build` included: nothing to build, as the bench builds what changed before the timed starts; \
          {}; the median of {} starts: {} s) | {:.1} s | {}, to `Server is now active`: {alone:.1} s | {:.2} | ≤ 1.25 |\n",
         f.broker_setup,
         startups.len(),
-        each.join(", "),
+        seconds_each(startups),
         startup,
         f.broker_reference,
         startup / alone.max(1e-9)
