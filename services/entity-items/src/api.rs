@@ -48,11 +48,7 @@ impl ApiError {
     /// for a synchronous standby after the local commit, say) or a connection
     /// lost on the way says nothing about the commit.
     pub fn from_autocommit(err: sqlx::Error) -> Self {
-        use sqlx::postgres::{PgDatabaseError, PgSeverity};
-        let rolled_back = err
-            .as_database_error()
-            .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
-            .is_some_and(|db| db.severity() == PgSeverity::Error);
+        let rolled_back = service_defaults::db::ends_only_the_statement(&err);
         if rolled_back { Self::Database(err) } else { Self::CommitUnknown(err) }
     }
 }

@@ -86,7 +86,14 @@ impl Application {
         // Readiness asks the database on a connection of its own, so that requests
         // queueing for every request connection (overload) do not read as an outage.
         let health_pool = open_pool(&settings, 1, "sender-health")?;
-        let state = routes::AppState { pool: pool.clone(), wakeup, retention: settings.idempotency_retention };
+        let writes = db::Connections::lazy(&settings.database, &pool_settings(&settings, settings.pool_size, "sender"))
+            .context("the `sender-db` connection string is not a valid PostgreSQL URL")?;
+        let state = routes::AppState {
+            pool: pool.clone(),
+            writes: writes.clone(),
+            wakeup,
+            retention: settings.idempotency_retention,
+        };
         let ready = routes::readiness(health_pool.clone(), outbox_metrics);
         let router = routes::router(state, &metrics, ready, settings.max_in_flight_requests);
         let relay = &settings.relay;
@@ -110,6 +117,7 @@ impl Application {
         relay_pool.close().await;
         health_pool.close().await;
         pool.close().await;
+        writes.close().await;
         served.context("serving HTTP")
     }
 }
@@ -150,8 +158,11 @@ pub async fn main() -> ExitCode {
 
 /// A lazy pool of `size` connections to the sender's database, named `name` in `pg_stat_activity`.
 fn open_pool(settings: &Settings, size: u32, name: &str) -> anyhow::Result<PgPool> {
-    let options =
-        PoolSettings { max_connections: size, acquire_timeout: settings.db_acquire_timeout, ..PoolSettings::new(name) };
-    db::lazy_pool(&settings.database, &options)
+    db::lazy_pool(&settings.database, &pool_settings(settings, size, name))
         .context("the `sender-db` connection string is not a valid PostgreSQL URL")
+}
+
+/// `size` connections named `name` in `pg_stat_activity`, waited for at most `DB_ACQUIRE_TIMEOUT`.
+fn pool_settings(settings: &Settings, size: u32, name: &str) -> PoolSettings {
+    PoolSettings { max_connections: size, acquire_timeout: settings.db_acquire_timeout, ..PoolSettings::new(name) }
 }

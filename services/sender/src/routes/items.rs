@@ -7,7 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use entity_items::{EVENT_CREATED, Item, NewItem, api::ApiError};
-use service_defaults::{http::Problem, telemetry};
+use service_defaults::{db::Connections, http::Problem, telemetry};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -71,7 +71,7 @@ pub async fn create(
     let (response, stored) = async move {
         if key.is_none() {
             let traceparent = telemetry::traceparent(&tracing::Span::current());
-            let item = insert_with_event(&state.pool, id, &new, traceparent).await?;
+            let item = insert_with_event(&state.writes, id, &new, traceparent).await?;
             tracing::debug!(id = %item.id, "item stored with its outbox row");
             let payload = serde_json::to_string(&item).expect("an item always serialises");
             return Ok::<_, ApiError>((created(item.id, payload, false), true));
@@ -135,15 +135,15 @@ pub async fn create(
 /// A request with an `Idempotency-Key` takes the transaction path, which
 /// also records the key.
 async fn insert_with_event(
-    pool: &sqlx::PgPool,
+    connections: &Connections,
     id: Uuid,
     new: &NewItem,
     traceparent: Option<String>,
 ) -> Result<Item, ApiError> {
     // Failing to get a connection wrote nothing; a failure once the statement
     // went out may have come after its commit (see `ApiError::from_autocommit`).
-    let mut conn = pool.acquire().await?;
-    sqlx::query_as(INSERT_WITH_EVENT)
+    let mut conn = connections.get().await?;
+    let stored = sqlx::query_as(INSERT_WITH_EVENT)
         .bind(id)
         .bind(new.name.as_str())
         .bind(new.value)
@@ -151,8 +151,9 @@ async fn insert_with_event(
         .bind(EVENT_CREATED)
         .bind(traceparent)
         .fetch_one(&mut *conn)
-        .await
-        .map_err(ApiError::from_autocommit)
+        .await;
+    conn.give_back(&stored);
+    stored.map_err(ApiError::from_autocommit)
 }
 
 /// `$1..$3` the item, `$4..$6` its outbox row (id, event type, traceparent).

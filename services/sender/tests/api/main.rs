@@ -275,6 +275,36 @@ async fn a_database_outage_answers_503_fast_and_heals_by_itself() {
     app.stop().await;
 }
 
+/// The write connections go back to their pool without a ping, so one the
+/// server ended must be closed by the request that found it dead, or every
+/// write within the idle check's second would be handed the same corpse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_connection_the_server_ended_is_replaced_not_handed_out_again() {
+    let db = Postgres::shared().fresh_database().await;
+    let app = TestApp::spawn(&db, &dead_broker(), "q").await;
+    assert_eq!(app.post_json(r#"{"name":"before","value":1}"#).await.status(), 201);
+
+    // An administrator (or a failover) ends the sender's request connections; each is told FATAL 57P01.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+          WHERE application_name = 'sender' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty() && ended.iter().all(|&e| e), "the write's connection was open: {ended:?}");
+
+    // The first write finds its connection dead: 503, outcome unknown (the server said nothing of it).
+    let (status, body) = problem(app.post_json(r#"{"name":"found it dead","value":2}"#).await).await;
+    assert_eq!(status, 503, "{body}");
+    // The next ones, at once (within the idle check's second), get a connection that works.
+    for i in 0..3 {
+        let response = app.post_json(&format!(r#"{{"name":"after {i}","value":{i}}}"#)).await;
+        assert_eq!(response.status(), 201, "write {i} after the one that found the dead connection");
+    }
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_beyond_the_limit_is_refused_at_once_and_the_sender_stays_ready() {
     let db = Postgres::shared().fresh_database().await;
