@@ -87,7 +87,7 @@ impl Application {
         // queueing for every request connection (overload) do not read as an outage.
         let health_pool = open_pool(&settings, 1, "sender-health")?;
         let writes = db::Connections::lazy(&settings.database, &pool_settings(&settings, settings.pool_size, "sender"))
-            .context("the `sender-db` connection string is not a valid PostgreSQL URL")?;
+            .context(INVALID_URL)?;
         let state = routes::AppState {
             pool: pool.clone(),
             writes: writes.clone(),
@@ -158,9 +158,10 @@ pub async fn main() -> ExitCode {
 
 /// A lazy pool of `size` connections to the sender's database, named `name` in `pg_stat_activity`.
 fn open_pool(settings: &Settings, size: u32, name: &str) -> anyhow::Result<PgPool> {
-    db::lazy_pool(&settings.database, &pool_settings(settings, size, name))
-        .context("the `sender-db` connection string is not a valid PostgreSQL URL")
+    db::lazy_pool(&settings.database, &pool_settings(settings, size, name)).context(INVALID_URL)
 }
+
+const INVALID_URL: &str = "the `sender-db` connection string is not a valid PostgreSQL URL";
 
 /// `size` connections named `name` in `pg_stat_activity`, waited for at most `DB_ACQUIRE_TIMEOUT`.
 fn pool_settings(settings: &Settings, size: u32, name: &str) -> PoolSettings {

@@ -39,7 +39,7 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// A pool that opens connections on demand, so a service starts while its database is down.
 pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
-    let options = cs.url.expose().as_str().parse::<PgConnectOptions>()?.application_name(&settings.application_name);
+    let options = connect_options(cs, settings)?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
@@ -59,6 +59,11 @@ pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPoo
         .connect_lazy_with(options))
 }
 
+/// `cs` as sqlx's connect options, named `settings.application_name` in `pg_stat_activity`.
+fn connect_options(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(cs.url.expose().as_str().parse::<PgConnectOptions>()?.application_name(&settings.application_name))
+}
+
 /// A pool whose connections go back without a round trip of their own.
 ///
 /// sqlx's pool pings every connection it takes back (`return_to_pool`), so
@@ -68,8 +73,8 @@ pub fn lazy_pool(cs: &ConnectionString, settings: &PoolSettings) -> Result<PgPoo
 /// patched sqlx (alternated), and 6,379 on this pool (`apphost bench --only
 /// closed,open --rates 480,2800`, the medians of 3 runs). This one takes a connection
 /// back as it is, pings one idle for longer than [`PING_WHEN_IDLE_FOR`] as
-/// [`lazy_pool`] does, and closes one that failed for a reason outside its
-/// data ([`Conn::give_back`]). Kept for the one-statement writes, which are
+/// [`lazy_pool`] does, and closes one whose error ended its session
+/// ([`Conn::give_back`]). Kept for the one-statement writes, which are
 /// never left inside a transaction: a transaction dropped half way would keep
 /// its locks here until the connection's next use sends its `ROLLBACK`.
 #[derive(Clone)]
@@ -144,10 +149,8 @@ impl Connections {
     /// Opens connections on demand, at most `settings.max_connections`; a
     /// caller waits at most `settings.acquire_timeout` for one.
     pub fn lazy(cs: &ConnectionString, settings: &PoolSettings) -> Result<Self, sqlx::Error> {
-        let options =
-            cs.url.expose().as_str().parse::<PgConnectOptions>()?.application_name(&settings.application_name);
         let wait = Some(settings.acquire_timeout);
-        let pool = deadpool::managed::Pool::builder(Opener { options })
+        let pool = deadpool::managed::Pool::builder(Opener { options: connect_options(cs, settings)? })
             .max_size(settings.max_connections as usize)
             .runtime(deadpool::Runtime::Tokio1)
             .wait_timeout(wait)
