@@ -83,7 +83,7 @@ pub struct Connections {
 }
 
 /// Opens and checks the connections of [`Connections`].
-pub struct Opener {
+struct Opener {
     options: PgConnectOptions,
 }
 
