@@ -7,20 +7,22 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 /// The statement of one POST without an `Idempotency-Key` (the bench's), as
-/// the sender sends it (`sender::routes::items::INSERT_WITH_EVENT`): the
-/// item, returned, and its outbox row with the event the database builds
-/// from it, one implicit transaction. On the bench's tables, its parameters
-/// as `pgbench` variables; ids are time-ordered like the UUIDv7 the sender makes.
+/// the sender sends it for an item written alone
+/// (`sender::writes::INSERT_WITH_EVENTS`): the item, returned, and its
+/// outbox row with the event the database builds from it, one implicit
+/// transaction. On the bench's tables, its parameters as `pgbench`
+/// variables in arrays of one; ids are time-ordered like the UUIDv7 the
+/// sender makes.
 fn script() -> String {
-    let statement = sender::routes::items::INSERT_WITH_EVENT
+    let statement = sender::writes::INSERT_WITH_EVENTS
         .replace("INSERT INTO entity_items", "INSERT INTO bench_entity_items")
         .replace("INSERT INTO outbox", "INSERT INTO bench_outbox")
-        .replace("$1", "bench_uuid()")
-        .replace("$2", "('bench ' || :value)")
-        .replace("$3", ":value")
-        .replace("$4", "bench_uuid()")
+        .replace("$1", "ARRAY[bench_uuid()]")
+        .replace("$2", "ARRAY['bench ' || :value]")
+        .replace("$3", "ARRAY[:value]")
+        .replace("$4", "ARRAY[bench_uuid()]")
         .replace("$5", "'EntityItemCreated'")
-        .replace("$6", "NULL");
+        .replace("$6", "ARRAY[NULL]");
     format!("\\set value random(1, 1000000)\n{statement};\n")
 }
 

@@ -18,6 +18,10 @@ pub struct Settings {
     pub db_acquire_timeout: Duration,
     /// API requests served at once; the next is refused with 503 at once.
     pub max_in_flight_requests: usize,
+    /// Tasks writing the `POST`s without an `Idempotency-Key`, and the most
+    /// items one of them writes in one statement (see [`crate::writes`]).
+    pub writers: usize,
+    pub write_batch: usize,
     pub broker: BrokerSettings,
     pub relay: RelaySettings,
     /// Relay tasks in this process (they share the table safely).
@@ -72,6 +76,8 @@ impl Settings {
             pool_size,
             db_acquire_timeout: duration_var(env, "DB_ACQUIRE_TIMEOUT", Duration::from_secs(2))?,
             max_in_flight_requests,
+            writers: parse_var(env, "DB_WRITERS", "a positive number of writers", 4usize)?.max(1),
+            write_batch: parse_var(env, "DB_WRITE_BATCH", "a positive number of items", 64usize)?.max(1),
             broker,
             relay,
             relays: parse_var(env, "OUTBOX_RELAYS", "a number of relay tasks", 4usize)?.max(1),

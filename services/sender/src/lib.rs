@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
+pub mod writes;
 
 pub use configuration::Settings;
 

@@ -86,11 +86,19 @@ impl Application {
         // Readiness asks the database on a connection of its own, so that requests
         // queueing for every request connection (overload) do not read as an outage.
         let health_pool = open_pool(&settings, 1, "sender-health")?;
-        let writes = db::Connections::lazy(&settings.database, &pool_settings(&settings, settings.pool_size, "sender"))
-            .context(INVALID_URL)?;
+        let writes = db::Connections::lazy(
+            &settings.database,
+            &pool_settings(&settings, u32::try_from(settings.writers).unwrap_or(u32::MAX), "sender"),
+        )
+        .context(INVALID_URL)?;
         let state = routes::AppState {
             pool: pool.clone(),
-            writes: writes.clone(),
+            writes: crate::writes::Writes::start(
+                writes.clone(),
+                settings.writers,
+                settings.write_batch,
+                settings.db_acquire_timeout,
+            ),
             wakeup,
             retention: settings.idempotency_retention,
         };
@@ -108,6 +116,8 @@ impl Application {
             broker_dedup = relay.broker_dedup,
             durable_delete = relay.durable_delete,
             pool_size = settings.pool_size,
+            writers = settings.writers,
+            write_batch = settings.write_batch,
             max_in_flight_requests = settings.max_in_flight_requests,
             "sender listening"
         );

@@ -7,7 +7,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use entity_items::{EVENT_CREATED, Item, NewItem, api::ApiError};
-use service_defaults::{db::Connections, http::Problem, telemetry};
+use service_defaults::{http::Problem, telemetry};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -71,7 +71,7 @@ pub async fn create(
     let (response, stored) = async move {
         if key.is_none() {
             let traceparent = telemetry::traceparent(&tracing::Span::current());
-            let item = insert_with_event(&state.writes, id, &new, traceparent).await?;
+            let item = state.writes.insert(id, new, traceparent).await?;
             tracing::debug!(id = %item.id, "item stored with its outbox row");
             let payload = serde_json::to_string(&item).expect("an item always serialises");
             return Ok::<_, ApiError>((created(item.id, payload, false), true));
@@ -120,60 +120,6 @@ pub async fn create(
     }
     Ok(response)
 }
-
-/// The item and its `EntityItemCreated` outbox row in one statement, so in
-/// one round trip and one implicit transaction, instead of four (`BEGIN`,
-/// two inserts, `COMMIT`): under load each round trip waits for a core. On
-/// the 2-core bench machine, beside two `while :; do :; done` loops,
-/// `pgbench --protocol=prepared -c 8 -j 2 -T 10 --rate 480` gave this
-/// statement a p99 of 18.3, 26.2 and 26.4 ms against 26.0, 33.6 and 26.3 ms
-/// for the four (3.5 and 2.8 ms against 3.4 and 3.5 ms without the loops).
-/// The event is built by the database from the row it returns, exactly as
-/// `serde_json` writes the [`Item`] and
-/// [`outbox::enqueue`] stores it (jsonb): the test
-/// `the_one_statement_event_is_the_one_enqueue_stores` holds them equal.
-/// A request with an `Idempotency-Key` takes the transaction path, which
-/// also records the key.
-async fn insert_with_event(
-    connections: &Connections,
-    id: Uuid,
-    new: &NewItem,
-    traceparent: Option<String>,
-) -> Result<Item, ApiError> {
-    // Failing to get a connection wrote nothing; a failure once the statement
-    // went out may have come after its commit (see `ApiError::from_autocommit`).
-    let mut conn = connections.get().await?;
-    let stored = sqlx::query_as(INSERT_WITH_EVENT)
-        .bind(id)
-        .bind(new.name.as_str())
-        .bind(new.value)
-        .bind(Uuid::now_v7())
-        .bind(EVENT_CREATED)
-        .bind(traceparent)
-        .fetch_one(&mut *conn)
-        .await;
-    conn.give_back(&stored);
-    stored.map_err(ApiError::from_autocommit)
-}
-
-/// `$1..$3` the item, `$4..$6` its outbox row (id, event type, traceparent).
-/// The payload's fields are [`Item`]'s: `value` with no trailing zeros
-/// (`trim_scale`, as `decimal_as_number`), `createdAt` in UTC to the
-/// microsecond (as `rfc3339_micros`); its colons are quoted so that no
-/// `:name` in it reads as a variable to `pgbench`, which runs this statement
-/// as the bench's reference.
-pub const INSERT_WITH_EVENT: &str = r#"WITH item AS (
-    INSERT INTO entity_items (id, name, value) VALUES ($1, $2, $3)
-    RETURNING id, name, value, created_at
-), event AS (
-    INSERT INTO outbox (id, event_type, payload, traceparent)
-    SELECT $4, $5, jsonb_build_object(
-               'id', id, 'name', name, 'value', trim_scale(value),
-               'createdAt', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24":"MI":"SS.US"Z"')),
-           $6
-      FROM item
-)
-SELECT id, name, value, created_at FROM item"#;
 
 /// 201 with the item's location and its JSON (`replayed`: the first answer to a key, again).
 fn created(id: Uuid, json: String, replayed: bool) -> Response {

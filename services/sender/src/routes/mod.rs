@@ -20,8 +20,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    /// For the one-statement `POST`: handed back without sqlx's ping (see [`service_defaults::db::Connections`]).
-    pub writes: service_defaults::db::Connections,
+    /// The `POST`s without an `Idempotency-Key`, written together (see [`crate::writes`]).
+    pub writes: crate::writes::Writes,
     pub wakeup: Wakeup,
     /// How long an `Idempotency-Key` is kept.
     pub retention: std::time::Duration,
