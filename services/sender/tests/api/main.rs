@@ -6,6 +6,7 @@ mod end_to_end;
 mod fuzz;
 mod helpers;
 mod idempotency;
+mod writes;
 
 use std::time::Duration;
 
