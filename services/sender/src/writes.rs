@@ -70,12 +70,15 @@ struct Pending {
 
 impl Writes {
     /// `writers` tasks writing on `connections`, each at most `max_batch`
-    /// items a statement; they end when the last [`Writes`] is dropped.
+    /// items a statement; they end when the last [`Writes`] is dropped. The
+    /// queue holds a batch for each writer; a request that finds it full
+    /// for `wait` is answered "unavailable, nothing written".
     pub fn start(connections: Connections, writers: usize, max_batch: usize, wait: Duration) -> Self {
-        let (queue, taken) = mpsc::channel(writers.max(1) * max_batch.max(1));
+        let (writers, max_batch) = (writers.max(1), max_batch.max(1));
+        let (queue, taken) = mpsc::channel(writers * max_batch);
         let taken = Arc::new(Mutex::new(taken));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(writer(connections.clone(), taken.clone(), max_batch.max(1)));
+        for _ in 0..writers {
+            tokio::spawn(writer(connections.clone(), taken.clone(), max_batch));
         }
         Self { queue, wait }
     }
@@ -111,8 +114,8 @@ fn writer_gone() -> ApiError {
 
 /// Takes every item queued, up to `max_batch`, once at least one is.
 async fn writer(connections: Connections, queue: Arc<Mutex<mpsc::Receiver<Pending>>>, max_batch: usize) {
-    let mut batch = Vec::with_capacity(max_batch);
     loop {
+        let mut batch = Vec::with_capacity(max_batch);
         {
             let mut queue = queue.lock().await;
             let Some(first) = queue.recv().await else { return };
@@ -127,9 +130,8 @@ async fn writer(connections: Connections, queue: Arc<Mutex<mpsc::Receiver<Pendin
         // no one: not written. The rest are this writer's.
         batch.retain(|p| !p.answer.is_closed() && !p.taken.swap(true, Ordering::AcqRel));
         if !batch.is_empty() {
-            write(&connections, std::mem::take(&mut batch)).await;
+            write(&connections, batch).await;
         }
-        batch.clear();
     }
 }
 
