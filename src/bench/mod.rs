@@ -30,11 +30,10 @@ pub struct Options {
     pub out: PathBuf,
     /// Runs of each measurement; the report gives their median.
     pub runs: usize,
-    /// How long each run lasts: 8 s (3,840 items at 480/s, the p99 the 39th
-    /// slowest). It was 10 s; the 24 runs of this length were 4 minutes of a
-    /// bench that took 13 min 56 s at c5184b0 with nothing to build, and a
-    /// build of the services (and apphost) after a change adds 141 s to the
-    /// 15 minutes it has.
+    /// How long each run lasts: 6 s (2,880 items at 480/s, the p99 the 29th
+    /// slowest). It was 10 s, then 8 s: the bench took 15 min 39 s at
+    /// e6c3489 with 97 s of build, and a build of the services (and apphost)
+    /// after a change adds up to 141 s to the 15 minutes it has.
     pub seconds: Duration,
     /// Connections of the closed-loop run and clients of `pgbench`.
     pub connections: usize,
@@ -49,11 +48,11 @@ pub struct Options {
     pub step: Duration,
     /// How long the sustained run with the stack's settings lasts ...
     pub sustained: Duration,
-    /// ... and the one with the seed's relay settings: shorter, as that
-    /// relay cannot keep up from its first seconds; its backlog grows
-    /// meanwhile, which slows it, so a shorter run flatters the seed, never
-    /// the speed-up: at c5184b0 its rate was 900/s over 40 s and 772/s over
-    /// 60 s (654/s over 300 s at d60ac9d), so it stays at 60 s.
+    /// ... and the one with the seed's relay settings: shorter. Where that
+    /// relay cannot keep up, its backlog grows meanwhile, which slows it, so
+    /// a shorter run flatters the seed, never the speed-up: at c5184b0 its
+    /// rate was 900/s over 40 s and 772/s over 60 s (654/s over 300 s at
+    /// d60ac9d), so it stays at 60 s.
     pub seed: Duration,
     /// The command line that produced the report, for its readers.
     pub command: String,
@@ -114,7 +113,7 @@ impl Options {
             Self {
                 out,
                 runs: 3,
-                seconds: Duration::from_secs(8),
+                seconds: Duration::from_secs(6),
                 connections: 32,
                 rates: vec![480.0],
                 fractions: vec![0.25],
@@ -526,9 +525,12 @@ async fn measure(
             all_ids.extend(result.ids);
         }
         if figures.floor.is_empty() && options.wants(Part::Floor) {
+            // Half a run's time: at 480/s that is still over a thousand commits each, and the
+            // floor's two took 63 s of the benchmark's 15 min 42 s at 97af7e1 at a whole run's.
+            let seconds = (options.seconds / 2).max(Duration::from_secs(1));
             for run in 0..options.runs {
-                let commit = pgbench::commit_latency(sender_db_url, offered, options.seconds, scratch.path()).await?;
-                let accept = drain::accept_latency(ctx, offered, options.seconds, scratch.path()).await?;
+                let commit = pgbench::commit_latency(sender_db_url, offered, seconds, scratch.path()).await?;
+                let accept = drain::accept_latency(ctx, offered, seconds, scratch.path()).await?;
                 report.notes.push(format!(
                     "floor at {offered:.0}/s run {}: transaction p99 {:.1} ms, broker accept p99 {:.1} ms",
                     run + 1,
@@ -647,8 +649,9 @@ async fn measure(
     drains.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     figures.drain = (!drains.is_empty()).then(|| drains.swap_remove(drains.len() / 2));
     if options.wants(Part::Sustained) {
-        let rates = sustained::step_rates(reference, (!figures.closed.is_empty()).then(|| median(&figures.closed)));
-        let (steps, ids) = sustained::steps(ctx, &client, &sender, &rates, options.step).await?;
+        let (up, below) =
+            sustained::step_rates(reference, (!figures.closed.is_empty()).then(|| median(&figures.closed)));
+        let (steps, ids) = sustained::steps(ctx, &client, &sender, (&up, &below), options.step).await?;
         all_ids.extend(ids);
         for step in &steps {
             report.notes.push(format!(
@@ -1229,7 +1232,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
                 * 1000.0;
         let _ = writeln!(
             s,
-            "| the floor under the outbox lag at {:.0}/s: its two durable commits, each alone at that rate (open loop) | the sender's transaction, start → commit (`pgbench --rate`, same statements, same database): p50 {:.1} ms, p99 {commit:.1} ms; then a durable send → `Accepted` (`artemis perf producer --rate`, 200-byte messages, same broker, its JVM's first {} s left out): p50 {:.1} ms, p99 {accept:.1} ms | the outbox lag's p99 above: {lag:.1} ms | {:.2} × their sum | the lag's p99 cannot be below either; in sequence ≈ their sum, {:.1} ms |",
+            "| the floor under the outbox lag at {:.0}/s: its two durable commits, each alone at that rate (open loop, half a run's time) | the sender's transaction, start → commit (`pgbench --rate`, same statements, same database): p50 {:.1} ms, p99 {commit:.1} ms; then a durable send → `Accepted` (`artemis perf producer --rate`, 200-byte messages, same broker, its JVM's first {} s left out): p50 {:.1} ms, p99 {accept:.1} ms | the outbox lag's p99 above: {lag:.1} ms | {:.2} × their sum | the lag's p99 cannot be below either; in sequence ≈ their sum, {:.1} ms |",
             first.offered,
             of(|r| r.commit.0),
             drain::PERF_WARMUP.as_secs(),
@@ -1312,7 +1315,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             text
         };
         let goal = (reference * sustained::GOAL).round();
-        let shares: Vec<String> = sustained::STEPS.iter().map(|share| share.to_string()).collect();
+        let shares = |shares: &[f64]| shares.iter().map(|share| share.to_string()).collect::<Vec<_>>().join(", ");
         let steps: Vec<String> = f
             .steps
             .iter()
@@ -1345,18 +1348,20 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         let _ = writeln!(
             s,
             "| sustained end-to-end rate for {} s, offered the most the stack held in steps of {} s ({} × the closed \
-             loop's figure, none above {} × `pgbench`, {goal:.0}/s; the first step it did not hold ends the search: \
-             {}): {:.0} POST/s | {:.0} items/s; outbox pending at most {:.0}, {:.0} when the load ended; {}; the \
-             machine {busy:.0} % busy of {} % (CPU below) | `pgbench`: {reference:.0} tps | {:.2} | ≥ {} |",
+             loop's figure, none above {} × `pgbench`, {goal:.0}/s; the first step it did not hold ends the search, \
+             and if that was the first, {} × until one held: {}): {:.0} POST/s | {:.0} items/s; outbox pending at \
+             most {:.0}, {:.0} when the load ended ({}); {}; the machine {busy:.0} % busy of {} % (CPU below) | `pgbench`: {reference:.0} tps | {:.2} | ≥ {} |",
             o.sustained.as_secs(),
             o.step.as_secs(),
-            shares.join(", "),
+            shares(&sustained::STEPS),
             sustained::GOAL,
+            shares(&sustained::BELOW),
             steps.join("; "),
             ours.offered,
             ours.end_to_end,
             ours.pending_max,
             ours.pending_end,
+            ours.backlog_text(),
             answered(ours),
             cores() * 100,
             ours.end_to_end / reference.max(1e-9),
@@ -1366,14 +1371,14 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         let _ = writeln!(
             s,
             "| the same offered rate with the seed's relay settings ({}) for {} s | {:.0} items/s; outbox pending at most \
-             {:.0}, {:.0} when the load ended (it cannot keep up from its first seconds; its rate falls as its \
-             backlog grows, so the shorter run flatters it); {} | the stack's settings: {:.0} items/s | speed-up \
+             {:.0}, {:.0} when the load ended ({}); {} | the stack's settings: {:.0} items/s | speed-up \
              {:.2} | — |",
             settings.join(" "),
             o.seed.as_secs(),
             seed.end_to_end,
             seed.pending_max,
             seed.pending_end,
+            seed.backlog_text(),
             answered(seed),
             ours.end_to_end,
             ours.end_to_end / seed.end_to_end.max(1e-9)

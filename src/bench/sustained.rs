@@ -30,14 +30,28 @@ pub const GOAL: f64 = 0.6;
 /// items/s end to end with 45 % of the requests refused.
 pub const STEPS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
+/// The steps tried, highest first, when the first of [`STEPS`] did not hold,
+/// until one does: a sustained run at a rate its step refused grows a backlog
+/// for its whole time (at e6c3489, 0.5 × the closed loop, 3,878/s, refused 18
+/// of its step's requests; for 300 s it refused 39,477 and left 38,883 items
+/// in the outbox).
+pub const BELOW: [f64; 4] = [0.45, 0.4, 0.35, 0.3];
+
 /// The offered rates of the steps: [`STEPS`] of the closed loop's figure, none
-/// above the goal's share of `pgbench` (the goal alone without a closed loop).
-pub fn step_rates(pgbench: f64, closed: Option<f64>) -> Vec<f64> {
+/// above the goal's share of `pgbench` (the goal alone without a closed loop),
+/// and [`BELOW`]'s, highest first (none without a closed loop).
+pub fn step_rates(pgbench: f64, closed: Option<f64>) -> (Vec<f64>, Vec<f64>) {
     let goal = (pgbench * GOAL).max(1.0).round();
-    let mut rates: Vec<f64> =
-        closed.map_or(vec![goal], |c| STEPS.iter().map(|share| (c * share).max(1.0).round().min(goal)).collect());
-    rates.dedup();
-    rates
+    let shares = |shares: &[f64]| -> Vec<f64> {
+        let c = closed.unwrap_or_default();
+        let mut rates: Vec<f64> = shares.iter().map(|share| (c * share).max(1.0).round().min(goal)).collect();
+        rates.dedup();
+        rates
+    };
+    match closed {
+        Some(_) => (shares(&STEPS), shares(&BELOW)),
+        None => (vec![goal], Vec::new()),
+    }
 }
 
 /// A step holds when the stack took every request on time and the receiver
@@ -62,13 +76,14 @@ impl Step {
 }
 
 /// Offers each of `rates` (lowest first) for `step`, until one the stack did
-/// not hold; each step's items are all delivered before the next begins.
+/// not hold; if that was the first, each of `below` (highest first) until one
+/// it held. Each step's items are all delivered before the next begins.
 /// Returns the steps and every acknowledged id.
 pub async fn steps(
     ctx: &Ctx,
     client: &reqwest::Client,
     sender: &str,
-    rates: &[f64],
+    (rates, below): (&[f64], &[f64]),
     step: Duration,
 ) -> Result<(Vec<Step>, Vec<uuid::Uuid>), String> {
     let (mut steps, mut ids) = (Vec::new(), Vec::new());
@@ -82,24 +97,48 @@ pub async fn steps(
         ids.extend(warm.ids);
     }
     for &rate in rates {
-        let run = super::load::open(client, sender, rate, step, 8192, "bench step").await;
-        let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.len();
-        super::await_delivery(ctx, &run.ids, Duration::from_secs(120)).await?;
-        let step = Step { offered: rate, acknowledged: run.ids.len(), why: run.why, not_sent: run.not_sent, late };
-        ids.extend(run.ids);
+        let step = one_step(ctx, client, sender, rate, step, &mut ids).await?;
         let held = step.held();
         steps.push(step);
         if !held {
             break;
         }
     }
+    if steps.len() == 1 && !steps[0].held() {
+        let first = steps[0].offered;
+        for &rate in below.iter().filter(|&&rate| rate < first) {
+            let step = one_step(ctx, client, sender, rate, step, &mut ids).await?;
+            let held = step.held();
+            steps.push(step);
+            if held {
+                break;
+            }
+        }
+    }
     Ok((steps, ids))
+}
+
+/// `rate` for `step`, its acknowledged ids added to `ids` once all are delivered.
+async fn one_step(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    sender: &str,
+    rate: f64,
+    step: Duration,
+    ids: &mut Vec<uuid::Uuid>,
+) -> Result<Step, String> {
+    let run = super::load::open(client, sender, rate, step, 8192, "bench step").await;
+    let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.len();
+    super::await_delivery(ctx, &run.ids, Duration::from_secs(120)).await?;
+    ids.extend(run.ids.iter().copied());
+    Ok(Step { offered: rate, acknowledged: run.ids.len(), why: run.why, not_sent: run.not_sent, late })
 }
 
 /// The rate the sustained run offers: the highest step held, or the lowest
 /// step if none was.
 pub fn offered(steps: &[Step]) -> Option<f64> {
-    steps.iter().filter(|s| s.held()).map(|s| s.offered).next_back().or(steps.first().map(|s| s.offered))
+    let rates = |held: bool| steps.iter().filter(move |s| !held || s.held()).map(|s| s.offered);
+    rates(true).max_by(f64::total_cmp).or_else(|| rates(false).min_by(f64::total_cmp))
 }
 
 /// How long after the load the items still arriving count toward its rate: a
@@ -121,6 +160,24 @@ pub struct Sustained {
     pub not_sent: usize,
     /// Percent of one core each component used during the load.
     pub cpu: BTreeMap<String, f64>,
+}
+
+impl Sustained {
+    /// Whether the outbox's backlog did not grow: what it held when the load
+    /// ended was less than a second of the offered load.
+    pub fn kept_up(&self) -> bool {
+        self.pending_end < self.offered
+    }
+
+    /// The backlog's verdict, for the report.
+    pub fn backlog_text(&self) -> &'static str {
+        if self.kept_up() {
+            "no growing backlog: less than a second's load pending when it ended"
+        } else {
+            "a growing backlog: more than a second's load pending when it ended; a relay behind slows as its \
+             backlog grows, so a shorter run flatters it"
+        }
+    }
 }
 
 /// `rate` POSTs a second for `duration`; the rate items reached the
@@ -260,13 +317,32 @@ pub async fn by_hand<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::{Step, offered, step_rates};
+    use super::{Step, Sustained, offered, step_rates};
+
+    #[test]
+    fn a_backlog_of_a_second_of_load_or_more_at_the_end_is_a_growing_one() {
+        let run = |pending_end| Sustained {
+            offered: 1000.0,
+            end_to_end: 990.0,
+            pending_max: 5000.0,
+            pending_end,
+            ids: Vec::new(),
+            why: Default::default(),
+            not_sent: 0,
+            cpu: Default::default(),
+        };
+        assert!(run(999.0).kept_up());
+        assert!(!run(1000.0).kept_up());
+        assert!(run(38_883.0).backlog_text().starts_with("a growing backlog"));
+    }
 
     #[test]
     fn the_steps_are_shares_of_the_closed_loop_none_above_the_goal() {
-        assert_eq!(step_rates(1000.0, None), [600.0]);
-        assert_eq!(step_rates(1000.0, Some(900.0)), [450.0, 540.0, 600.0]);
-        assert_eq!(step_rates(9137.0, Some(2387.4)), [1194.0, 1432.0, 1671.0, 1910.0, 2149.0, 2387.0]);
+        assert_eq!(step_rates(1000.0, None), (vec![600.0], vec![]));
+        assert_eq!(step_rates(1000.0, Some(900.0)), (vec![450.0, 540.0, 600.0], vec![405.0, 360.0, 315.0, 270.0]));
+        let (up, below) = step_rates(9137.0, Some(2387.4));
+        assert_eq!(up, [1194.0, 1432.0, 1671.0, 1910.0, 2149.0, 2387.0]);
+        assert_eq!(below, [1074.0, 955.0, 836.0, 716.0]);
     }
 
     fn step(offered: f64, refused: usize, late: usize) -> Step {
@@ -280,6 +356,9 @@ mod tests {
         // An item late at the receiver is a backlog: not held.
         assert_eq!(offered(&[step(100.0, 0, 0), step(200.0, 0, 3)]), Some(100.0));
         assert_eq!(offered(&[step(100.0, 5, 0)]), Some(100.0));
+        // The first step refused, the search went down: the first lower one held.
+        assert_eq!(offered(&[step(100.0, 5, 0), step(90.0, 1, 0), step(80.0, 0, 0)]), Some(80.0));
+        assert_eq!(offered(&[step(100.0, 5, 0), step(90.0, 1, 0)]), Some(90.0));
         assert_eq!(offered(&[]), None);
     }
 }
