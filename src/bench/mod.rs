@@ -83,7 +83,7 @@ pub enum Part {
     Drain,
     /// One broker alone to active, the start-up's reference.
     Startup,
-    /// Five minutes at the most the stack held in steps of 5 s (shares of the
+    /// Five minutes at the most the stack held in steps of 10 s (shares of the
     /// closed loop's figure, none above 0.6 × `pgbench`) with the stack's
     /// settings, one with the seed's.
     Sustained,
@@ -118,7 +118,7 @@ impl Options {
                 rates: vec![480.0],
                 fractions: vec![0.25],
                 backlog: 16_000,
-                step: Duration::from_secs(5),
+                step: Duration::from_secs(10),
                 sustained: Duration::from_secs(300),
                 seed: Duration::from_secs(60),
                 command,
@@ -662,7 +662,7 @@ async fn measure(
                 step.not_sent,
                 load::why_text(&step.why),
                 step.late,
-                sustained::HELD_WITHIN.as_secs()
+                sustained::HELD_WITHIN.as_secs_f64()
             ));
         }
         let rate = sustained::offered(&steps).ok_or("no step to find the sustained run's rate")?;
@@ -1357,7 +1357,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
                         why.push(format!(
                             "{} not at the receiver {} s after",
                             step.late,
-                            sustained::HELD_WITHIN.as_secs()
+                            sustained::HELD_WITHIN.as_secs_f64()
                         ));
                     }
                     text.push_str(&why.join(", "));

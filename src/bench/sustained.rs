@@ -56,7 +56,10 @@ pub fn step_rates(pgbench: f64, closed: Option<f64>) -> (Vec<f64>, Vec<f64>) {
 
 /// A step holds when the stack took every request on time and the receiver
 /// had every item within this of the step's end: no backlog left to grow.
-pub const HELD_WITHIN: Duration = Duration::from_secs(2);
+/// At 2 s (steps of 5 s), 4,810/s held at c8df591, and 300 s at that rate then
+/// refused 259,377 requests with up to 193,200 items pending: in 5 s a relay
+/// falling behind builds less than it works off in 2 s. Steps are now 10 s.
+pub const HELD_WITHIN: Duration = Duration::from_millis(500);
 
 /// One step of the search.
 pub struct Step {
@@ -163,16 +166,18 @@ pub struct Sustained {
 }
 
 impl Sustained {
-    /// Whether the outbox's backlog did not grow: what it held when the load
-    /// ended was less than a second of the offered load.
+    /// Whether the outbox never held a backlog: at most two seconds of the
+    /// offered load pending whenever it was sampled, and at the end.
     pub fn kept_up(&self) -> bool {
-        self.pending_end < self.offered
+        self.pending_max < 2.0 * self.offered
     }
 
     /// The backlog's verdict, for the report.
     pub fn backlog_text(&self) -> &'static str {
         if self.kept_up() {
-            "no growing backlog: less than a second's load pending when it ended"
+            "no backlog: never two seconds' load pending"
+        } else if self.pending_end < self.offered {
+            "a backlog: more than two seconds' load pending during the run, worked off by its end"
         } else {
             "a growing backlog: more than a second's load pending when it ended; a relay behind slows as its \
              backlog grows, so a shorter run flatters it"
@@ -320,20 +325,22 @@ mod tests {
     use super::{Step, Sustained, offered, step_rates};
 
     #[test]
-    fn a_backlog_of_a_second_of_load_or_more_at_the_end_is_a_growing_one() {
-        let run = |pending_end| Sustained {
+    fn a_backlog_of_two_seconds_of_load_at_any_sample_is_one_and_growing_if_left_at_the_end() {
+        let run = |pending_max, pending_end| Sustained {
             offered: 1000.0,
             end_to_end: 990.0,
-            pending_max: 5000.0,
+            pending_max,
             pending_end,
             ids: Vec::new(),
             why: Default::default(),
             not_sent: 0,
             cpu: Default::default(),
         };
-        assert!(run(999.0).kept_up());
-        assert!(!run(1000.0).kept_up());
-        assert!(run(38_883.0).backlog_text().starts_with("a growing backlog"));
+        assert!(run(1999.0, 10.0).kept_up());
+        assert!(!run(2000.0, 10.0).kept_up());
+        // At c8df591: 193,200 pending at most, 51 at the end.
+        assert!(run(193_200.0, 51.0).backlog_text().starts_with("a backlog: "));
+        assert!(run(38_883.0, 38_883.0).backlog_text().starts_with("a growing backlog"));
     }
 
     #[test]
