@@ -42,14 +42,13 @@ pub const BELOW: [f64; 4] = [0.45, 0.4, 0.35, 0.3];
 /// and [`BELOW`]'s, highest first (none without a closed loop).
 pub fn step_rates(pgbench: f64, closed: Option<f64>) -> (Vec<f64>, Vec<f64>) {
     let goal = (pgbench * GOAL).max(1.0).round();
-    let shares = |shares: &[f64]| -> Vec<f64> {
-        let c = closed.unwrap_or_default();
-        let mut rates: Vec<f64> = shares.iter().map(|share| (c * share).max(1.0).round().min(goal)).collect();
+    let shares = |closed: f64, shares: &[f64]| -> Vec<f64> {
+        let mut rates: Vec<f64> = shares.iter().map(|share| (closed * share).max(1.0).round().min(goal)).collect();
         rates.dedup();
         rates
     };
     match closed {
-        Some(_) => (shares(&STEPS), shares(&BELOW)),
+        Some(c) => (shares(c, &STEPS), shares(c, &BELOW)),
         None => (vec![goal], Vec::new()),
     }
 }
