@@ -140,15 +140,7 @@ async fn write(connections: &Connections, batch: Vec<Pending>) {
     // Failing to get a connection wrote nothing.
     let mut conn = match connections.get().await {
         Ok(conn) => conn,
-        Err(err) => {
-            // The first item gets the error itself, the others the same answer.
-            let mut err = Some(err);
-            for p in batch {
-                let err = err.take().unwrap_or(sqlx::Error::PoolTimedOut);
-                let _ = p.answer.send(Err(ApiError::Database(err)));
-            }
-            return;
-        }
+        Err(err) => return answer_all(batch, err, || sqlx::Error::PoolTimedOut, ApiError::Database),
     };
     let stored = statement(&mut conn, &batch).await;
     let refused_whole = stored.as_ref().is_err_and(service_defaults::db::ends_only_the_statement);
@@ -173,12 +165,24 @@ async fn write(connections: &Connections, batch: Vec<Pending>) {
         Err(err) => {
             // The statement's commit may or may not have happened, for all of them.
             let text = err.to_string();
-            let mut err = Some(err);
-            for p in batch {
-                let err = err.take().unwrap_or_else(|| sqlx::Error::Io(std::io::Error::other(text.clone())));
-                let _ = p.answer.send(Err(ApiError::from_autocommit(err)));
-            }
+            let copy = || sqlx::Error::Io(std::io::Error::other(text.clone()));
+            answer_all(batch, err, copy, ApiError::from_autocommit);
         }
+    }
+}
+
+/// Answers every item of `batch` with `err` as `wrap` makes it an answer: the
+/// first item gets the error itself, the others what `copy` makes of it.
+fn answer_all(
+    batch: Vec<Pending>,
+    err: sqlx::Error,
+    copy: impl Fn() -> sqlx::Error,
+    wrap: impl Fn(sqlx::Error) -> ApiError,
+) {
+    let mut err = Some(err);
+    for p in batch {
+        let err = err.take().unwrap_or_else(&copy);
+        let _ = p.answer.send(Err(wrap(err)));
     }
 }
 
