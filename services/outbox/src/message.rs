@@ -22,6 +22,9 @@ pub const CONTENT_TYPE: &str = "application/json";
 /// One outbox row as the relay reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
+    /// Where the claim found the row (`ctid`, as text): the batch's deletes
+    /// go by it, a plan no statistics can change (see the relay's claim).
+    pub ctid: String,
     pub id: Uuid,
     pub event_type: String,
     pub payload: String,

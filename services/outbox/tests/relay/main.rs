@@ -244,3 +244,82 @@ async fn an_unreachable_broker_leaves_rows_pending() {
     let attempts: i64 = sqlx::query_scalar("SELECT sum(attempts) FROM outbox").fetch_one(&outbox.pool).await.unwrap();
     assert_eq!(attempts, 0, "an outage is not the message's fault: no attempt counted");
 }
+
+/// The outbox is a queue: autovacuum may analyze it nearly empty and leave
+/// `reltuples` at 0 while a backlog grows behind it. The relay's claim must
+/// still read about one batch (not every due row, then sort), and its delete
+/// read no index at all: on the bench those two plans, flipped, took the
+/// sender's database to 120 % CPU until the next autovacuum.
+#[tokio::test]
+async fn the_claim_and_delete_keep_their_plans_when_statistics_say_the_outbox_is_empty() {
+    let outbox = TestOutbox::new().await;
+    // Rows written over time, each due when written.
+    let enqueue = |n: i32| {
+        sqlx::query(
+            "INSERT INTO outbox (id, event_type, payload, next_attempt_at)
+             SELECT gen_random_uuid(), 'TestEvent', '{}', clock_timestamp() FROM generate_series(1, $1)",
+        )
+        .bind(n)
+        .execute(&outbox.pool)
+    };
+    let analyze = || sqlx::query("ANALYZE outbox").execute(&outbox.pool);
+    // An analyze sees the rows of one write (one `next_attempt_at`); a backlog
+    // is drained, leaving the table and its indexes full of dead rows; the
+    // next analyze finds nothing live (`reltuples` 0); a backlog grows again.
+    sqlx::query("INSERT INTO outbox (id, event_type, payload) SELECT gen_random_uuid(), 'TestEvent', '{}' FROM generate_series(1, 20000)")
+        .execute(&outbox.pool)
+        .await
+        .unwrap();
+    analyze().await.unwrap();
+    enqueue(200_000).await.unwrap();
+    sqlx::query("DELETE FROM outbox").execute(&outbox.pool).await.unwrap();
+    analyze().await.unwrap();
+    enqueue(50_000).await.unwrap();
+    let batch: i64 = 256;
+
+    let mut tx = outbox.pool.begin_with(outbox::relay::BEGIN).await.unwrap();
+    let claim = explain(sqlx::query(analyzed(outbox::relay::CLAIM)).bind(batch), &mut tx).await;
+    let read = plan_nodes(&claim).iter().map(|n| n["Actual Rows"].as_i64().unwrap_or(0)).max().unwrap_or(0);
+    assert!(read <= batch, "the claim read {read} rows for a batch of {batch}: {claim:#}");
+
+    let ctids: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT ctid FROM ({}) c", outbox::relay::CLAIM)))
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    let delete = explain(sqlx::query(analyzed(outbox::relay::DELETE_ACCEPTED)).bind(&ctids), &mut tx).await;
+    let nodes = plan_nodes(&delete);
+    assert!(nodes.iter().all(|n| n.get("Index Name").is_none()), "the delete read an index: {delete:#}");
+    let scan = nodes.iter().find(|n| n["Node Type"] == "Tid Scan").unwrap_or_else(|| panic!("{delete:#}"));
+    assert_eq!(scan["Actual Rows"], batch, "the delete read the rows claimed, no others");
+    tx.rollback().await.unwrap();
+}
+
+fn analyzed(statement: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))
+}
+
+/// The plan `query` (an `EXPLAIN (FORMAT JSON)`) gives, as JSON.
+async fn explain(
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    tx: &mut sqlx::PgConnection,
+) -> serde_json::Value {
+    use sqlx::Row;
+    let row = query.fetch_one(tx).await.unwrap();
+    // The `json` column is its text on the wire; sqlx's `json` feature is not on.
+    serde_json::from_str(&row.try_get_unchecked::<String, _>(0).unwrap()).unwrap()
+}
+
+/// Every node of an `EXPLAIN (FORMAT JSON)` answer.
+fn plan_nodes(explain: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut nodes = vec![&explain[0]["Plan"]];
+    let mut i = 0;
+    while i < nodes.len() {
+        if let Some(children) = nodes[i]["Plans"].as_array() {
+            nodes.extend(children);
+        }
+        i += 1;
+    }
+    nodes
+}
