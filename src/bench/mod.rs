@@ -200,6 +200,8 @@ struct OpenLoop {
     /// Each stage of a message's time: its label, p50 and p99 in seconds.
     stages: Vec<(&'static str, Option<f64>, Option<f64>)>,
     cpu: BTreeMap<String, f64>,
+    /// Write transactions in the sender's and the receiver's database, until the receiver had every item.
+    transactions: Option<[i64; 2]>,
     not_sent: usize,
     why: BTreeMap<String, usize>,
     /// Set on the run that stands for its rate: the table's figures over all its runs.
@@ -230,6 +232,8 @@ struct ClosedRun {
     items: usize,
     /// How long after the loop the last of its items was delivered.
     delivered_after: f64,
+    /// Write transactions in the sender's and the receiver's database until then.
+    transactions: Option<[i64; 2]>,
 }
 
 impl ClosedRun {
@@ -368,6 +372,10 @@ async fn measure(
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
     let mut figures = Figures::default();
     let mut all_ids = Vec::new();
+    let sender_db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy(sender_db_url)
+        .map_err(|e| format!("the sender's database's address: {e}"))?;
     // Read before the runs, while the services' start lines are still in the bounded log store.
     let broker = instances.iter().find(|i| i.resource.kind.spec().is_broker());
     figures.settings = settings(ctx, broker);
@@ -432,6 +440,7 @@ async fn measure(
     let mut closed_runs = Vec::new();
     for run in 0..if options.wants(Part::Closed) { options.runs } else { 0 } {
         let before = cpu_sample(ctx).await;
+        let transactions_before = transactions(&sender_db, ctx).await;
         let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
         let items = result.ids.len();
         all_ids.extend(result.ids.iter().copied());
@@ -441,21 +450,30 @@ async fn measure(
         await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
         let delivered_after = loop_ended.elapsed().as_secs_f64();
         let after = cpu_sample(ctx).await;
+        let written = transactions_between(transactions_before, transactions(&sender_db, ctx).await);
         let cpu = cpu_between(&before, &after);
         let seconds = after.at.saturating_duration_since(before.at).as_secs_f64();
         let per_item: f64 = cpu.values().map(|pct| pct / 100.0 * seconds / items.max(1) as f64).sum();
         report.notes.push(format!(
             "closed loop run {}: {:.0} req/s, {} failed ({}); all delivered {delivered_after:.2} s after the loop; \
-             {:.2} ms of CPU per item until then ({})",
+             {:.2} ms of CPU per item until then ({}); {}",
             run + 1,
             result.rate(),
             result.failed(),
             load::why_text(&result.why),
             per_item * 1000.0,
-            cpu_text(&cpu)
+            cpu_text(&cpu),
+            items_per_transaction_text(items, written)
         ));
         figures.closed.push(result.rate());
-        closed_runs.push(ClosedRun { rate: result.rate(), cpu, seconds, items, delivered_after });
+        closed_runs.push(ClosedRun {
+            rate: result.rate(),
+            cpu,
+            seconds,
+            items,
+            delivered_after,
+            transactions: written,
+        });
     }
     // The run whose rate is the median stands for the loop's CPU, as for the open loops.
     closed_runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
@@ -474,9 +492,11 @@ async fn measure(
             let metrics_before = ctx.scrape(&ctx.roles.sender).await;
             let receiver_before = ctx.scrape(&ctx.roles.receiver).await;
             let before = cpu(ctx).await;
+            let transactions_before = transactions(&sender_db, ctx).await;
             let result = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
             let cpu = cpu_since(ctx, &before, result.seconds).await;
             await_delivery(ctx, &result.ids, Duration::from_secs(120)).await?;
+            let written = transactions_between(transactions_before, transactions(&sender_db, ctx).await);
             let metrics = ctx.scrape(&ctx.roles.sender).await;
             let receiver_metrics = ctx.scrape(&ctx.roles.receiver).await;
             let lag = |q| metrics.quantile_since(&metrics_before, contracts::metrics::OUTBOX_LAG_SECONDS.series, q);
@@ -494,7 +514,7 @@ async fn measure(
                 .collect();
             let end_to_end = end_to_end(ctx, &result.ids).await?;
             report.notes.push(format!(
-                "open loop {offered:.0}/s run {} (databases settled in {settled:.1} s): {} acknowledged, {} failed ({}); HTTP p99 {:.1} ms, end to end p99 {:.1} ms, outbox lag p50 {} p99 {}; {}; CPU {}",
+                "open loop {offered:.0}/s run {} (databases settled in {settled:.1} s): {} acknowledged, {} failed ({}); HTTP p99 {:.1} ms, end to end p99 {:.1} ms, outbox lag p50 {} p99 {}; {}; CPU {}; {}",
                 run + 1,
                 result.ids.len(),
                 result.failed(),
@@ -508,7 +528,8 @@ async fn measure(
                     .map(|(label, _, p99)| format!("{label} p99 {}", seconds_as_ms(*p99)))
                     .collect::<Vec<_>>()
                     .join(", "),
-                cpu_text(&cpu)
+                cpu_text(&cpu),
+                items_per_transaction_text(result.ids.len(), written)
             ));
             runs.push(OpenLoop {
                 offered,
@@ -518,6 +539,7 @@ async fn measure(
                 lag_p99: lag(0.99),
                 stages,
                 cpu,
+                transactions: written,
                 not_sent: result.not_sent,
                 why: result.why.clone(),
                 figures: OpenFigures::default(),
@@ -667,15 +689,16 @@ async fn measure(
         }
         let rate = sustained::offered(&steps).ok_or("no step to find the sustained run's rate")?;
         figures.steps = steps;
-        let ours = sustained::run(ctx, &client, &sender, rate, options.sustained).await?;
+        let ours = sustained::run(ctx, &sender_db, &client, &sender, rate, options.sustained).await?;
         report.notes.push(format!(
-            "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}",
+            "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}; {}",
             options.sustained.as_secs(),
             ours.end_to_end,
             ours.pending_max,
             ours.ids.len(),
             ours.not_sent,
-            load::why_text(&ours.why)
+            load::why_text(&ours.why),
+            items_per_transaction_text(ours.ids.len(), ours.transactions)
         ));
         await_delivery(ctx, &ours.ids, Duration::from_secs(300)).await?;
         all_ids.extend(ours.ids.iter().copied());
@@ -683,15 +706,16 @@ async fn measure(
             .iter()
             .find(|i| i.resource.name == ctx.roles.sender)
             .ok_or("no sender instance to run with the seed's settings")?;
-        let seed = sustained::seed(ctx, &client, &sender, sender_instance, rate, options.seed).await?;
+        let seed = sustained::seed(ctx, &sender_db, &client, &sender, sender_instance, rate, options.seed).await?;
         report.notes.push(format!(
-            "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}",
+            "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}; {}",
             options.seed.as_secs(),
             seed.end_to_end,
             seed.pending_max,
             seed.ids.len(),
             seed.not_sent,
-            load::why_text(&seed.why)
+            load::why_text(&seed.why),
+            items_per_transaction_text(seed.ids.len(), seed.transactions)
         ));
         // What the seed's relay left behind, the stack's own sender relays now.
         await_delivery(ctx, &seed.ids, Duration::from_secs(600)).await?;
@@ -783,6 +807,36 @@ fn percent(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, second
 struct CpuSample {
     used: BTreeMap<String, f64>,
     at: Instant,
+}
+
+/// The write transactions (those given an id) each database has run so far,
+/// the sender's then the receiver's: the next transaction id, read without
+/// taking one, so the difference between two readings counts exactly.
+async fn transactions(sender_db: &sqlx::PgPool, ctx: &Ctx) -> Option<[i64; 2]> {
+    const NEXT: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint";
+    let next = async |pool| sqlx::query_scalar::<_, i64>(NEXT).fetch_one(pool).await.ok();
+    Some([next(sender_db).await?, next(ctx.receiver_db()?).await?])
+}
+
+/// Write transactions in each database between two [`transactions`] readings.
+fn transactions_between(before: Option<[i64; 2]>, after: Option<[i64; 2]>) -> Option<[i64; 2]> {
+    let (b, a) = (before?, after?);
+    Some([a[0] - b[0], a[1] - b[1]])
+}
+
+/// Items per write transaction in the sender's and the receiver's database.
+fn items_per_transaction(items: usize, transactions: Option<[i64; 2]>) -> Option<[f64; 2]> {
+    transactions.map(|t| t.map(|n| items as f64 / n.max(1) as f64))
+}
+
+/// [`items_per_transaction`] for a run's note.
+fn items_per_transaction_text(items: usize, transactions: Option<[i64; 2]>) -> String {
+    items_per_transaction(items, transactions).map_or(String::new(), |[sender, receiver]| {
+        format!(
+            "{sender:.1} items per write transaction in the sender's database (its writes and the relay's batches), \
+             {receiver:.1} in the receiver's"
+        )
+    })
 }
 
 async fn cpu_sample(ctx: &Ctx) -> CpuSample {
@@ -993,22 +1047,42 @@ fn cpu_row(label: &str, cpu: &BTreeMap<String, f64>, columns: &[String]) -> Stri
 }
 
 /// Each open loop's and the sustained run's CPU across the machine over the
-/// items it had acknowledged a second: `480/s 2.41` (ms per item).
+/// items it had acknowledged a second, and each run's items per write
+/// transaction in the sender's and the receiver's database, the closed
+/// loop's too: `open loop 480/s 2.41 ms (1.0 / 2.9)`.
 fn cpu_per_item(f: &Figures, o: &Options) -> Vec<String> {
     let cost = |cpu: &BTreeMap<String, f64>, items_a_second: f64| {
         cpu.values().sum::<f64>() / 100.0 / items_a_second.max(1e-9) * 1000.0
     };
+    let batched = |items: usize, transactions: Option<[i64; 2]>| {
+        items_per_transaction(items, transactions)
+            .map_or(String::new(), |[sender, receiver]| format!(" ({sender:.1} / {receiver:.1})"))
+    };
     let mut text: Vec<String> = f
-        .open
+        .closed_run
         .iter()
         .map(|r| {
-            let items = r.http.len() as f64 / o.seconds.as_secs_f64();
-            format!("open loop {:.0}/s {:.2}", r.offered, cost(&r.cpu, items))
+            let per_item: f64 = r.per_item().values().sum();
+            format!("closed loop {:.2} ms{}", per_item * 1000.0, batched(r.items, r.transactions))
         })
         .collect();
+    text.extend(f.open.iter().map(|r| {
+        let items = r.http.len() as f64 / o.seconds.as_secs_f64();
+        format!(
+            "open loop {:.0}/s {:.2} ms{}",
+            r.offered,
+            cost(&r.cpu, items),
+            batched(r.http.len() as usize, r.transactions)
+        )
+    }));
     if let Some((ours, _)) = &f.sustained {
         let items = ours.ids.len() as f64 / o.sustained.as_secs_f64();
-        text.push(format!("sustained {:.0}/s {:.2}", ours.offered, cost(&ours.cpu, items)));
+        text.push(format!(
+            "sustained {:.0}/s {:.2} ms{}",
+            ours.offered,
+            cost(&ours.cpu, items),
+            batched(ours.ids.len(), ours.transactions)
+        ));
     }
     text
 }
@@ -1504,7 +1578,9 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     if !per_item.is_empty() {
         let _ = writeln!(
             s,
-            "\nEach run's CPU across the machine over the items it had acknowledged a second, in ms per item: {}. \
+            "\nEach run's CPU across the machine per item it had acknowledged (the closed loop's until the receiver \
+             had them), and in brackets its items per write transaction in the sender's database (its writes and \
+             the relay's batches) / in the receiver's, counted from each database's next transaction id: {}. \
              Load below saturation shares fewer commits, wakeups and broker flushes among its items than the closed \
              loop and the references do, so each item costs more there: the sustained run's rate is bounded by \
              its own cost per item, not the closed loop's.",
@@ -1627,6 +1703,7 @@ mod tests {
             lag_p99: Some(lag_p99),
             stages: Vec::new(),
             cpu: BTreeMap::new(),
+            transactions: None,
             not_sent: 0,
             why: BTreeMap::new(),
             figures: OpenFigures::default(),

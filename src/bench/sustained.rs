@@ -162,6 +162,8 @@ pub struct Sustained {
     pub not_sent: usize,
     /// Percent of one core each component used during the load.
     pub cpu: BTreeMap<String, f64>,
+    /// Write transactions in the sender's and the receiver's database, until the receiver had the items.
+    pub transactions: Option<[i64; 2]>,
 }
 
 impl Sustained {
@@ -188,6 +190,7 @@ impl Sustained {
 /// receiver, counted until every one had (or SETTLE after the load).
 pub async fn run(
     ctx: &Ctx,
+    sender_db: &sqlx::PgPool,
     client: &reqwest::Client,
     sender: &str,
     rate: f64,
@@ -210,6 +213,7 @@ pub async fn run(
         most
     };
     let before = super::cpu_sample(ctx).await;
+    let transactions_before = super::transactions(sender_db, ctx).await;
     let (run, pending_max) = tokio::join!(load, sampler);
     let cpu = super::cpu_between(&before, &super::cpu_sample(ctx).await);
     let pending_end = ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await;
@@ -217,6 +221,7 @@ pub async fn run(
     // done moments after the load; one that does not delivers at its steady rate meanwhile.
     let missing = super::missing_after(ctx, &run.ids, Instant::now() + SETTLE).await?;
     let seconds = began.elapsed().as_secs_f64();
+    let transactions = super::transactions_between(transactions_before, super::transactions(sender_db, ctx).await);
     let delivered = run.ids.len() - missing.len();
     let pending_max = pending_max.max(pending_end);
     Ok(Sustained {
@@ -228,6 +233,7 @@ pub async fn run(
         why: run.why,
         not_sent: run.not_sent,
         cpu,
+        transactions,
     })
 }
 
@@ -235,6 +241,7 @@ pub async fn run(
 /// and the seed's relay settings; the stack's own sender is back after.
 pub async fn seed(
     ctx: &Ctx,
+    sender_db: &sqlx::PgPool,
     client: &reqwest::Client,
     sender: &str,
     instance: &crate::plan::Instance,
@@ -242,7 +249,7 @@ pub async fn seed(
     duration: Duration,
 ) -> Result<Sustained, String> {
     let seed = |env: &mut Vec<(String, String)>| env.extend(SEED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    by_hand(ctx, client, &[instance], seed, async || run(ctx, client, sender, rate, duration).await).await
+    by_hand(ctx, client, &[instance], seed, async || run(ctx, sender_db, client, sender, rate, duration).await).await
 }
 
 /// Runs `body` while `instances` run by hand, as a user could start them:
@@ -334,6 +341,7 @@ mod tests {
             why: Default::default(),
             not_sent: 0,
             cpu: Default::default(),
+            transactions: None,
         };
         assert!(run(1999.0, 10.0).kept_up());
         assert!(!run(2000.0, 10.0).kept_up());
