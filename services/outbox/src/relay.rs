@@ -122,6 +122,14 @@ pub const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
 /// [`BEGIN`] for a commit that does not wait for the WAL flush (`durable_delete` off).
 pub const BEGIN_ASYNC_COMMIT: &str = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off";
 
+/// Whether the delete by `ctid` removed exactly the Accepted rows claimed.
+/// Never seen to fail: the claim's row lock holds each row in place.
+fn deleted_as_claimed(mut claimed: Vec<Uuid>, mut deleted: Vec<Uuid>) -> Result<(), RelayError> {
+    claimed.sort_unstable();
+    deleted.sort_unstable();
+    if claimed == deleted { Ok(()) } else { Err(RelayError::Moved { claimed: claimed.len(), deleted: deleted.len() }) }
+}
+
 /// What one [`Relay::try_publish_batch`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -267,15 +275,10 @@ impl Relay {
 
         if !accepted.is_empty() {
             let ctids: Vec<&str> = accepted.iter().map(|r| r.ctid.as_str()).collect();
-            let mut deleted: Vec<Uuid> = sqlx::query_scalar(DELETE_ACCEPTED).bind(&ctids).fetch_all(&mut *tx).await?;
-            let mut ids: Vec<Uuid> = accepted.iter().map(|r| r.id).collect();
-            deleted.sort_unstable();
-            ids.sort_unstable();
-            if deleted != ids {
-                // Never seen: the row lock holds them in place. Rolled back, so
-                // the batch is sent again (copies the receiver absorbs), not lost.
-                return Err(RelayError::Moved { claimed: ids.len(), deleted: deleted.len() });
-            }
+            let deleted: Vec<Uuid> = sqlx::query_scalar(DELETE_ACCEPTED).bind(&ctids).fetch_all(&mut *tx).await?;
+            // On a mismatch the transaction is dropped: rolled back, so the batch is
+            // sent again (copies the receiver absorbs), and no other row is gone.
+            deleted_as_claimed(accepted.iter().map(|r| r.id).collect(), deleted)?;
         }
         if !refused_ids.is_empty() {
             sqlx::query(
@@ -530,4 +533,21 @@ pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     sqlx::query_as("SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM outbox")
         .fetch_one(pool)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::{RelayError, deleted_as_claimed};
+
+    #[test]
+    fn a_delete_that_did_not_remove_exactly_the_claimed_rows_is_refused() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        assert!(deleted_as_claimed(vec![a, b], vec![b, a]).is_ok(), "the order the delete returns them in is free");
+        for deleted in [vec![a], vec![a, c], vec![a, b, c]] {
+            let result = deleted_as_claimed(vec![a, b], deleted.clone());
+            assert!(matches!(result, Err(RelayError::Moved { claimed: 2, .. })), "{deleted:?}: {result:?}");
+        }
+    }
 }
