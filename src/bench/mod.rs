@@ -382,103 +382,111 @@ async fn measure(
     figures.broker_setup = broker_setup(ctx);
     let mut lap = Lap(Instant::now());
     let pgbench_runs = if options.wants(Part::Pgbench) || options.wants(Part::Sustained) { options.runs } else { 0 };
-    for run in 0..pgbench_runs {
-        let before = cpu(ctx).await;
-        let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
-        let after = cpu(ctx).await;
-        // The database's CPU over the whole run (its tables made and dropped, its
-        // clients' connections), over the transactions pgbench counted.
-        let per_tx = used(&before, &after, &ctx.roles.sender_db).map(|s| s / (tps * options.seconds.as_secs_f64()));
-        report.notes.push(format!(
-            "pgbench run {}: {tps:.0} tps; the database's CPU per transaction {}",
-            run + 1,
-            per_message(per_tx)
-        ));
-        figures.pgbench.push(tps);
-        figures.pgbench_db_per_tx.extend(per_tx);
-        // A cost per message or request needs no long run: half a run's time.
-        let seconds = (options.seconds / 2).max(Duration::from_secs(1));
-        if !ctx.roles.receiver_db_url.is_empty() {
-            let before = cpu(ctx).await;
-            let url = &ctx.roles.receiver_db_url;
-            let messages = pgbench::receiver_messages(url, RECEIVER_CLIENTS, seconds, scratch.path()).await?;
-            let after = cpu(ctx).await;
-            let per_message_cost =
-                used(&before, &after, &ctx.roles.receiver_db).map(|s| s / (messages * seconds.as_secs_f64()));
-            report.notes.push(format!(
-                "pgbench run {}, the receiver's statements in transactions of {}: {messages:.0} messages/s; \
-                 its database's CPU per message {}",
-                run + 1,
-                pgbench::RECEIVER_BATCH,
-                per_message(per_message_cost)
-            ));
-            figures.receiver_db_per_message.extend(per_message_cost);
-        }
-        let before = cpu(ctx).await;
-        let live = format!("{sender}/health/live");
-        let answered = load::closed_get(&client, &live, options.connections, seconds).await;
-        // What the requests left to do (their spans exported, received) counts too.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = cpu(ctx).await;
-        let per_request = [LOAD, ctx.roles.sender.as_str()]
-            .iter()
-            .map(|name| used(&before, &after, name))
-            .sum::<Option<f64>>()
-            .map(|s| s / answered.max(1) as f64);
-        report.notes.push(format!(
-            "HTTP alone, run {}: {:.0} GET /health/live a second over {} connections; the load generator's and \
-             the sender's CPU per request {}",
-            run + 1,
-            answered as f64 / seconds.as_secs_f64(),
-            options.connections,
-            per_message(per_request)
-        ));
-        figures.http_per_request.extend(per_request.filter(|_| answered > 0));
-    }
-    lap.note(report, "pgbench");
-    let reference = median(&figures.pgbench);
+    let closed_wanted = if options.wants(Part::Closed) { options.runs } else { 0 };
     let mut closed_runs = Vec::new();
-    for run in 0..if options.wants(Part::Closed) { options.runs } else { 0 } {
-        let before = cpu_sample(ctx).await;
-        let transactions_before = transactions(&sender_db, ctx).await;
-        let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
-        let items = result.ids.len();
-        all_ids.extend(result.ids.iter().copied());
-        // The CPU its items cost counts until the receiver has them all: a relay that fell
-        // behind in the loop does that work after it, and the ceiling must not leave it out.
-        let loop_ended = Instant::now();
-        await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
-        let delivered_after = loop_ended.elapsed().as_secs_f64();
-        let after = cpu_sample(ctx).await;
-        let written = transactions_between(transactions_before, transactions(&sender_db, ctx).await);
-        let cpu = cpu_between(&before, &after);
-        let seconds = after.at.saturating_duration_since(before.at).as_secs_f64();
-        let per_item: f64 = cpu.values().map(|pct| pct / 100.0 * seconds / items.max(1) as f64).sum();
-        report.notes.push(format!(
-            "closed loop run {}: {:.0} req/s, {} failed ({}); all delivered {delivered_after:.2} s after the loop; \
-             {:.2} ms of CPU per item until then ({}); {}",
-            run + 1,
-            result.rate(),
-            result.failed(),
-            load::why_text(&result.why),
-            per_item * 1000.0,
-            cpu_text(&cpu),
-            items_per_transaction_text(items, written)
-        ));
-        figures.closed.push(result.rate());
-        closed_runs.push(ClosedRun {
-            rate: result.rate(),
-            cpu,
-            seconds,
-            items,
-            delivered_after,
-            transactions: written,
-        });
+    // Each `pgbench` run is followed by a closed-loop run, so a machine whose speed
+    // drifts over minutes moves the reference and the figure it is compared with alike;
+    // each `pgbench` run after a closed loop starts from databases settled as the first.
+    for run in 0..pgbench_runs.max(closed_wanted) {
+        if run < pgbench_runs {
+            if run > 0 && closed_wanted > 0 {
+                settle(ctx, sender_db_url).await?;
+            }
+            let before = cpu(ctx).await;
+            let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
+            let after = cpu(ctx).await;
+            // The database's CPU over the whole run (its tables made and dropped, its
+            // clients' connections), over the transactions pgbench counted.
+            let per_tx = used(&before, &after, &ctx.roles.sender_db).map(|s| s / (tps * options.seconds.as_secs_f64()));
+            report.notes.push(format!(
+                "pgbench run {}: {tps:.0} tps; the database's CPU per transaction {}",
+                run + 1,
+                per_message(per_tx)
+            ));
+            figures.pgbench.push(tps);
+            figures.pgbench_db_per_tx.extend(per_tx);
+            // A cost per message or request needs no long run: half a run's time.
+            let seconds = (options.seconds / 2).max(Duration::from_secs(1));
+            if !ctx.roles.receiver_db_url.is_empty() {
+                let before = cpu(ctx).await;
+                let url = &ctx.roles.receiver_db_url;
+                let messages = pgbench::receiver_messages(url, RECEIVER_CLIENTS, seconds, scratch.path()).await?;
+                let after = cpu(ctx).await;
+                let per_message_cost =
+                    used(&before, &after, &ctx.roles.receiver_db).map(|s| s / (messages * seconds.as_secs_f64()));
+                report.notes.push(format!(
+                    "pgbench run {}, the receiver's statements in transactions of {}: {messages:.0} messages/s; \
+                     its database's CPU per message {}",
+                    run + 1,
+                    pgbench::RECEIVER_BATCH,
+                    per_message(per_message_cost)
+                ));
+                figures.receiver_db_per_message.extend(per_message_cost);
+            }
+            let before = cpu(ctx).await;
+            let live = format!("{sender}/health/live");
+            let answered = load::closed_get(&client, &live, options.connections, seconds).await;
+            // What the requests left to do (their spans exported, received) counts too.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = cpu(ctx).await;
+            let per_request = [LOAD, ctx.roles.sender.as_str()]
+                .iter()
+                .map(|name| used(&before, &after, name))
+                .sum::<Option<f64>>()
+                .map(|s| s / answered.max(1) as f64);
+            report.notes.push(format!(
+                "HTTP alone, run {}: {:.0} GET /health/live a second over {} connections; the load generator's and \
+                 the sender's CPU per request {}",
+                run + 1,
+                answered as f64 / seconds.as_secs_f64(),
+                options.connections,
+                per_message(per_request)
+            ));
+            figures.http_per_request.extend(per_request.filter(|_| answered > 0));
+        }
+        if run < closed_wanted {
+            let before = cpu_sample(ctx).await;
+            let transactions_before = transactions(&sender_db, ctx).await;
+            let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
+            let items = result.ids.len();
+            all_ids.extend(result.ids.iter().copied());
+            // The CPU its items cost counts until the receiver has them all: a relay that fell
+            // behind in the loop does that work after it, and the ceiling must not leave it out.
+            let loop_ended = Instant::now();
+            await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
+            let delivered_after = loop_ended.elapsed().as_secs_f64();
+            let after = cpu_sample(ctx).await;
+            let written = transactions_between(transactions_before, transactions(&sender_db, ctx).await);
+            let cpu = cpu_between(&before, &after);
+            let seconds = after.at.saturating_duration_since(before.at).as_secs_f64();
+            let per_item: f64 = cpu.values().map(|pct| pct / 100.0 * seconds / items.max(1) as f64).sum();
+            report.notes.push(format!(
+                "closed loop run {}: {:.0} req/s, {} failed ({}); all delivered {delivered_after:.2} s after the loop; \
+                 {:.2} ms of CPU per item until then ({}); {}",
+                run + 1,
+                result.rate(),
+                result.failed(),
+                load::why_text(&result.why),
+                per_item * 1000.0,
+                cpu_text(&cpu),
+                items_per_transaction_text(items, written)
+            ));
+            figures.closed.push(result.rate());
+            closed_runs.push(ClosedRun {
+                rate: result.rate(),
+                cpu,
+                seconds,
+                items,
+                delivered_after,
+                transactions: written,
+            });
+        }
     }
+    lap.note(report, "pgbench and the closed loop");
+    let reference = median(&figures.pgbench);
     // The run whose rate is the median stands for the loop's CPU, as for the open loops.
     closed_runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     figures.closed_run = (!closed_runs.is_empty()).then(|| closed_runs.swap_remove(closed_runs.len() / 2));
-    lap.note(report, "the closed loop");
     let mut offered_rates = if options.wants(Part::Open) { options.rates.clone() } else { Vec::new() };
     if options.wants(Part::Open) && !figures.pgbench.is_empty() {
         offered_rates.extend(options.fractions.iter().map(|f| (reference * f).max(1.0).round()));
@@ -1592,7 +1600,9 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         s,
         "- `pgbench` runs the statements of one `POST` (the item, returned; its outbox row) in one transaction, \
          prepared, on tables made `LIKE` the sender's (`INCLUDING ALL`) in the sender's database, so no relay reads \
-         them; ids are time-ordered as the sender's UUIDv7 are."
+         them; ids are time-ordered as the sender's UUIDv7 are. Its runs alternate with the closed loop's (each \
+         `pgbench` run, then one closed-loop run; both databases vacuumed and checkpointed before each `pgbench` run \
+         after the first), so a machine whose speed drifts over minutes moves both sides of the ratio alike."
     );
     if bound(f).is_some() {
         let _ = writeln!(
