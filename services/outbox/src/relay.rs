@@ -94,17 +94,17 @@ impl Default for RelaySettings {
 /// The outbox is a queue: autovacuum may analyze it when it happens to be
 /// nearly empty and leave `reltuples` at 0 while a backlog grows. Then every
 /// index looks as cheap as any other, and `ORDER BY id` was planned as a
-/// bitmap scan of every due row and a sort: at 4,000 items/s the claims and
+/// bitmap scan of every due row and a sort: at 3,500 items/s the claims and
 /// deletes took the sender's database to 120 % CPU and the relay fell to a
 /// few hundred a second, until the next autovacuum (`apphost bench --only
 /// closed,sustained`, sampled).
-pub const CLAIM: &str =
-    "SELECT ctid::text AS ctid, id, event_type, payload::text AS payload, created_at, traceparent, attempts
-                           FROM outbox
-                          WHERE next_attempt_at <= now()
-                          ORDER BY next_attempt_at, id
-                          LIMIT $1
-                            FOR UPDATE SKIP LOCKED";
+pub const CLAIM: &str = "\
+    SELECT ctid::text AS ctid, id, event_type, payload::text AS payload, created_at, traceparent, attempts
+      FROM outbox
+     WHERE next_attempt_at <= now()
+     ORDER BY next_attempt_at, id
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED";
 
 /// The Accepted rows' delete: by where the claim found them (a TID scan, no
 /// index to choose). The claim's row lock holds every claimed row in place
