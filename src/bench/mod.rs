@@ -390,7 +390,7 @@ async fn measure(
     for run in 0..pgbench_runs.max(closed_wanted) {
         if run < pgbench_runs {
             if run > 0 && closed_wanted > 0 {
-                settle(ctx, sender_db_url).await?;
+                settle(ctx, &sender_db).await?;
             }
             let before = cpu(ctx).await;
             let tps = pgbench::tps(sender_db_url, options.connections, options.seconds, scratch.path()).await?;
@@ -496,7 +496,7 @@ async fn measure(
     for offered in offered_rates {
         let mut runs = Vec::new();
         for run in 0..options.runs {
-            let settled = settle(ctx, sender_db_url).await?;
+            let settled = settle(ctx, &sender_db).await?;
             let metrics_before = ctx.scrape(&ctx.roles.sender).await;
             let receiver_before = ctx.scrape(&ctx.roles.receiver).await;
             let before = cpu(ctx).await;
@@ -592,7 +592,7 @@ async fn measure(
             for run in 0..options.runs {
                 let closed = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
                 await_delivery(ctx, &closed.ids, Duration::from_secs(120)).await?;
-                settle(ctx, sender_db_url).await?;
+                settle(ctx, &sender_db).await?;
                 let open = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
                 await_delivery(ctx, &open.ids, Duration::from_secs(120)).await?;
                 let e2e = end_to_end(ctx, &open.ids).await?.value_at_quantile(0.99);
@@ -877,11 +877,9 @@ fn own_cpu_seconds() -> f64 {
 /// left (a closed loop writes some 50,000 rows in 24 s) is then not cleaned
 /// up by autovacuum, or flushed by a checkpoint, in the middle of this one.
 /// Returns how long it took, in seconds.
-async fn settle(ctx: &Ctx, sender_db_url: &str) -> Result<f64, String> {
+async fn settle(ctx: &Ctx, sender: &sqlx::PgPool) -> Result<f64, String> {
     let began = Instant::now();
-    let sender =
-        sqlx::PgPool::connect(sender_db_url).await.map_err(|e| format!("cannot reach the sender's database: {e}"))?;
-    for (name, pool) in [("sender's", &sender), ("receiver's", receiver_db(ctx)?)] {
+    for (name, pool) in [("sender's", sender), ("receiver's", receiver_db(ctx)?)] {
         // One statement a query: VACUUM refuses to run in a multi-statement string.
         for statement in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
             sqlx::raw_sql(statement)
@@ -890,7 +888,6 @@ async fn settle(ctx: &Ctx, sender_db_url: &str) -> Result<f64, String> {
                 .map_err(|e| format!("cannot run {statement} on the {name} database: {e}"))?;
         }
     }
-    sender.close().await;
     Ok(began.elapsed().as_secs_f64())
 }
 
