@@ -68,7 +68,7 @@ pub struct Options {
 /// A part of the benchmark, for `apphost bench --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// `pgbench`, the write path's reference (and the receiver's statements, for the bound)
+    /// `pgbench`, the write path's reference (and the receiver's statements, for the references' costs)
     Pgbench,
     /// The closed loop: `POST` max throughput.
     Closed,
