@@ -4,10 +4,17 @@
 //! exits, and the test harness runs each test on a thread of its own. So every
 //! server is spawned by one keeper thread that lives as long as the process:
 //! when the process ends, however it ends, the kernel kills its servers.
+//!
+//! Their scratch directories go when the process exits normally (an `atexit`
+//! handler kills the servers still running, through the pidfds taken when
+//! they were spawned, then removes the directories): the servers a test
+//! binary shares live in statics, which are never dropped. A process killed
+//! outright leaves its directories to the next run's sweep.
 
 use std::{
     io,
     os::unix::process::CommandExt,
+    path::PathBuf,
     process::{Child, Command},
     sync::{
         Mutex, OnceLock,
@@ -37,6 +44,49 @@ fn keeper() -> &'static Mutex<Sender<Request>> {
     })
 }
 
+/// What the exit handler cleans up: pidfds of the children spawned (each
+/// names that process and no other, so a reaped child's pid reused by
+/// another process is never signalled), and the scratch directories made.
+struct Owned {
+    pidfds: Vec<i32>,
+    dirs: Vec<PathBuf>,
+}
+
+fn owned() -> &'static Mutex<Owned> {
+    static OWNED: OnceLock<Mutex<Owned>> = OnceLock::new();
+    OWNED.get_or_init(|| {
+        // SAFETY: registers a plain function that takes no arguments.
+        unsafe { libc::atexit(clean_up_at_exit) };
+        Mutex::new(Owned { pidfds: Vec::new(), dirs: Vec::new() })
+    })
+}
+
+/// Kills the children still running and removes the scratch directories.
+/// Runs at `exit`, after every test: it must not panic or block on a lock.
+extern "C" fn clean_up_at_exit() {
+    let Ok(mut owned) = owned().try_lock() else { return };
+    for pidfd in std::mem::take(&mut owned.pidfds) {
+        // SAFETY: pidfd_send_signal(2) and poll(2) on a pidfd this process opened;
+        // a child already gone answers ESRCH and polls readable at once.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, std::ptr::null::<u8>(), 0);
+            let mut exited = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+            libc::poll(&mut exited, 1, 5_000);
+            libc::close(pidfd);
+        }
+    }
+    for dir in std::mem::take(&mut owned.dirs) {
+        // A server's own children (PostgreSQL's backends) end just after it, and
+        // may still write a file while the directory goes.
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 /// Spawns `command` so that it receives SIGKILL when this process dies.
 pub fn spawn_owned(mut command: Command) -> io::Result<Child> {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -50,7 +100,13 @@ pub fn spawn_owned(mut command: Command) -> io::Result<Child> {
     }
     let (reply, answer) = mpsc::channel();
     keeper().lock().expect("keeper lock").send((command, reply)).expect("keeper alive");
-    answer.recv().expect("keeper answers")
+    let child = answer.recv().expect("keeper answers")?;
+    // SAFETY: pidfd_open(2) on a child not yet waited for, so its pid is still its own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as i32;
+    if pidfd >= 0 {
+        owned().lock().expect("owned lock").pidfds.push(pidfd);
+    }
+    Ok(child)
 }
 
 /// Sends `signal` to the process `pid`.
@@ -75,6 +131,7 @@ pub fn scratch_dir(kind: &str) -> std::path::PathBuf {
     sweep_stale(&root);
     let dir = root.join(format!("{}-{kind}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    owned().lock().expect("owned lock").dirs.push(dir.clone());
     dir
 }
 
