@@ -26,6 +26,23 @@ pub struct Run {
     pub seconds: f64,
 }
 
+/// The most requests the sustained run's open loops leave unanswered at once
+/// (the next due is counted as not sent), and the most connections the load
+/// keeps.
+pub const MOST_OPEN: usize = 8192;
+
+/// The load's HTTP client. It keeps every connection it opened for the next
+/// request, as a client under steady load does: with the loopback client's 8
+/// idle connections, an open loop whose unanswered requests rose past that
+/// closed the rest as they were answered and opened new ones for the next,
+/// one TCP connection for every two requests at 4,000 POST/s (`nstat
+/// TcpActiveOpens` around `apphost bench --only open --rates 4000`), each a
+/// connect for the load and an accept and a connection task for the sender.
+/// There are at most [`MOST_OPEN`] of them, held while the load runs.
+pub fn client() -> reqwest::Client {
+    crate::loopback::client_keeping(Some(Duration::from_secs(10)), MOST_OPEN)
+}
+
 /// Adds the failures of `from` to `into`, why by why.
 pub fn add_why(into: &mut BTreeMap<String, usize>, from: &BTreeMap<String, usize>) {
     for (why, n) in from {
@@ -209,4 +226,78 @@ pub async fn open(
     let (ids, why, latency) =
         (std::mem::take(&mut r.0), std::mem::take(&mut r.1), std::mem::replace(&mut r.2, histogram()));
     Run { ids, why, not_sent, latency, seconds }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashSet,
+        net::SocketAddr,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use axum::extract::{ConnectInfo, State};
+
+    /// What the server saw: requests, those unanswered now and at most, and
+    /// the connections they came on.
+    #[derive(Default)]
+    struct Seen {
+        requests: AtomicUsize,
+        open: AtomicUsize,
+        most_open: AtomicUsize,
+        peers: Mutex<HashSet<SocketAddr>>,
+    }
+
+    /// An HTTP server answering `POST /api/EntityItems` as the sender does
+    /// (201 and an id), 40 of every 200 requests in a row 60 ms late, so the
+    /// unanswered requests rise by tens and fall again, as in the sender's
+    /// hiccups.
+    async fn server() -> (String, Arc<Seen>) {
+        let seen = Arc::new(Seen::default());
+        let app = axum::Router::new()
+            .route(
+                "/api/EntityItems",
+                axum::routing::post(
+                    async |State(seen): State<Arc<Seen>>, ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+                        let n = seen.requests.fetch_add(1, Ordering::SeqCst);
+                        let open = seen.open.fetch_add(1, Ordering::SeqCst) + 1;
+                        seen.most_open.fetch_max(open, Ordering::SeqCst);
+                        seen.peers.lock().unwrap().insert(peer);
+                        if n % 200 < 40 {
+                            tokio::time::sleep(Duration::from_millis(60)).await;
+                        }
+                        seen.open.fetch_sub(1, Ordering::SeqCst);
+                        let id = uuid::Uuid::new_v4().to_string();
+                        (axum::http::StatusCode::CREATED, axum::Json(serde_json::json!({ "id": id })))
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        });
+        (url, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_load_keeps_its_connections_instead_of_opening_new_ones_after_each_rise() {
+        let (url, seen) = server().await;
+        let run = super::open(&super::client(), &url, 2000.0, Duration::from_secs(1), 4096, "test").await;
+        assert_eq!(run.ids.len(), 2000, "every request answered: {:?}", run.why);
+        // A connection is opened only when every one kept is busy, so there are
+        // about as many as requests were ever unanswered at once. A pool keeping
+        // 8 idle closes the rest after each rise and opens them again at the
+        // next: 367 connections against tens unanswered at most.
+        let (connections, most_open) = (seen.peers.lock().unwrap().len(), seen.most_open.load(Ordering::SeqCst));
+        assert!(
+            connections <= 2 * most_open + 8,
+            "{connections} connections, at most {most_open} requests unanswered at once"
+        );
+    }
 }

@@ -371,7 +371,7 @@ async fn measure(
     report: &mut Report,
 ) -> Result<Figures, String> {
     let sender = ctx.url(&ctx.roles.sender)?;
-    let client = ctx.client().clone();
+    let client = load::client();
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
     let mut figures = Figures::default();
     let mut all_ids = Vec::new();
@@ -1257,7 +1257,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     let generator = if cfg!(debug_assertions) { "debug" } else { "release" };
     let _ = writeln!(
         s,
-        "- **Services built:** {}; load generator: apphost itself ({generator} build), on the same machine",
+        "- **Services built:** {}; load generator: apphost itself ({generator} build), on the same machine, keeping every connection it opened for its next request",
         o.profile
     );
     for line in &f.settings {

@@ -98,7 +98,7 @@ pub async fn steps(
     // the closed loop does for the open loops. At 04a5e45, without it, the first step
     // (1,414/s) refused 8 % of its requests, the 300 s at that rate after it 1 %.
     if let Some(&first) = rates.first() {
-        let warm = super::load::open(client, sender, first, step, 8192, "bench warm-up").await;
+        let warm = super::load::open(client, sender, first, step, super::load::MOST_OPEN, "bench warm-up").await;
         super::await_delivery(ctx, &warm.ids, Duration::from_secs(120)).await?;
         ids.extend(warm.ids);
     }
@@ -133,7 +133,7 @@ async fn one_step(
     step: Duration,
     ids: &mut Vec<uuid::Uuid>,
 ) -> Result<Step, String> {
-    let run = super::load::open(client, sender, rate, step, 8192, "bench step").await;
+    let run = super::load::open(client, sender, rate, step, super::load::MOST_OPEN, "bench step").await;
     let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.len();
     super::await_delivery(ctx, &run.ids, Duration::from_secs(120)).await?;
     ids.extend(run.ids.iter().copied());
@@ -204,7 +204,7 @@ pub async fn run(
     // Sampled beside the load, never in its way: both are polled by the same join.
     let done = std::sync::atomic::AtomicBool::new(false);
     let load = async {
-        let run = super::load::open(client, sender, rate, duration, 8192, "bench sustained").await;
+        let run = super::load::open(client, sender, rate, duration, super::load::MOST_OPEN, "bench sustained").await;
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         run
     };

@@ -168,11 +168,6 @@ impl Ctx {
             .ok_or_else(|| format!("`{resource}` has no http endpoint"))
     }
 
-    /// The HTTP client the scenarios use (no proxy: loopback only).
-    pub(crate) fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// The receiver's database, where its effects are counted.
     pub(crate) fn receiver_db(&self) -> Option<&sqlx::PgPool> {
         self.receiver_db.as_ref()
