@@ -557,7 +557,7 @@ async fn dispatch(cli: Cli) -> miette::Result<ExitCode> {
                 rate: 20,
                 settle: Duration::from_secs(120),
             };
-            let picks = vec![crate::scenario::Pick::Bench(bench)];
+            let picks = vec![crate::scenario::Pick::Bench(Box::new(bench))];
             commands::test::test(&file_of(global, at.file), options, picks, None, settings, Duration::from_secs(600))
                 .await
         }

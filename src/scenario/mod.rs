@@ -62,7 +62,7 @@ pub enum Pick {
         report: std::path::PathBuf,
     },
     /// `apphost bench`: the measurements, not a scenario, on the same harness.
-    Bench(crate::bench::Options),
+    Bench(Box<crate::bench::Options>),
 }
 
 /// Who plays which part, by resource name.
