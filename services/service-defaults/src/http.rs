@@ -246,11 +246,22 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
 /// Health probes and metrics scrapes get none (as Aspire's service defaults
 /// filter them): twice a second each, they would bury the traces that matter.
 pub fn request_span(request: &Request) -> tracing::Span {
+    span_past(request, crate::telemetry::door())
+}
+
+/// A request's span, if it passes `door` (none: every request gets one).
+fn span_past(request: &Request, door: Option<&crate::telemetry::Door>) -> tracing::Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
     if route.starts_with("/health") || route == "/metrics" {
+        return tracing::Span::none();
+    }
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    // A trace not sampled gets no span: under load most requests, each of which
+    // would cost the exporting layer as much as a sampled one.
+    if door.is_some_and(|door| !door.admits(traceparent)) {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
@@ -261,7 +272,6 @@ pub fn request_span(request: &Request) -> tracing::Span {
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
     );
-    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
     crate::telemetry::continue_from(&span, traceparent);
     span
 }
@@ -377,6 +387,28 @@ mod tests {
     /// One request held inside the handler fills a limit of 1; `n` more are
     /// refused; the log says so once a second, with the count, and never a line per refusal.
     // Paused time: the second passes only at the sleep below, however slow the machine.
+    #[test]
+    fn a_request_the_door_turns_away_gets_no_span_and_one_it_admits_gets_its_own() {
+        let door = crate::telemetry::Door::with_rate(1.0);
+        let post = |traceparent: Option<&str>| {
+            let request = Request::post("/api/EntityItems");
+            let request = match traceparent {
+                Some(t) => request.header("traceparent", t),
+                None => request,
+            };
+            request.body(Body::empty()).unwrap()
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            assert!(!super::span_past(&post(None), None).is_none(), "no door: every request has its span");
+            let admitted = (0..10).filter(|_| !super::span_past(&post(None), Some(&door)).is_none()).count();
+            assert_eq!(admitted, 2, "the door's burst, then no spans");
+            let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            assert!(!super::span_past(&post(Some(sampled)), Some(&door)).is_none(), "a sampled caller's trace");
+            let not = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+            assert!(super::span_past(&post(Some(not)), Some(&door)).is_none(), "a caller's trace not sampled");
+        });
+    }
+
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn refusals_at_capacity_are_logged_a_line_a_second_with_their_count() {
         let captured = Captured::default();

@@ -109,7 +109,9 @@ fn providers(service_name: &str) -> Result<(SdkTracerProvider, SdkLoggerProvider
     // `OTEL_TRACES_SAMPLER` (and `_ARG`), when set, are the SDK's to read; else at most
     // ROOTS_PER_SECOND new traces a second, each continued wherever it goes.
     if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
-        traces = traces.with_sampler(Sampler::ParentBased(Box::new(RateLimited::new(roots_per_second()))));
+        let roots = RateLimited::new(roots_per_second());
+        let _ = DOOR.set(Door(roots.clone()));
+        traces = traces.with_sampler(Sampler::ParentBased(Box::new(roots)));
     }
     let traces = traces.build();
     let processor = BatchLogProcessor::builder(records, runtime::Tokio).build();
@@ -126,10 +128,47 @@ fn roots_per_second() -> f64 {
     std::env::var("APPHOST_TRACES_PER_SECOND").ok().and_then(|v| v.parse().ok()).unwrap_or(ROOTS_PER_SECOND)
 }
 
+/// Where a request's trace is decided before its span is made, when spans are
+/// exported and the sampler is [`RateLimited`]: the layer that exports spans
+/// pays for every span it sees, sampled or not (its attributes, its clock
+/// reads and context switches at each poll, an OpenTelemetry span built and
+/// dropped), so a request whose trace is not sampled is better without one.
+static DOOR: std::sync::OnceLock<Door> = std::sync::OnceLock::new();
+
+/// Admits a request's span, or turns it away, sharing the sampler's bucket.
+#[derive(Debug)]
+pub struct Door(RateLimited);
+
+impl Door {
+    /// A request continuing a trace follows that trace's decision; one starting a
+    /// trace takes a token, and the sampler then samples it without another
+    /// (a server span at the root: see [`RateLimited`]).
+    pub fn admits(&self, traceparent: Option<&str>) -> bool {
+        match traceparent.filter(|t| trace_id_of(t).is_some()) {
+            Some(traceparent) => sampled(traceparent),
+            None => self.0.take(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Door {
+    pub(crate) fn with_rate(per_second: f64) -> Self {
+        Self(RateLimited::new(per_second))
+    }
+}
+
+/// The door requests pass before their span is made: none (every request gets
+/// its span) unless spans are exported under [`RateLimited`].
+pub fn door() -> Option<&'static Door> {
+    DOOR.get()
+}
+
 /// Samples a new trace while a token is free: a bucket of `per_second`
 /// tokens a second, holding up to twice that (bursts pass). Under
 /// `Sampler::ParentBased` it decides only for roots; a span with a parent
-/// (a caller's `traceparent`, an outbox row's) follows the parent.
+/// (a caller's `traceparent`, an outbox row's) follows the parent. A server
+/// span at the root took its token at the [`Door`], so it is sampled as it is.
 #[derive(Debug, Clone)]
 pub struct RateLimited {
     per_second: f64,
@@ -159,11 +198,12 @@ impl ShouldSample for RateLimited {
         parent: Option<&Context>,
         _trace_id: opentelemetry::trace::TraceId,
         _name: &str,
-        _kind: &opentelemetry::trace::SpanKind,
+        kind: &opentelemetry::trace::SpanKind,
         _attributes: &[opentelemetry::KeyValue],
         _links: &[opentelemetry::trace::Link],
     ) -> SamplingResult {
-        let decision = if self.take() { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop };
+        let admitted = *kind == opentelemetry::trace::SpanKind::Server || self.take();
+        let decision = if admitted { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop };
         let trace_state = parent.map(|p| p.span().span_context().trace_state().clone()).unwrap_or_default();
         SamplingResult { decision, attributes: Vec::new(), trace_state }
     }
@@ -210,6 +250,29 @@ mod tests {
         assert!(sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         assert!(!sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
         assert!(!sampled("garbage"));
+    }
+
+    #[test]
+    fn the_door_follows_a_callers_decision_and_rate_limits_the_traces_it_starts() {
+        let door = Door::with_rate(1.0);
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let not = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!door.admits(Some(not)));
+        // A burst of twice the rate, then none; a continued trace takes no token.
+        let started = (0..10).filter(|_| door.admits(None)).count();
+        assert_eq!(started, 2);
+        assert!(!door.admits(Some("garbage")), "a traceparent that names no trace starts one");
+        assert!(door.admits(Some(sampled)));
+    }
+
+    #[test]
+    fn a_server_span_at_the_root_is_sampled_without_a_second_token() {
+        use opentelemetry::trace::{SpanKind, TraceId};
+        let sampler = RateLimited::new(1.0);
+        while sampler.take() {}
+        let decide = |kind: SpanKind| sampler.should_sample(None, TraceId::from(1), "s", &kind, &[], &[]).decision;
+        assert!(matches!(decide(SpanKind::Server), SamplingDecision::RecordAndSample));
+        assert!(matches!(decide(SpanKind::Internal), SamplingDecision::Drop));
     }
 
     #[test]

@@ -64,8 +64,16 @@ pub async fn create(
     let id = Uuid::now_v7();
     // The transaction as a span of its own: the outbox row carries its context,
     // so the relay's publish continues the trace from here.
-    let insert =
-        tracing::info_span!("outbox insert", otel.kind = "internal", db.system.name = "postgresql", entity.id = %id);
+    // A request turned away at the door (telemetry::Door) has no span: nor has its transaction.
+    let insert = match tracing::Span::current().is_none() {
+        true => tracing::Span::none(),
+        false => tracing::info_span!(
+            "outbox insert",
+            otel.kind = "internal",
+            db.system.name = "postgresql",
+            entity.id = %id
+        ),
+    };
     let wakeup = state.wakeup.clone();
     // The span ends at the commit, before the relay is woken: a trace shows the wait in between.
     let (response, stored) = async move {
