@@ -56,12 +56,25 @@ pub enum TelemetryError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`),
+/// What the libraries log unless `RUST_LOG` names them, as Aspire's defaults keep
+/// `Microsoft.AspNetCore` at `Warning` whatever `Default` says: at `info` the AMQP
+/// client makes a span of every frame it sends or receives, which every layer of
+/// the subscriber pays for, under load thousands a second no one reads.
+pub const LIBRARIES: &str = "sqlx=warn,fe2o3_amqp=warn,tower_http=warn";
+
+/// The log filter: [`LIBRARIES`], then `rust_log` (default `info`), whose
+/// directive for a library replaces the default one.
+pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let rust_log = rust_log.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("info");
+    EnvFilter::try_new(format!("{LIBRARIES},{rust_log}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("{LIBRARIES},info")))
+}
+
+/// Installs the global subscriber. `RUST_LOG` filters ([`log_filter`]),
 /// `LOG_FORMAT=json` writes one JSON object a line for machines.
 /// Must run inside the Tokio runtime (the span exporter lives on it).
 pub fn init(service_name: &str) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fe2o3_amqp=warn,tower_http=warn"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let fmt_text = (!json).then(|| tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi));
@@ -250,6 +263,27 @@ mod tests {
         assert!(sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         assert!(!sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
         assert!(!sampled("garbage"));
+    }
+
+    #[test]
+    fn rust_log_keeps_the_libraries_at_warn_unless_it_names_them() {
+        use tracing::Level;
+        let on = |rust_log: Option<&str>, check: fn() -> bool| {
+            tracing::subscriber::with_default(tracing_subscriber::registry().with(log_filter(rust_log)), check)
+        };
+        let frames = || tracing::enabled!(target: "fe2o3_amqp::transport", Level::INFO);
+        let frames_debug = || tracing::enabled!(target: "fe2o3_amqp::transport", Level::DEBUG);
+        let own = || tracing::enabled!(target: "sender::routes", Level::INFO);
+        let own_debug = || tracing::enabled!(target: "sender::routes", Level::DEBUG);
+        assert!(!on(Some("info"), frames), "RUST_LOG=info: the AMQP client's frames stay out");
+        assert!(on(Some("info"), own));
+        assert!(!on(None, frames));
+        assert!(on(None, own));
+        assert!(!on(None, own_debug));
+        assert!(on(Some("debug"), own_debug));
+        assert!(!on(Some("debug"), frames));
+        assert!(on(Some("info,fe2o3_amqp=debug"), frames_debug), "named, the library logs as RUST_LOG says");
+        assert!(on(Some("[bad"), own), "a filter that does not parse falls back to info");
     }
 
     #[test]
