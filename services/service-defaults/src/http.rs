@@ -384,9 +384,6 @@ mod tests {
         }
     }
 
-    /// One request held inside the handler fills a limit of 1; `n` more are
-    /// refused; the log says so once a second, with the count, and never a line per refusal.
-    // Paused time: the second passes only at the sleep below, however slow the machine.
     #[test]
     fn a_request_the_door_turns_away_gets_no_span_and_one_it_admits_gets_its_own() {
         let door = crate::telemetry::Door::with_rate(1.0);
@@ -409,6 +406,9 @@ mod tests {
         });
     }
 
+    /// One request held inside the handler fills a limit of 1; `n` more are
+    /// refused; the log says so once a second, with the count, and never a line per refusal.
+    // Paused time: the second passes only at the sleep below, however slow the machine.
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn refusals_at_capacity_are_logged_a_line_a_second_with_their_count() {
         let captured = Captured::default();
