@@ -394,10 +394,8 @@ async fn measure(
     let closed_wanted = if options.wants(Part::Closed) { options.runs } else { 0 };
     let mut closed_runs = Vec::new();
     if closed_wanted > 0 {
-        let warm = load::closed(&client, &sender, options.connections, options.warm_up, "bench warm-up").await;
+        let warm = warm_up(ctx, &client, &sender, &sender_db, options).await?;
         all_ids.extend(warm.ids.iter().copied());
-        await_delivery(ctx, &all_ids, Duration::from_secs(120)).await?;
-        settle(ctx, &sender_db).await?;
         report.notes.push(format!(
             "warm-up, uncounted: a closed loop of {:.0} s, {:.0} req/s",
             options.warm_up.as_secs_f64(),
@@ -616,10 +614,7 @@ async fn measure(
             let (mut runs, mut ids) = (Vec::new(), Vec::new());
             // The services just started: warmed as the runs with OTLP were, or the first
             // run measures their new connections (at 5dc7155: 4,850/s, then 6,074 and 6,657).
-            let warm = load::closed(&client, &sender, options.connections, options.warm_up, "bench warm-up").await;
-            await_delivery(ctx, &warm.ids, Duration::from_secs(120)).await?;
-            settle(ctx, &sender_db).await?;
-            ids.extend(warm.ids);
+            ids.extend(warm_up(ctx, &client, &sender, &sender_db, options).await?.ids);
             for run in 0..options.runs {
                 let closed = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
                 await_delivery(ctx, &closed.ids, Duration::from_secs(120)).await?;
@@ -908,6 +903,21 @@ fn own_cpu_seconds() -> f64 {
 /// left (a closed loop writes some 50,000 rows in 24 s) is then not cleaned
 /// up by autovacuum, or flushed by a checkpoint, in the middle of this one.
 /// Returns how long it took, in seconds.
+/// The uncounted closed loop of [`Options::warm_up`], its items at the receiver and
+/// both databases settled after it.
+async fn warm_up(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    sender: &str,
+    sender_db: &sqlx::PgPool,
+    options: &Options,
+) -> Result<load::Run, String> {
+    let warm = load::closed(client, sender, options.connections, options.warm_up, "bench warm-up").await;
+    await_delivery(ctx, &warm.ids, Duration::from_secs(120)).await?;
+    settle(ctx, sender_db).await?;
+    Ok(warm)
+}
+
 async fn settle(ctx: &Ctx, sender: &sqlx::PgPool) -> Result<f64, String> {
     let began = Instant::now();
     for (name, pool) in [("sender's", sender), ("receiver's", receiver_db(ctx)?)] {
