@@ -397,8 +397,10 @@ mod tests {
         };
         tracing::subscriber::with_default(tracing_subscriber::registry(), || {
             assert!(!super::span_past(&post(None), None).is_none(), "no door: every request has its span");
+            let began = std::time::Instant::now();
             let admitted = (0..10).filter(|_| !super::span_past(&post(None), Some(&door)).is_none()).count();
-            assert_eq!(admitted, 2, "the door's burst, then no spans");
+            // The door's burst, then no spans (but a token a second that passed meanwhile).
+            assert!((2..=2 + began.elapsed().as_secs() as usize).contains(&admitted), "{admitted} spans for 10");
             let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
             assert!(!super::span_past(&post(Some(sampled)), Some(&door)).is_none(), "a sampled caller's trace");
             let not = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
