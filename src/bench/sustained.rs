@@ -29,17 +29,20 @@ pub const GOAL: f64 = 0.6;
 /// at 1d75307 the closed loop's own 3,051/s, offered for 300 s, gave 1,671
 /// items/s end to end with 45 % of the requests refused.
 ///
-/// Up to 0.7 in twentieths: at 8c6d551, 0.5 × (2,923/s) held for 300 s with
+/// In twentieths up to 0.9: at 8c6d551, 0.5 × (2,923/s) held for 300 s with
 /// the machine 180 % busy and 0.6 × (3,507/s) refused 58 requests, so a
-/// tenth left the highest rate the stack holds unmeasured by up to a fifth.
-pub const STEPS: [f64; 8] = [0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0];
+/// tenth left the highest rate the stack holds unmeasured by up to a fifth;
+/// at 4fc01ec 0.7 × (4,736/s) held and 0.8 × refused 33 of 54,130. From 0.6:
+/// 0.5 to 0.7 held at 40123fb and 4fc01ec, and the steps below the first are
+/// each 10 s and more of a benchmark that took 14 min 42 s of its 15.
+pub const STEPS: [f64; 8] = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0];
 
 /// The steps tried, highest first, when the first of [`STEPS`] did not hold,
 /// until one does: a sustained run at a rate its step refused grows a backlog
 /// for its whole time (at e6c3489, 0.5 × the closed loop, 3,878/s, refused 18
 /// of its step's requests; for 300 s it refused 39,477 and left 38,883 items
 /// in the outbox).
-pub const BELOW: [f64; 4] = [0.45, 0.4, 0.35, 0.3];
+pub const BELOW: [f64; 6] = [0.55, 0.5, 0.45, 0.4, 0.35, 0.3];
 
 /// The offered rates of the steps: [`STEPS`] of the closed loop's figure, none
 /// above the goal's share of `pgbench` (the goal alone without a closed loop),
@@ -359,11 +362,11 @@ mod tests {
         assert_eq!(step_rates(1000.0, None), (vec![600.0], vec![]));
         assert_eq!(
             step_rates(1000.0, Some(900.0)),
-            (vec![450.0, 495.0, 540.0, 585.0, 600.0], vec![405.0, 360.0, 315.0, 270.0])
+            (vec![540.0, 585.0, 600.0], vec![495.0, 450.0, 405.0, 360.0, 315.0, 270.0])
         );
         let (up, below) = step_rates(9137.0, Some(2387.4));
-        assert_eq!(up, [1194.0, 1313.0, 1432.0, 1552.0, 1671.0, 1910.0, 2149.0, 2387.0]);
-        assert_eq!(below, [1074.0, 955.0, 836.0, 716.0]);
+        assert_eq!(up, [1432.0, 1552.0, 1671.0, 1791.0, 1910.0, 2029.0, 2149.0, 2387.0]);
+        assert_eq!(below, [1313.0, 1194.0, 1074.0, 955.0, 836.0, 716.0]);
     }
 
     fn step(offered: f64, refused: usize, late: usize) -> Step {
