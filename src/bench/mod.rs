@@ -1125,11 +1125,11 @@ fn cpu_per_item(f: &Figures, o: &Options) -> Vec<String> {
         )
     }));
     if let Some((ours, _)) = &f.sustained {
-        let items = ours.ids.len() as f64 / o.sustained.as_secs_f64();
+        let (per_item, _) = sustained_ceiling(ours, o);
         text.push(format!(
             "sustained {:.0}/s {:.2} ms{}",
             ours.offered,
-            cost(&ours.cpu, items),
+            per_item * 1000.0,
             batched(ours.ids.len(), ours.transactions)
         ));
     }
@@ -1146,6 +1146,15 @@ fn cores() -> usize {
 fn ceiling(f: &Figures) -> Option<(f64, f64)> {
     let total: f64 = f.closed_run.as_ref()?.per_item().values().sum();
     (total > 0.0).then(|| (total, cores() as f64 / total))
+}
+
+/// The sustained run's CPU seconds per acknowledged item across the machine,
+/// over the load's time, and the items a second all cores would give at that
+/// cost if nothing ever waited.
+fn sustained_ceiling(ours: &sustained::Sustained, o: &Options) -> (f64, f64) {
+    let items = ours.ids.len() as f64 / o.sustained.as_secs_f64();
+    let per_item = ours.cpu.values().sum::<f64>() / 100.0 / items.max(1e-9);
+    (per_item, cores() as f64 / per_item.max(1e-12))
 }
 
 /// CPU seconds per message (or transaction) in milliseconds, for a note.
@@ -1545,6 +1554,20 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             cores() * 100,
             ours.end_to_end / reference.max(1e-9),
             sustained::GOAL
+        );
+        let saturated = ceiling(f)
+            .map_or(String::new(), |(total, _)| format!("; the closed loop, saturated, paid {:.2} ms", total * 1000.0));
+        let (per_item, most) = sustained_ceiling(ours, o);
+        let _ = writeln!(
+            s,
+            "| the sustained run's CPU ceiling here: {} cores ÷ {:.2} ms of CPU per item (the sustained run, its CPU \
+             below) | {most:.0} items/s | `pgbench`: {reference:.0} tps | {:.2} | the most a sustained rate can be at \
+             this cost per item; the goal's {goal:.0}/s needs at most {:.2} ms an item with every core busy all the \
+             time, where an open loop's queues grow without bound{saturated} |",
+            cores(),
+            per_item * 1000.0,
+            most / reference.max(1e-9),
+            cores() as f64 / goal.max(1.0) * 1000.0
         );
         let settings: Vec<String> = sustained::SEED.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
         let _ = writeln!(
