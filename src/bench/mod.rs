@@ -1100,9 +1100,6 @@ fn cpu_row(label: &str, cpu: &BTreeMap<String, f64>, columns: &[String]) -> Stri
 /// transaction in the sender's and the receiver's database, the closed
 /// loop's too: `open loop 480/s 2.41 ms (1.0 / 2.9)`.
 fn cpu_per_item(f: &Figures, o: &Options) -> Vec<String> {
-    let cost = |cpu: &BTreeMap<String, f64>, items_a_second: f64| {
-        cpu.values().sum::<f64>() / 100.0 / items_a_second.max(1e-9) * 1000.0
-    };
     let batched = |items: usize, transactions: Option<[i64; 2]>| {
         items_per_transaction(items, transactions)
             .map_or(String::new(), |[sender, receiver]| format!(" ({sender:.1} / {receiver:.1})"))
@@ -1120,7 +1117,7 @@ fn cpu_per_item(f: &Figures, o: &Options) -> Vec<String> {
         format!(
             "open loop {:.0}/s {:.2} ms{}",
             r.offered,
-            cost(&r.cpu, items),
+            cpu_seconds_per_item(&r.cpu, items) * 1000.0,
             batched(r.http.len() as usize, r.transactions)
         )
     }));
@@ -1148,12 +1145,18 @@ fn ceiling(f: &Figures) -> Option<(f64, f64)> {
     (total > 0.0).then(|| (total, cores() as f64 / total))
 }
 
+/// CPU seconds per item across the machine: `cpu` (percent of a core, by
+/// component) over the items a run had a second.
+fn cpu_seconds_per_item(cpu: &BTreeMap<String, f64>, items_a_second: f64) -> f64 {
+    cpu.values().sum::<f64>() / 100.0 / items_a_second.max(1e-9)
+}
+
 /// The sustained run's CPU seconds per acknowledged item across the machine,
 /// over the load's time, and the items a second all cores would give at that
 /// cost if nothing ever waited.
 fn sustained_ceiling(ours: &sustained::Sustained, o: &Options) -> (f64, f64) {
     let items = ours.ids.len() as f64 / o.sustained.as_secs_f64();
-    let per_item = ours.cpu.values().sum::<f64>() / 100.0 / items.max(1e-9);
+    let per_item = cpu_seconds_per_item(&ours.cpu, items);
     (per_item, cores() as f64 / per_item.max(1e-12))
 }
 
