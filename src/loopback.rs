@@ -16,16 +16,10 @@ const LOOPBACK: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
 pub fn client(timeout: Option<Duration>) -> reqwest::Client {
     // A few idle connections per host are kept, not all a burst opened: 200 concurrent
     // requests would otherwise leave 200 connections and their buffers for 90 s.
-    client_keeping(timeout, 8)
-}
-
-/// [`client`], keeping up to `idle` idle connections per host (30 s each)
-/// for the next requests instead of closing them.
-pub fn client_keeping(timeout: Option<Duration>, idle: usize) -> reqwest::Client {
     let builder = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(idle)
+        .pool_max_idle_per_host(8)
         .pool_idle_timeout(Duration::from_secs(30));
     let builder = match timeout {
         Some(timeout) => builder.timeout(timeout),

@@ -46,23 +46,21 @@ pub struct Drain {
 /// the relay's recovery and drain. The references are [`references`].
 pub async fn drain(
     ctx: &Ctx,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &super::load::Client,
     backlog: usize,
     connections: usize,
     outage: Action,
 ) -> Result<Drain, String> {
     let receiver = ctx.roles.receiver.clone();
     ctx.act(&receiver, Action::Stop).await?;
-    let measured = measure(ctx, client, sender, backlog, connections, outage).await;
+    let measured = measure(ctx, client, backlog, connections, outage).await;
     ctx.act(&receiver, Action::Start).await?;
     measured
 }
 
 async fn measure(
     ctx: &Ctx,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &super::load::Client,
     backlog: usize,
     connections: usize,
     outage: Action,
@@ -70,7 +68,7 @@ async fn measure(
     let broker = ctx.roles.broker.clone();
     let back = outage.undo().ok_or_else(|| format!("`{outage}` is not an outage"))?;
     ctx.act(&broker, outage).await?;
-    let ids = super::load::count(client, sender, connections, backlog, "bench backlog").await;
+    let ids = super::load::count(client, connections, backlog, "bench backlog").await;
     if ids.len() < backlog {
         let _ = ctx.act(&broker, back).await;
         return Err(format!(

@@ -12,6 +12,11 @@ use std::{
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
+pub use super::wire::Client;
+
+/// Where the sender takes items.
+const ITEMS: &str = "/api/EntityItems";
+
 /// What one load run got.
 pub struct Run {
     /// Items the sender acknowledged (201).
@@ -31,16 +36,17 @@ pub struct Run {
 /// keeps.
 pub const MOST_OPEN: usize = 8192;
 
-/// The load's HTTP client. It keeps every connection it opened for the next
-/// request, as a client under steady load does: with the loopback client's 8
-/// idle connections, an open loop whose unanswered requests rose past that
-/// closed the rest as they were answered and opened new ones for the next,
-/// one TCP connection for every two requests at 4,000 POST/s (`nstat
-/// TcpActiveOpens` around `apphost bench --only open --rates 4000`), each a
-/// connect for the load and an accept and a connection task for the sender.
-/// There are at most [`MOST_OPEN`] of them, held while the load runs.
-pub fn client() -> reqwest::Client {
-    crate::loopback::client_keeping(Some(Duration::from_secs(10)), MOST_OPEN)
+/// The load's HTTP client for the sender at `sender` (`http://host:port`).
+/// It keeps every connection it opened for the next request, as a client
+/// under steady load does: with the loopback client's 8 idle connections,
+/// an open loop whose unanswered requests rose past that closed the rest as
+/// they were answered and opened new ones for the next, one TCP connection
+/// for every two requests at 4,000 POST/s (`nstat TcpActiveOpens` around
+/// `apphost bench --only open --rates 4000`), each a connect for the load
+/// and an accept and a connection task for the sender. There are at most
+/// [`MOST_OPEN`] of them, held while the load runs.
+pub fn client(sender: &str) -> Result<Client, String> {
+    Client::new(sender)
 }
 
 /// Adds the failures of `from` to `into`, why by why.
@@ -70,30 +76,27 @@ pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }
 
-fn body(tag: &str, n: u64) -> String {
-    serde_json::json!({ "name": format!("{tag} {n}"), "value": n }).to_string()
+/// A new item's JSON.
+fn body(tag: &str, n: u64) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct New<'a> {
+        name: &'a str,
+        value: u64,
+    }
+    serde_json::to_vec(&New { name: &format!("{tag} {n}"), value: n }).expect("an item serializes")
 }
 
 /// One POST; the acknowledged id, or why not (a status, or the kind of error).
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<uuid::Uuid, String> {
-    let kind = |e: reqwest::Error| {
-        let kind = if e.is_timeout() {
-            "timeout"
-        } else if e.is_connect() {
-            "connect"
-        } else if e.is_body() || e.is_decode() {
-            "body"
-        } else {
-            "request"
-        };
-        kind.to_owned()
-    };
-    let response = client.post(url).header("content-type", "application/json").body(body).send().await.map_err(kind)?;
-    if response.status() != reqwest::StatusCode::CREATED {
-        return Err(response.status().as_u16().to_string());
+async fn post(client: &Client, body: Vec<u8>) -> Result<uuid::Uuid, String> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: uuid::Uuid,
     }
-    let item: serde_json::Value = response.json().await.map_err(kind)?;
-    item["id"].as_str().and_then(|id| uuid::Uuid::parse_str(id).ok()).ok_or_else(|| "no id".to_owned())
+    let read = |status: u16, body: &[u8]| match status {
+        201 => serde_json::from_slice::<Created>(body).map(|c| c.id).map_err(|_| "no id".to_owned()),
+        other => Err(other.to_string()),
+    };
+    client.post_json(ITEMS, &body, read).await.map_err(|failure| failure.as_str().to_owned())?
 }
 
 /// `failures` as `503 × 12, connect × 3`.
@@ -102,19 +105,18 @@ pub fn why_text(failures: &BTreeMap<String, usize>) -> String {
 }
 
 /// `connections` loops, each POSTing as soon as its last answer came, for `duration`.
-pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, duration: Duration, tag: &str) -> Run {
-    let url = format!("{sender}/api/EntityItems");
+pub async fn closed(client: &Client, connections: usize, duration: Duration, tag: &str) -> Run {
     let began = Instant::now();
     let end = began + duration;
     let loops = (0..connections).map(|c| {
-        let (client, url, tag) = (client.clone(), url.clone(), format!("{tag} c{c}"));
+        let (client, tag) = (client.clone(), format!("{tag} c{c}"));
         async move {
             let (mut ids, mut why, mut latency) = (Vec::new(), BTreeMap::new(), histogram());
             let mut n = 0;
             while Instant::now() < end {
                 n += 1;
                 let sent = Instant::now();
-                match post(&client, &url, body(&tag, n)).await {
+                match post(&client, body(&tag, n)).await {
                     Ok(id) => {
                         ids.push(id);
                         let _ = latency.record(sent.elapsed().as_micros() as u64);
@@ -135,17 +137,14 @@ pub async fn closed(client: &reqwest::Client, sender: &str, connections: usize, 
     run
 }
 
-/// `connections` loops sending `GET url` for `duration`: how many were
+/// `connections` loops sending `GET path` for `duration`: how many were
 /// answered with a success.
-pub async fn closed_get(client: &reqwest::Client, url: &str, connections: usize, duration: Duration) -> usize {
+pub async fn closed_get(client: &Client, path: &str, connections: usize, duration: Duration) -> usize {
     let end = Instant::now() + duration;
     let loops = (0..connections).map(|_| async move {
         let mut answered = 0;
         while Instant::now() < end {
-            let ok = match client.get(url).send().await {
-                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-                Err(_) => false,
-            };
+            let ok = client.get(path, |status, _| (200..300).contains(&status)).await.unwrap_or(false);
             answered += usize::from(ok);
         }
         answered
@@ -155,17 +154,15 @@ pub async fn closed_get(client: &reqwest::Client, url: &str, connections: usize,
 
 /// `connections` loops POSTing until `n` items are acknowledged (or as many
 /// requests have failed); the acknowledged ids.
-pub async fn count(client: &reqwest::Client, sender: &str, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
+pub async fn count(client: &Client, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let url = format!("{sender}/api/EntityItems");
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let loops = (0..connections).map(|c| {
-        let (client, url, tag, sent, failed) =
-            (client.clone(), url.clone(), format!("{tag} c{c}"), sent.clone(), failed.clone());
+        let (client, tag, sent, failed) = (client.clone(), format!("{tag} c{c}"), sent.clone(), failed.clone());
         async move {
             let mut ids = Vec::new();
             while sent.fetch_add(1, Ordering::Relaxed) < n && failed.load(Ordering::Relaxed) < n {
-                match post(&client, &url, body(&tag, ids.len() as u64)).await {
+                match post(&client, body(&tag, ids.len() as u64)).await {
                     Ok(id) => ids.push(id),
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -180,15 +177,7 @@ pub async fn count(client: &reqwest::Client, sender: &str, connections: usize, n
 }
 
 /// `rate` POSTs a second at fixed times for `duration`; at most `open` unanswered at once.
-pub async fn open(
-    client: &reqwest::Client,
-    sender: &str,
-    rate: f64,
-    duration: Duration,
-    open: usize,
-    tag: &str,
-) -> Run {
-    let url = format!("{sender}/api/EntityItems");
+pub async fn open(client: &Client, rate: f64, duration: Duration, open: usize, tag: &str) -> Run {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let every = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let permits = Arc::new(Semaphore::new(open));
@@ -203,9 +192,9 @@ pub async fn open(
             not_sent += 1;
             continue;
         };
-        let (client, url, results, body) = (client.clone(), url.clone(), results.clone(), body(tag, n));
+        let (client, results, body) = (client.clone(), results.clone(), body(tag, n));
         tasks.spawn(async move {
-            let id = post(&client, &url, body).await;
+            let id = post(&client, body).await;
             // From when it was due: a request sent late counts its wait.
             let took = due.elapsed().as_micros() as u64;
             drop(permit);
@@ -288,7 +277,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_load_keeps_its_connections_instead_of_opening_new_ones_after_each_rise() {
         let (url, seen) = server().await;
-        let run = super::open(&super::client(), &url, 2000.0, Duration::from_secs(1), 4096, "test").await;
+        let client = super::client(&url).unwrap();
+        let run = super::open(&client, 2000.0, Duration::from_secs(1), 4096, "test").await;
         assert_eq!(run.ids.len(), 2000, "every request answered: {:?}", run.why);
         // A connection is opened only when every one kept is busy, so there are
         // about as many as requests were ever unanswered at once. A pool keeping

@@ -23,6 +23,7 @@ mod load;
 mod pgbench;
 mod startup;
 mod sustained;
+mod wire;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -377,7 +378,7 @@ async fn measure(
     report: &mut Report,
 ) -> Result<Figures, String> {
     let sender = ctx.url(&ctx.roles.sender)?;
-    let client = load::client();
+    let client = load::client(&sender)?;
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
     let mut figures = Figures::default();
     let mut all_ids = Vec::new();
@@ -394,7 +395,7 @@ async fn measure(
     let closed_wanted = if options.wants(Part::Closed) { options.runs } else { 0 };
     let mut closed_runs = Vec::new();
     if closed_wanted > 0 {
-        let warm = warm_up(ctx, &client, &sender, &sender_db, options).await?;
+        let warm = warm_up(ctx, &client, &sender_db, options).await?;
         all_ids.extend(warm.ids.iter().copied());
         report.notes.push(format!(
             "warm-up, uncounted: a closed loop of {:.0} s, {:.0} req/s",
@@ -442,8 +443,7 @@ async fn measure(
                 figures.receiver_db_per_message.extend(per_message_cost);
             }
             let before = cpu(ctx).await;
-            let live = format!("{sender}/health/live");
-            let answered = load::closed_get(&client, &live, options.connections, seconds).await;
+            let answered = load::closed_get(&client, "/health/live", options.connections, seconds).await;
             // What the requests left to do (their spans exported, received) counts too.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = cpu(ctx).await;
@@ -465,7 +465,7 @@ async fn measure(
         if run < closed_wanted {
             let before = cpu_sample(ctx).await;
             let transactions_before = transactions(&sender_db, ctx).await;
-            let result = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
+            let result = load::closed(&client, options.connections, options.seconds, "bench closed").await;
             let items = result.ids.len();
             all_ids.extend(result.ids.iter().copied());
             // The CPU its items cost counts until the receiver has them all: a relay that fell
@@ -524,7 +524,7 @@ async fn measure(
             let receiver_before = ctx.scrape(&ctx.roles.receiver).await;
             let before = cpu(ctx).await;
             let transactions_before = transactions(&sender_db, ctx).await;
-            let result = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
+            let result = load::open(&client, offered, options.seconds, 4096, "bench open").await;
             let cpu = cpu_since(ctx, &before, result.seconds).await;
             await_delivery(ctx, &result.ids, Duration::from_secs(120)).await?;
             let written = transactions_between(transactions_before, transactions(&sender_db, ctx).await);
@@ -610,16 +610,16 @@ async fn measure(
             .filter(|i| i.resource.name == ctx.roles.sender || i.resource.name == ctx.roles.receiver)
             .collect();
         let no_otlp = |env: &mut Vec<(String, String)>| env.retain(|(k, _)| !k.starts_with("OTEL_EXPORTER_OTLP_"));
-        let (runs, ids) = sustained::by_hand(ctx, &client, &services, no_otlp, async || {
+        let (runs, ids) = sustained::by_hand(ctx, &services, no_otlp, async || {
             let (mut runs, mut ids) = (Vec::new(), Vec::new());
             // The services just started: warmed as the runs with OTLP were, or the first
             // run measures their new connections (at 5dc7155: 4,850/s, then 6,074 and 6,657).
-            ids.extend(warm_up(ctx, &client, &sender, &sender_db, options).await?.ids);
+            ids.extend(warm_up(ctx, &client, &sender_db, options).await?.ids);
             for run in 0..options.runs {
-                let closed = load::closed(&client, &sender, options.connections, options.seconds, "bench closed").await;
+                let closed = load::closed(&client, options.connections, options.seconds, "bench closed").await;
                 await_delivery(ctx, &closed.ids, Duration::from_secs(120)).await?;
                 settle(ctx, &sender_db).await?;
-                let open = load::open(&client, &sender, offered, options.seconds, 4096, "bench open").await;
+                let open = load::open(&client, offered, options.seconds, 4096, "bench open").await;
                 await_delivery(ctx, &open.ids, Duration::from_secs(120)).await?;
                 let e2e = end_to_end(ctx, &open.ids).await?.value_at_quantile(0.99);
                 let http = open.latency.value_at_quantile(0.99);
@@ -643,15 +643,13 @@ async fn measure(
     lap.note(report, "telemetry's cost");
     let mut drains = Vec::new();
     for run in 0..if options.wants(Part::Drain) { options.runs } else { 0 } {
-        let d =
-            drain::drain(ctx, &client, &sender, options.backlog, options.connections, dashboard::Action::Stop).await?;
+        let d = drain::drain(ctx, &client, options.backlog, options.connections, dashboard::Action::Stop).await?;
         await_delivery(ctx, &d.ids, Duration::from_secs(120)).await?;
         all_ids.extend(d.ids.iter().copied());
         let refs = drain::references(ctx, options.backlog, scratch.path()).await?;
         let restarted = refs.restarted.unwrap_or(f64::NAN);
         // The same drain on the broker perf just warmed, frozen (a pause) instead of stopped.
-        let warm =
-            drain::drain(ctx, &client, &sender, options.backlog, options.connections, dashboard::Action::Pause).await?;
+        let warm = drain::drain(ctx, &client, options.backlog, options.connections, dashboard::Action::Pause).await?;
         await_delivery(ctx, &warm.ids, Duration::from_secs(120)).await?;
         all_ids.extend(warm.ids.iter().copied());
         report.notes.push(format!(
@@ -707,7 +705,7 @@ async fn measure(
     if options.wants(Part::Sustained) {
         let (up, below) =
             sustained::step_rates(reference, (!figures.closed.is_empty()).then(|| median(&figures.closed)));
-        let (steps, ids) = sustained::steps(ctx, &client, &sender, (&up, &below), options.step).await?;
+        let (steps, ids) = sustained::steps(ctx, &client, (&up, &below), options.step).await?;
         all_ids.extend(ids);
         for step in &steps {
             report.notes.push(format!(
@@ -723,7 +721,7 @@ async fn measure(
         }
         let rate = sustained::offered(&steps).ok_or("no step to find the sustained run's rate")?;
         figures.steps = steps;
-        let ours = sustained::run(ctx, &sender_db, &client, &sender, rate, options.sustained).await?;
+        let ours = sustained::run(ctx, &sender_db, &client, rate, options.sustained).await?;
         report.notes.push(format!(
             "sustained {rate:.0}/s for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}; {}",
             options.sustained.as_secs(),
@@ -740,7 +738,7 @@ async fn measure(
             .iter()
             .find(|i| i.resource.name == ctx.roles.sender)
             .ok_or("no sender instance to run with the seed's settings")?;
-        let seed = sustained::seed(ctx, &sender_db, &client, &sender, sender_instance, rate, options.seed).await?;
+        let seed = sustained::seed(ctx, &sender_db, &client, sender_instance, rate, options.seed).await?;
         report.notes.push(format!(
             "sustained {rate:.0}/s with the seed's relay settings for {} s: {:.0}/s end to end, outbox pending at most {:.0}; {} acknowledged, {} not sent on time, failed: {}; {}",
             options.seed.as_secs(),
@@ -907,12 +905,11 @@ fn own_cpu_seconds() -> f64 {
 /// both databases settled after it.
 async fn warm_up(
     ctx: &Ctx,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &load::Client,
     sender_db: &sqlx::PgPool,
     options: &Options,
 ) -> Result<load::Run, String> {
-    let warm = load::closed(client, sender, options.connections, options.warm_up, "bench warm-up").await;
+    let warm = load::closed(client, options.connections, options.warm_up, "bench warm-up").await;
     await_delivery(ctx, &warm.ids, Duration::from_secs(120)).await?;
     settle(ctx, sender_db).await?;
     Ok(warm)
@@ -1305,7 +1302,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
     let generator = if cfg!(debug_assertions) { "debug" } else { "release" };
     let _ = writeln!(
         s,
-        "- **Services built:** {}; load generator: apphost itself ({generator} build), on the same machine, keeping every connection it opened for its next request",
+        "- **Services built:** {}; load generator: apphost itself ({generator} build), on the same machine: its own HTTP/1.1 client (a request in one write, the answer parsed in place by `httparse`), keeping every connection it opened for its next request",
         o.profile
     );
     for line in &f.settings {

@@ -90,8 +90,7 @@ impl Step {
 /// Returns the steps and every acknowledged id.
 pub async fn steps(
     ctx: &Ctx,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &super::load::Client,
     (rates, below): (&[f64], &[f64]),
     step: Duration,
 ) -> Result<(Vec<Step>, Vec<uuid::Uuid>), String> {
@@ -101,12 +100,12 @@ pub async fn steps(
     // the closed loop does for the open loops. At 04a5e45, without it, the first step
     // (1,414/s) refused 8 % of its requests, the 300 s at that rate after it 1 %.
     if let Some(&first) = rates.first() {
-        let warm = super::load::open(client, sender, first, step, super::load::MOST_OPEN, "bench warm-up").await;
+        let warm = super::load::open(client, first, step, super::load::MOST_OPEN, "bench warm-up").await;
         super::await_delivery(ctx, &warm.ids, Duration::from_secs(120)).await?;
         ids.extend(warm.ids);
     }
     for &rate in rates {
-        let step = one_step(ctx, client, sender, rate, step, &mut ids).await?;
+        let step = one_step(ctx, client, rate, step, &mut ids).await?;
         let held = step.held();
         steps.push(step);
         if !held {
@@ -116,7 +115,7 @@ pub async fn steps(
     if steps.len() == 1 && !steps[0].held() {
         let first = steps[0].offered;
         for &rate in below.iter().filter(|&&rate| rate < first) {
-            let step = one_step(ctx, client, sender, rate, step, &mut ids).await?;
+            let step = one_step(ctx, client, rate, step, &mut ids).await?;
             let held = step.held();
             steps.push(step);
             if held {
@@ -130,13 +129,12 @@ pub async fn steps(
 /// `rate` for `step`, its acknowledged ids added to `ids` once all are delivered.
 async fn one_step(
     ctx: &Ctx,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &super::load::Client,
     rate: f64,
     step: Duration,
     ids: &mut Vec<uuid::Uuid>,
 ) -> Result<Step, String> {
-    let run = super::load::open(client, sender, rate, step, super::load::MOST_OPEN, "bench step").await;
+    let run = super::load::open(client, rate, step, super::load::MOST_OPEN, "bench step").await;
     let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.len();
     super::await_delivery(ctx, &run.ids, Duration::from_secs(120)).await?;
     ids.extend(run.ids.iter().copied());
@@ -198,8 +196,7 @@ impl Sustained {
 pub async fn run(
     ctx: &Ctx,
     sender_db: &sqlx::PgPool,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &super::load::Client,
     rate: f64,
     duration: Duration,
 ) -> Result<Sustained, String> {
@@ -207,7 +204,7 @@ pub async fn run(
     // Sampled beside the load, never in its way: both are polled by the same join.
     let done = std::sync::atomic::AtomicBool::new(false);
     let load = async {
-        let run = super::load::open(client, sender, rate, duration, super::load::MOST_OPEN, "bench sustained").await;
+        let run = super::load::open(client, rate, duration, super::load::MOST_OPEN, "bench sustained").await;
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         run
     };
@@ -249,14 +246,13 @@ pub async fn run(
 pub async fn seed(
     ctx: &Ctx,
     sender_db: &sqlx::PgPool,
-    client: &reqwest::Client,
-    sender: &str,
+    client: &super::load::Client,
     instance: &crate::plan::Instance,
     rate: f64,
     duration: Duration,
 ) -> Result<Sustained, String> {
     let seed = |env: &mut Vec<(String, String)>| env.extend(SEED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    by_hand(ctx, client, &[instance], seed, async || run(ctx, sender_db, client, sender, rate, duration).await).await
+    by_hand(ctx, &[instance], seed, async || run(ctx, sender_db, client, rate, duration).await).await
 }
 
 /// Runs `body` while `instances` run by hand, as a user could start them:
@@ -265,11 +261,11 @@ pub async fn seed(
 /// stopped and the stack's own started again, healthy before this returns.
 pub async fn by_hand<T>(
     ctx: &Ctx,
-    client: &reqwest::Client,
     instances: &[&crate::plan::Instance],
     change: impl Fn(&mut Vec<(String, String)>),
     body: impl AsyncFnOnce() -> Result<T, String>,
 ) -> Result<T, String> {
+    let probe = crate::loopback::client(Some(Duration::from_secs(2)));
     let mut children = Vec::new();
     let started = async {
         for instance in instances {
@@ -301,7 +297,7 @@ pub async fn by_hand<T>(
             command.process_group(0).kill_on_drop(true);
             children.push(command.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?);
             let ready = Instant::now() + Duration::from_secs(60);
-            while !client.get(format!("{url}/health/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+            while !probe.get(format!("{url}/health/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
                 if Instant::now() > ready {
                     return Err(format!("`{name}` started by hand was not ready within 60 s"));
                 }
