@@ -106,6 +106,11 @@ pub fn why_text(failures: &BTreeMap<String, usize>) -> String {
 
 /// `connections` loops, each POSTing as soon as its last answer came, for `duration`.
 pub async fn closed(client: &Client, connections: usize, duration: Duration, tag: &str) -> Run {
+    let (c, tag) = (client.clone(), tag.to_owned());
+    client.run(async move { closed_here(&c, connections, duration, &tag).await }).await
+}
+
+async fn closed_here(client: &Client, connections: usize, duration: Duration, tag: &str) -> Run {
     let began = Instant::now();
     let end = began + duration;
     let loops = (0..connections).map(|c| {
@@ -140,6 +145,11 @@ pub async fn closed(client: &Client, connections: usize, duration: Duration, tag
 /// `connections` loops sending `GET path` for `duration`: how many were
 /// answered with a success.
 pub async fn closed_get(client: &Client, path: &str, connections: usize, duration: Duration) -> usize {
+    let (c, path) = (client.clone(), path.to_owned());
+    client.run(async move { closed_get_here(&c, &path, connections, duration).await }).await
+}
+
+async fn closed_get_here(client: &Client, path: &str, connections: usize, duration: Duration) -> usize {
     let end = Instant::now() + duration;
     let loops = (0..connections).map(|_| async move {
         let mut answered = 0;
@@ -155,6 +165,11 @@ pub async fn closed_get(client: &Client, path: &str, connections: usize, duratio
 /// `connections` loops POSTing until `n` items are acknowledged (or as many
 /// requests have failed); the acknowledged ids.
 pub async fn count(client: &Client, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
+    let (c, tag) = (client.clone(), tag.to_owned());
+    client.run(async move { count_here(&c, connections, n, &tag).await }).await
+}
+
+async fn count_here(client: &Client, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let loops = (0..connections).map(|c| {
@@ -178,6 +193,11 @@ pub async fn count(client: &Client, connections: usize, n: usize, tag: &str) -> 
 
 /// `rate` POSTs a second at fixed times for `duration`; at most `open` unanswered at once.
 pub async fn open(client: &Client, rate: f64, duration: Duration, open: usize, tag: &str) -> Run {
+    let (c, tag) = (client.clone(), tag.to_owned());
+    client.run(async move { open_here(&c, rate, duration, open, &tag).await }).await
+}
+
+async fn open_here(client: &Client, rate: f64, duration: Duration, open: usize, tag: &str) -> Run {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let every = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let permits = Arc::new(Semaphore::new(open));

@@ -6,6 +6,11 @@
 //! little, and reqwest, general and pooled (a URL parsed, a request built
 //! and a connection task woken for each), cost the closed loop 0.036 ms of
 //! the 0.32 ms an item cost the machine (`apphost bench`, 5d1cb81).
+//!
+//! The load runs on a single-threaded runtime of its own ([`Client::run`]):
+//! on apphost's runtime its requests and answers woke one worker from another
+//! (`futex` and `epoll_wait` were 10 % and 17 % of apphost's samples in a
+//! closed loop), where one thread only ever wakes itself.
 
 use std::{
     sync::{Arc, Mutex},
@@ -127,6 +132,9 @@ fn parse(buffer: &[u8]) -> Result<Option<Answer>, Failure> {
 pub struct Client {
     authority: Arc<str>,
     idle: Arc<Mutex<Vec<Connection>>>,
+    /// The load's own single-threaded runtime, on a thread of its own until the last clone goes.
+    runtime: tokio::runtime::Handle,
+    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Client {
@@ -137,7 +145,35 @@ impl Client {
             .map(|rest| rest.trim_end_matches('/'))
             .filter(|rest| !rest.is_empty() && !rest.contains('/'))
             .ok_or_else(|| format!("the load speaks plain HTTP to `http://host:port`, not to `{base}`"))?;
-        Ok(Self { authority: authority.into(), idle: Arc::new(Mutex::new(Vec::new())) })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("the load's runtime: {e}"))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("bench-load".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(|e| format!("the load's thread: {e}"))?;
+        Ok(Self {
+            authority: authority.into(),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            runtime: handle,
+            _stop: Arc::new(stop),
+        })
+    }
+
+    /// Runs `work` on the load's own thread, where the connections it opens
+    /// are driven; what it returned (its panic, if it panicked).
+    pub async fn run<T: Send + 'static>(&self, work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+        match self.runtime.spawn(work).await {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled only by the runtime's end, which waits for the last clone of `self`.
+            Err(e) => unreachable!("the load's runtime ended under it: {e}"),
+        }
     }
 
     /// `POST path` with a JSON body; what `read` makes of the status and body.
