@@ -36,19 +36,6 @@ pub struct Run {
 /// keeps.
 pub const MOST_OPEN: usize = 8192;
 
-/// The load's HTTP client for the sender at `sender` (`http://host:port`).
-/// It keeps every connection it opened for the next request, as a client
-/// under steady load does: with the loopback client's 8 idle connections,
-/// an open loop whose unanswered requests rose past that closed the rest as
-/// they were answered and opened new ones for the next, one TCP connection
-/// for every two requests at 4,000 POST/s (`nstat TcpActiveOpens` around
-/// `apphost bench --only open --rates 4000`), each a connect for the load
-/// and an accept and a connection task for the sender. There are at most
-/// [`MOST_OPEN`] of them, held while the load runs.
-pub fn client(sender: &str) -> Result<Client, String> {
-    Client::new(sender)
-}
-
 /// Adds the failures of `from` to `into`, why by why.
 pub fn add_why(into: &mut BTreeMap<String, usize>, from: &BTreeMap<String, usize>) {
     for (why, n) in from {
@@ -106,11 +93,10 @@ pub fn why_text(failures: &BTreeMap<String, usize>) -> String {
 
 /// `connections` loops, each POSTing as soon as its last answer came, for `duration`.
 pub async fn closed(client: &Client, connections: usize, duration: Duration, tag: &str) -> Run {
-    let (c, tag) = (client.clone(), tag.to_owned());
-    client.run(async move { closed_here(&c, connections, duration, &tag).await }).await
+    client.run(closed_here(client.clone(), connections, duration, tag.to_owned())).await
 }
 
-async fn closed_here(client: &Client, connections: usize, duration: Duration, tag: &str) -> Run {
+async fn closed_here(client: Client, connections: usize, duration: Duration, tag: String) -> Run {
     let began = Instant::now();
     let end = began + duration;
     let loops = (0..connections).map(|c| {
@@ -145,11 +131,11 @@ async fn closed_here(client: &Client, connections: usize, duration: Duration, ta
 /// `connections` loops sending `GET path` for `duration`: how many were
 /// answered with a success.
 pub async fn closed_get(client: &Client, path: &str, connections: usize, duration: Duration) -> usize {
-    let (c, path) = (client.clone(), path.to_owned());
-    client.run(async move { closed_get_here(&c, &path, connections, duration).await }).await
+    client.run(closed_get_here(client.clone(), path.to_owned(), connections, duration)).await
 }
 
-async fn closed_get_here(client: &Client, path: &str, connections: usize, duration: Duration) -> usize {
+async fn closed_get_here(client: Client, path: String, connections: usize, duration: Duration) -> usize {
+    let (client, path) = (&client, path.as_str());
     let end = Instant::now() + duration;
     let loops = (0..connections).map(|_| async move {
         let mut answered = 0;
@@ -165,11 +151,10 @@ async fn closed_get_here(client: &Client, path: &str, connections: usize, durati
 /// `connections` loops POSTing until `n` items are acknowledged (or as many
 /// requests have failed); the acknowledged ids.
 pub async fn count(client: &Client, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
-    let (c, tag) = (client.clone(), tag.to_owned());
-    client.run(async move { count_here(&c, connections, n, &tag).await }).await
+    client.run(count_here(client.clone(), connections, n, tag.to_owned())).await
 }
 
-async fn count_here(client: &Client, connections: usize, n: usize, tag: &str) -> Vec<uuid::Uuid> {
+async fn count_here(client: Client, connections: usize, n: usize, tag: String) -> Vec<uuid::Uuid> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let loops = (0..connections).map(|c| {
@@ -193,11 +178,10 @@ async fn count_here(client: &Client, connections: usize, n: usize, tag: &str) ->
 
 /// `rate` POSTs a second at fixed times for `duration`; at most `open` unanswered at once.
 pub async fn open(client: &Client, rate: f64, duration: Duration, open: usize, tag: &str) -> Run {
-    let (c, tag) = (client.clone(), tag.to_owned());
-    client.run(async move { open_here(&c, rate, duration, open, &tag).await }).await
+    client.run(open_here(client.clone(), rate, duration, open, tag.to_owned())).await
 }
 
-async fn open_here(client: &Client, rate: f64, duration: Duration, open: usize, tag: &str) -> Run {
+async fn open_here(client: Client, rate: f64, duration: Duration, open: usize, tag: String) -> Run {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let every = Duration::from_secs_f64(1.0 / rate.max(1e-3));
     let permits = Arc::new(Semaphore::new(open));
@@ -212,7 +196,7 @@ async fn open_here(client: &Client, rate: f64, duration: Duration, open: usize, 
             not_sent += 1;
             continue;
         };
-        let (client, results, body) = (client.clone(), results.clone(), body(tag, n));
+        let (client, results, body) = (client.clone(), results.clone(), body(&tag, n));
         tasks.spawn(async move {
             let id = post(&client, body).await;
             // From when it was due: a request sent late counts its wait.
@@ -297,7 +281,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_load_keeps_its_connections_instead_of_opening_new_ones_after_each_rise() {
         let (url, seen) = server().await;
-        let client = super::client(&url).unwrap();
+        let client = super::Client::new(&url).unwrap();
         let run = super::open(&client, 2000.0, Duration::from_secs(1), 4096, "test").await;
         assert_eq!(run.ids.len(), 2000, "every request answered: {:?}", run.why);
         // A connection is opened only when every one kept is busy, so there are

@@ -378,7 +378,7 @@ async fn measure(
     report: &mut Report,
 ) -> Result<Figures, String> {
     let sender = ctx.url(&ctx.roles.sender)?;
-    let client = load::client(&sender)?;
+    let client = load::Client::new(&sender)?;
     let scratch = tempfile::tempdir().map_err(|e| format!("a scratch folder: {e}"))?;
     let mut figures = Figures::default();
     let mut all_ids = Vec::new();
@@ -1823,6 +1823,8 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_ratio_is_never_rounded_onto_the_other_side_of_its_goal() {
         use super::{Goal::*, against};
@@ -1836,8 +1838,6 @@ mod tests {
         assert_eq!(against(1.2451, AtMost(1.25)), "1.25", "met, and 1.25 says so");
         assert_eq!(against(0.95, AtMost(1.25)), "0.95");
     }
-
-    use super::*;
 
     #[test]
     fn the_section_replaces_only_itself() {
