@@ -85,6 +85,7 @@ impl Application {
             batch_size = settings.batch_size,
             batch_wait = ?settings.batch_wait,
             pool_size = settings.pool_size,
+            runtime_workers = tokio::runtime::Handle::current().metrics().num_workers(),
             "receiver listening"
         );
         let served = http::serve(listener, router, cancel.clone()).await;

@@ -119,6 +119,7 @@ impl Application {
             writers = settings.writers,
             write_batch = settings.write_batch,
             max_in_flight_requests = settings.max_in_flight_requests,
+            runtime_workers = tokio::runtime::Handle::current().metrics().num_workers(),
             "sender listening"
         );
         let served = service_defaults::http::serve(listener, router, cancel.clone()).await;
