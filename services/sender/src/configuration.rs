@@ -67,13 +67,17 @@ impl Settings {
         let pool_size = parse_var(env, "DB_POOL_SIZE", "a positive number of connections", 16u32)?.max(1);
         let writers = parse_var(env, "DB_WRITERS", "a positive number of writers", 4usize)?.max(1);
         let write_batch = parse_var(env, "DB_WRITE_BATCH", "a positive number of items", 64usize)?.max(1);
-        // Four requests per connection, and at least as many as the writers' queue
-        // holds (a batch per writer): a keyless POST refused below that is one a
-        // writer would have taken within a batch's time. At 64 (four per connection
-        // alone), 3,305 POST/s offered, well below what the stack holds, refused
-        // 30 and 10 requests of 19,830 in a hiccup; at 256, none (0972d99, `apphost
-        // bench --only open --rates 2975,3305`, and again at 3305,3800).
-        let default_in_flight = (pool_size as usize * 4).max(writers * write_batch);
+        // Four times four requests per connection or the writers' queue (a batch
+        // per writer), whichever is more: a refusal should mean overload, not a
+        // pause of a tenth of a second, which a client then waits out for a second
+        // (`Retry-After: 1`). At 64 (four per connection alone), 3,305 POST/s
+        // offered, well below what the stack holds, refused 30 and 10 requests of
+        // 19,830 in a hiccup; at 256, none (0972d99, `apphost bench --only open
+        // --rates 2975,3305`, and again at 3305,3800). At 256, 300 s at 4,530/s
+        // refused 434 requests, in bursts as a pause passed; at 1,024, 300 s at
+        // 4,838/s refused none (`apphost bench --no-build --only closed,sustained`
+        // with and without `HTTP_MAX_IN_FLIGHT=1024`, 2026-12-08, 0d1d839).
+        let default_in_flight = (pool_size as usize * 4).max(writers * write_batch) * 4;
         let max_in_flight_requests =
             parse_var(env, "HTTP_MAX_IN_FLIGHT", "a positive number of requests", default_in_flight)?.max(1);
         Ok(Self {
@@ -111,9 +115,9 @@ mod tests {
 
     #[test]
     fn requests_in_flight_default_to_the_writers_queue_or_four_per_connection_whichever_is_more() {
-        assert_eq!(settings(&[]).max_in_flight_requests, 256);
-        assert_eq!(settings(&[("DB_POOL_SIZE", "100")]).max_in_flight_requests, 400);
-        assert_eq!(settings(&[("DB_WRITERS", "1"), ("DB_WRITE_BATCH", "8")]).max_in_flight_requests, 64);
+        assert_eq!(settings(&[]).max_in_flight_requests, 1024);
+        assert_eq!(settings(&[("DB_POOL_SIZE", "100")]).max_in_flight_requests, 1600);
+        assert_eq!(settings(&[("DB_WRITERS", "1"), ("DB_WRITE_BATCH", "8")]).max_in_flight_requests, 256);
         assert_eq!(settings(&[("HTTP_MAX_IN_FLIGHT", "3")]).max_in_flight_requests, 3);
     }
 }
