@@ -89,7 +89,7 @@ pub enum Part {
     /// One broker alone to active, the start-up's reference.
     Startup,
     /// Five minutes at the most the stack held in steps of 10 s (shares of the
-    /// closed loop's figure, none above 0.6 × `pgbench`) with the stack's
+    /// closed loop's figure, none above 0.62 × `pgbench`, the goal and a little more) with the stack's
     /// settings, one with the seed's.
     Sustained,
 }
@@ -998,21 +998,25 @@ async fn undelivered(ctx: &Ctx, ids: &[uuid::Uuid]) -> Result<Vec<uuid::Uuid>, S
 }
 
 /// Waits until the receiver has every item of `ids`, or `limit` has passed;
-/// those still missing then. Each look asks only for those missing at the
-/// last, so polling a run of a million items does not load the receiver's
-/// database while it is still catching up.
-async fn missing_after(ctx: &Ctx, ids: &[uuid::Uuid], limit: Instant) -> Result<Vec<uuid::Uuid>, String> {
+/// those still missing then, and when the look that found them began (what
+/// it saw is the receiver's database as of then: a first look at 1.45 million
+/// items took about 1.4 s, which is not the pipeline's). Each look asks only
+/// for those missing at the last, so polling a run of a million items does
+/// not load the receiver's database while it is still catching up.
+async fn missing_after(ctx: &Ctx, ids: &[uuid::Uuid], limit: Instant) -> Result<(Vec<uuid::Uuid>, Instant), String> {
+    let mut seen = Instant::now();
     let mut missing = undelivered(ctx, ids).await?;
     while !missing.is_empty() && Instant::now() < limit {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        seen = Instant::now();
         missing = undelivered(ctx, &missing).await?;
     }
-    Ok(missing)
+    Ok((missing, seen))
 }
 
 /// Waits until the receiver has every item of `ids`, or fails after `limit`.
 async fn await_delivery(ctx: &Ctx, ids: &[uuid::Uuid], limit: Duration) -> Result<(), String> {
-    let missing = missing_after(ctx, ids, Instant::now() + limit).await?;
+    let (missing, _) = missing_after(ctx, ids, Instant::now() + limit).await?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -1538,6 +1542,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             text
         };
         let goal = (reference * sustained::GOAL).round();
+        let cap = (reference * sustained::CAP).round();
         let shares = |shares: &[f64]| shares.iter().map(|share| share.to_string()).collect::<Vec<_>>().join(", ");
         let steps: Vec<String> = f
             .steps
@@ -1571,13 +1576,14 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
         let _ = writeln!(
             s,
             "| sustained end-to-end rate for {} s, offered the most the stack held in steps of {} s ({} × the closed \
-             loop's figure, none above {} × `pgbench`, {goal:.0}/s; the first step it did not hold ends the search, \
+             loop's figure, none above {} × `pgbench`, {cap:.0}/s, the goal's {goal:.0}/s and a little more, as a rate \
+             end to end falls a little short of the rate offered; the first step it did not hold ends the search, \
              and if that was the first, {} × until one held: {}): {:.0} POST/s | {:.0} items/s; outbox pending at \
              most {:.0}, {:.0} when the load ended ({}); {}; the machine {busy:.0} % busy of {} % (CPU below) | `pgbench`: {reference:.0} tps | {} | ≥ {} |",
             o.sustained.as_secs(),
             o.step.as_secs(),
             shares(&sustained::STEPS),
-            sustained::GOAL,
+            sustained::CAP,
             shares(&sustained::BELOW),
             steps.join("; "),
             ours.offered,

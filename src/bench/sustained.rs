@@ -1,6 +1,6 @@
 //! Sustained throughput: open-loop load for minutes at the most the stack
-//! held in short steps ([`steps`], up to the goal's share of the `pgbench`
-//! figure), the end-to-end rate the receiver keeps up with and whether the
+//! held in short steps ([`steps`], up to [`CAP`] × the `pgbench`
+//! figure, a little above the goal), the end-to-end rate the receiver keeps up with and whether the
 //! outbox's backlog grows; then the same with the seed's relay settings (a
 //! sender started by hand with the same variables, as a user could), for
 //! the speed-up over it.
@@ -21,6 +21,14 @@ pub const SEED: [(&str, &str); 3] =
 
 /// The goal: an end-to-end rate this share of the `pgbench` figure.
 pub const GOAL: f64 = 0.6;
+
+/// The highest share of `pgbench` a step offers: the goal's and a fiftieth
+/// more. The end-to-end rate counts the items over the time from the load's
+/// start until the receiver had the last, so it always falls a little short
+/// of what was offered, and a run offered exactly the goal's rate could only
+/// report under it: at 0d1d839, 4,838/s (0.6 × 8,063) offered for 300 s,
+/// nothing refused, no backlog, gave 4,815 items/s end to end, 0.597.
+pub const CAP: f64 = 0.62;
 
 /// The steps that find what a sustained run offers, as shares of the closed
 /// loop's figure, lowest first. Open-loop load beyond what the stack holds
@@ -45,10 +53,10 @@ pub const STEPS: [f64; 8] = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0];
 pub const BELOW: [f64; 6] = [0.55, 0.5, 0.45, 0.4, 0.35, 0.3];
 
 /// The offered rates of the steps: [`STEPS`] of the closed loop's figure, none
-/// above the goal's share of `pgbench` (the goal alone without a closed loop),
-/// and [`BELOW`]'s, highest first (none without a closed loop).
+/// above [`CAP`] × `pgbench` (that alone without a closed loop), and
+/// [`BELOW`]'s, highest first (none without a closed loop).
 pub fn step_rates(pgbench: f64, closed: Option<f64>) -> (Vec<f64>, Vec<f64>) {
-    let goal = (pgbench * GOAL).max(1.0).round();
+    let goal = (pgbench * CAP).max(1.0).round();
     let shares = |closed: f64, shares: &[f64]| -> Vec<f64> {
         let mut rates: Vec<f64> = shares.iter().map(|share| (closed * share).max(1.0).round().min(goal)).collect();
         rates.dedup();
@@ -135,7 +143,7 @@ async fn one_step(
     ids: &mut Vec<uuid::Uuid>,
 ) -> Result<Step, String> {
     let run = super::load::open(client, rate, step, super::load::MOST_OPEN, "bench step").await;
-    let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.len();
+    let late = super::missing_after(ctx, &run.ids, Instant::now() + HELD_WITHIN).await?.0.len();
     super::await_delivery(ctx, &run.ids, Duration::from_secs(120)).await?;
     ids.extend(run.ids.iter().copied());
     Ok(Step { offered: rate, acknowledged: run.ids.len(), why: run.why, not_sent: run.not_sent, late })
@@ -223,8 +231,9 @@ pub async fn run(
     let pending_end = ctx.metric(&ctx.roles.sender, OUTBOX_PENDING.series).await;
     // Delivered within the load's time and SETTLE more at most: a pipeline that keeps up is
     // done moments after the load; one that does not delivers at its steady rate meanwhile.
-    let missing = super::missing_after(ctx, &run.ids, Instant::now() + SETTLE).await?;
-    let seconds = began.elapsed().as_secs_f64();
+    // Until the look that found the last item (or the limit) began: the look's own time is not the pipeline's.
+    let (missing, seen) = super::missing_after(ctx, &run.ids, Instant::now() + SETTLE).await?;
+    let seconds = seen.duration_since(began).as_secs_f64();
     let transactions = super::transactions_between(transactions_before, super::transactions(sender_db, ctx).await);
     let delivered = run.ids.len() - missing.len();
     let pending_max = pending_max.max(pending_end);
@@ -354,11 +363,11 @@ mod tests {
     }
 
     #[test]
-    fn the_steps_are_shares_of_the_closed_loop_none_above_the_goal() {
-        assert_eq!(step_rates(1000.0, None), (vec![600.0], vec![]));
+    fn the_steps_are_shares_of_the_closed_loop_none_above_the_cap() {
+        assert_eq!(step_rates(1000.0, None), (vec![620.0], vec![]));
         assert_eq!(
             step_rates(1000.0, Some(900.0)),
-            (vec![540.0, 585.0, 600.0], vec![495.0, 450.0, 405.0, 360.0, 315.0, 270.0])
+            (vec![540.0, 585.0, 620.0], vec![495.0, 450.0, 405.0, 360.0, 315.0, 270.0])
         );
         let (up, below) = step_rates(9137.0, Some(2387.4));
         assert_eq!(up, [1432.0, 1552.0, 1671.0, 1791.0, 1910.0, 2029.0, 2149.0, 2387.0]);
