@@ -1542,7 +1542,7 @@ fn markdown(f: &Figures, startups: &[f64], o: &Options, charts: &[(String, Strin
             text
         };
         let goal = (reference * sustained::GOAL).round();
-        let cap = (reference * sustained::CAP).round();
+        let cap = sustained::cap_rate(reference);
         let shares = |shares: &[f64]| shares.iter().map(|share| share.to_string()).collect::<Vec<_>>().join(", ");
         let steps: Vec<String> = f
             .steps

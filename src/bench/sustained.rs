@@ -52,19 +52,24 @@ pub const STEPS: [f64; 8] = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0];
 /// in the outbox).
 pub const BELOW: [f64; 6] = [0.55, 0.5, 0.45, 0.4, 0.35, 0.3];
 
+/// The highest rate a step offers: [`CAP`] × the `pgbench` figure.
+pub fn cap_rate(pgbench: f64) -> f64 {
+    (pgbench * CAP).max(1.0).round()
+}
+
 /// The offered rates of the steps: [`STEPS`] of the closed loop's figure, none
-/// above [`CAP`] × `pgbench` (that alone without a closed loop), and
-/// [`BELOW`]'s, highest first (none without a closed loop).
+/// above [`cap_rate`] (that alone without a closed loop), and [`BELOW`]'s,
+/// highest first (none without a closed loop).
 pub fn step_rates(pgbench: f64, closed: Option<f64>) -> (Vec<f64>, Vec<f64>) {
-    let goal = (pgbench * CAP).max(1.0).round();
+    let cap = cap_rate(pgbench);
     let shares = |closed: f64, shares: &[f64]| -> Vec<f64> {
-        let mut rates: Vec<f64> = shares.iter().map(|share| (closed * share).max(1.0).round().min(goal)).collect();
+        let mut rates: Vec<f64> = shares.iter().map(|share| (closed * share).max(1.0).round().min(cap)).collect();
         rates.dedup();
         rates
     };
     match closed {
         Some(c) => (shares(c, &STEPS), shares(c, &BELOW)),
-        None => (vec![goal], Vec::new()),
+        None => (vec![cap], Vec::new()),
     }
 }
 
